@@ -1,0 +1,308 @@
+"""The scoring engine: token requests in, log-likelihoods out.
+
+Same numbers as lm-eval's HF backend (each request is scored on
+``(context + continuation)[-(max_length + 1):][:-1]``), computed with far less
+work and memory:
+
+1. Requests with the same input row (the four choices of a question) share
+   one row; only their target tokens differ.
+2. Rows are sorted and grouped by their longest common token prefix (the
+   description and few-shot examples of a subject).  The prefix runs once and
+   its KV cache is shared, as stride-0 views, by every row of the group.
+3. Only the scored positions reach the LM head (``logits_to_keep``): no
+   full-vocabulary logits for the prefix or the question text.
+4. Suffixes of similar length are batched, left-padded between the prefix and
+   the suffix (attention mask and explicit positions keep the math exact);
+   rows per batch come from the memory planner (``memory.py``).
+5. Models that cannot take a shared cache (sliding-window attention shorter
+   than the rows, or no cache/position inputs) are scored in plain batches
+   with no prefix: same answers, more work.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .memory import BatchPlanner, is_oom
+from .prompts import TokenRequest
+
+MIN_SHARED_PREFIX = 32  # tokens; below this a separate prefix pass costs more than it saves
+DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither config nor tokenizer says
+
+
+@dataclass(frozen=True)
+class Score:
+    loglikelihood: float
+    is_greedy: bool
+
+
+@dataclass
+class EngineStats:
+    batch_sizes: list[int] = field(default_factory=list)
+    rows: int = 0
+    prefix_tokens: int = 0  # tokens run in shared-prefix passes
+    suffix_tokens: int = 0  # real (unpadded) tokens run in batches
+    padded_tokens: int = 0  # tokens run in batches, padding included
+    scored_positions: int = 0
+    peak_bytes: int = 0
+    seconds: float = 0.0
+    mode: str = "prefix"
+
+
+@dataclass
+class _Row:
+    tokens: tuple[int, ...]
+    scored: int  # number of trailing positions whose logits are needed
+    targets: list[tuple[int, tuple[int, ...]]]  # (request index, continuation tokens)
+
+
+def resolve_max_length(config: Any, tokenizer: Any = None) -> int:
+    """lm-eval's rule: config n_positions / max_position_embeddings / n_ctx, then tokenizer."""
+    cfg = getattr(config, "text_config", None) or config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(cfg, attr, None)
+        if value is not None:
+            return int(value)
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if model_max is not None and model_max < 10**20:
+        return int(model_max)
+    return DEFAULT_MAX_LENGTH
+
+
+def _sliding_window(config: Any) -> int | None:
+    cfg = getattr(config, "text_config", None) or config
+    window = getattr(cfg, "sliding_window", None)
+    if not window or getattr(cfg, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(cfg, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    return int(window)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class ScoringEngine:
+    """Scores token requests on one causal LM; the one seam used by plugin, bench and lm-eval."""
+
+    def __init__(self, model: Any, max_length: int, planner_factory: Callable[[], BatchPlanner],
+                 meter: Any) -> None:
+        self.model = model
+        self.max_length = max_length
+        self.planner_factory = planner_factory
+        self.meter = meter
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._can_prefix = self._cache_kw in params and "position_ids" in params
+        self._keep_logits = "logits_to_keep" in params
+        self._window = _sliding_window(model.config)
+        self.stats = EngineStats()
+
+    # -- public seam ---------------------------------------------------------------------------
+    def score(self, requests: Sequence[TokenRequest],
+              progress: Callable[[int], None] | None = None) -> list[Score]:
+        """Log-likelihood and greedy flag of each request's continuation, in request order.
+
+        ``progress`` is called with the number of requests finished so far.
+        """
+        import torch
+
+        start = time.perf_counter()
+        self.stats = EngineStats()
+        rows = self._rows(requests)
+        longest = max((len(r.tokens) for r in rows), default=0)
+        use_prefix = self._can_prefix and (self._window is None or longest <= self._window)
+        self.stats.mode = "prefix" if use_prefix else "plain"
+        groups = self._group(rows) if use_prefix else [(0, rows)]
+        planner = self.planner_factory()
+        for prefix_len, group_rows in groups:
+            planner.check_fits(prefix_len, max(len(r.tokens) for r in group_rows) - prefix_len,
+                               max(r.scored for r in group_rows))
+        results: list[Score | None] = [None] * len(requests)
+        done = 0
+        self.meter.reset_peak()
+        with torch.inference_mode():
+            for prefix_len, group_rows in groups:
+                self.meter.reset_peak()
+                cache = self._run_prefix(group_rows[0].tokens[:prefix_len]) if prefix_len else None
+                for batch in self._batches(group_rows, prefix_len, cache, planner):
+                    for row, scores in batch:
+                        for (req_index, _), score in zip(row.targets, scores):
+                            results[req_index] = score
+                        done += len(row.targets)
+                    if progress is not None:
+                        progress(done)
+                del cache
+        self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
+        self.stats.seconds = time.perf_counter() - start
+        return results  # type: ignore[return-value]
+
+    # -- planning ------------------------------------------------------------------------------
+    def _rows(self, requests: Sequence[TokenRequest]) -> list[_Row]:
+        by_tokens: dict[tuple[int, ...], _Row] = {}
+        for index, req in enumerate(requests):
+            cont = req.continuation
+            if not cont:
+                raise ValueError(f"request {index}: empty continuation")
+            if len(cont) > self.max_length:
+                raise ValueError(f"request {index}: continuation longer than max_length {self.max_length}")
+            tokens = (req.context + cont)[-(self.max_length + 1):][:-1]
+            row = by_tokens.get(tokens)
+            if row is None:
+                row = by_tokens[tokens] = _Row(tokens, len(cont), [])
+            row.scored = max(row.scored, len(cont))
+            row.targets.append((index, cont))
+        self.stats.rows = len(by_tokens)
+        return list(by_tokens.values())
+
+    def _group(self, rows: list[_Row]) -> list[tuple[int, list[_Row]]]:
+        """Split rows into (shared prefix length, rows) groups; prefix 0 = no sharing."""
+        rows = sorted(rows, key=lambda r: r.tokens)
+        groups: list[tuple[int, list[_Row]]] = []
+        loose: list[_Row] = []
+        current: list[_Row] = []
+        shared = 0
+
+        def close() -> None:
+            if len(current) > 1 and shared >= MIN_SHARED_PREFIX:
+                groups.append((shared, list(current)))
+            else:
+                loose.extend(current)
+
+        for row in rows:
+            room = len(row.tokens) - row.scored  # scored positions must stay in the suffix
+            if current:
+                common = _common_prefix(current[-1].tokens, row.tokens, room)
+                if min(shared, common) >= MIN_SHARED_PREFIX:
+                    current.append(row)
+                    shared = min(shared, common)
+                    continue
+                close()
+            current, shared = [row], room
+        if current:
+            close()
+        if loose:
+            groups.append((0, loose))
+        return groups
+
+    def _batches(self, rows: list[_Row], prefix_len: int, cache: Any, planner: BatchPlanner):
+        """Yield lists of (row, scores), longest suffixes first, sized by the planner."""
+        pending = sorted(rows, key=lambda r: len(r.tokens), reverse=True)
+        while pending:
+            suffix = len(pending[0].tokens) - prefix_len
+            scored = max(r.scored for r in pending[:64])
+            n = planner.rows(prefix_len, suffix, scored, len(pending))
+            batch = pending[:n]
+            try:
+                self.meter.reset_peak()
+                scores = self._forward(batch, prefix_len, cache)
+            except Exception as exc:
+                if not is_oom(exc) or n == 1:
+                    raise
+                planner.on_oom(n)
+                _free_device_memory()
+                continue
+            peak = self.meter.peak()
+            self.stats.peak_bytes = max(self.stats.peak_bytes, peak)
+            planner.observe(n, prefix_len, suffix, scored, peak)
+            self.stats.batch_sizes.append(n)
+            del pending[:n]
+            yield list(zip(batch, scores))
+
+    # -- model calls ---------------------------------------------------------------------------
+    def _run_prefix(self, tokens: Sequence[int]) -> Any:
+        import torch
+
+        device = self.model.device
+        ids = torch.tensor([list(tokens)], device=device)
+        kwargs = {"logits_to_keep": 1} if self._keep_logits else {}
+        out = self.model(input_ids=ids, use_cache=True, **kwargs)
+        self.stats.prefix_tokens += len(tokens)
+        self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
+        return getattr(out, "cache", None) or out.past_key_values
+
+    def _forward(self, batch: list[_Row], prefix_len: int, cache: Any) -> list[list[Score]]:
+        import torch
+
+        device = self.model.device
+        n = len(batch)
+        suffixes = [r.tokens[prefix_len:] for r in batch]
+        width = max(len(s) for s in suffixes)
+        keep = max(r.scored for r in batch)
+        ids = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, prefix_len + width), dtype=torch.long)
+        mask[:, :prefix_len] = 1
+        positions = torch.zeros((n, width), dtype=torch.long)
+        for i, s in enumerate(suffixes):
+            # Left padding puts every row's last token in the last column, so one
+            # logits_to_keep slice covers the scored positions of all rows.
+            pad = width - len(s)
+            ids[i, pad:] = torch.tensor(s)
+            mask[i, prefix_len + pad:] = 1
+            positions[i, pad:] = torch.arange(prefix_len, prefix_len + len(s))
+        kwargs: dict[str, Any] = {"attention_mask": mask.to(device), "position_ids": positions.to(device)}
+        if cache is not None:
+            kwargs[self._cache_kw] = _expand_cache(cache, n)
+            kwargs["use_cache"] = True
+        else:
+            kwargs["use_cache"] = False
+        if self._keep_logits:
+            kwargs["logits_to_keep"] = keep
+        logits = self.model(input_ids=ids.to(device), **kwargs).logits[:, -keep:, :]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        greedy = logprobs.argmax(dim=-1)
+        self.stats.suffix_tokens += sum(len(s) for s in suffixes)
+        self.stats.padded_tokens += n * width
+        self.stats.scored_positions += n * keep
+        out: list[list[Score]] = []
+        for i, row in enumerate(batch):
+            row_scores = []
+            for _, cont in row.targets:
+                k = len(cont)
+                target = torch.tensor(cont, device=logprobs.device)
+                lp = logprobs[i, keep - k:, :].gather(1, target[:, None]).sum()
+                row_scores.append(Score(float(lp), bool((greedy[i, keep - k:] == target).all())))
+            out.append(row_scores)
+        return out
+
+
+def _expand_cache(cache: Any, rows: int) -> Any:
+    """A per-batch cache whose prefix is shared by all rows without copying it.
+
+    DynamicLayer.update concatenates the new keys onto these stride-0 views, so
+    the prefix is materialized only once per row inside attention, never kept twice.
+    """
+    layers = getattr(cache, "layers", None)
+    if layers is not None and all(type(layer).__name__ == "DynamicLayer" for layer in layers):
+        expanded = copy.copy(cache)
+        expanded.layers = []
+        for layer in layers:
+            clone = copy.copy(layer)
+            clone.keys = layer.keys.expand(rows, -1, -1, -1)
+            clone.values = layer.values.expand(rows, -1, -1, -1)
+            expanded.layers.append(clone)
+        return expanded
+    expanded = copy.deepcopy(cache)
+    expanded.batch_repeat_interleave(rows)
+    return expanded
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,85 @@
+"""One MMLU evaluation: questions -> lm-eval requests -> engine -> result."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+
+from .data import MmluData
+from .engine import ScoringEngine, resolve_max_length
+from .loading import LoadedModel
+from .markers import EvalSpec
+from .memory import BatchPlanner, RowCost, configure_cpu_allocator, make_meter
+from .prompts import LmEvalTokenizer, TokenRequest
+from .results import EvaluationResult, QuestionResult, predict
+
+# Without a declared budget, use at most this share of the memory the device has free.
+FREE_MEMORY_SHARE = 0.85
+# Rows x tokens per forward.  On CPU a single row already fills the GEMMs and
+# wider batches measured slower (bench/engine_bench.py), so rows stay few there.
+MAX_BATCH_TOKENS = {"cpu": 512, "cuda": 65536}
+
+
+class Evaluator:
+    """Evaluates MMLU specs on one loaded model; the model and meter are reused across calls."""
+
+    def __init__(self, loaded: LoadedModel, data: MmluData, batch_size: str | int = "auto") -> None:
+        self.loaded = loaded
+        self.data = data
+        self.batch_size = batch_size
+        self.meter = make_meter(loaded.device)
+        if loaded.device == "cpu":
+            configure_cpu_allocator()
+        self.tokenizer = LmEvalTokenizer(loaded.tokenizer)
+        self.max_length = resolve_max_length(loaded.model.config, loaded.tokenizer)
+        dtype_bytes = loaded.model.dtype.itemsize
+        self.row_cost = RowCost.from_config(loaded.model.config, dtype_bytes)
+
+    def requests(self, spec: EvalSpec) -> tuple[list[TokenRequest], list]:
+        requests: list[TokenRequest] = []
+        questions = []
+        for subject in spec.subjects:
+            shots = self.data.shots(subject, spec.shots)
+            for q in self.data.test_questions(subject, spec.limit):
+                requests.extend(self.tokenizer.mmlu_requests(q, shots))
+                questions.append(q)
+        return requests, questions
+
+    def engine(self, budget_bytes: int | None) -> ScoringEngine:
+        gc.collect()
+        baseline = self.meter.current()
+        if budget_bytes is not None:
+            limit = budget_bytes
+        else:
+            limit = baseline + int(self.meter.available() * FREE_MEMORY_SHARE)
+        kind = "cuda" if self.loaded.device.startswith("cuda") else "cpu"
+        fixed = self.batch_size if isinstance(self.batch_size, int) else None
+
+        def planner() -> BatchPlanner:
+            return BatchPlanner(self.row_cost, baseline, limit, self.meter.describe(),
+                                budget_declared=budget_bytes is not None,
+                                max_batch_tokens=MAX_BATCH_TOKENS[kind], fixed_rows=fixed)
+
+        return ScoringEngine(self.loaded.model, self.max_length, planner, self.meter)
+
+    def evaluate(self, spec: EvalSpec, budget_bytes: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
+        requests, questions = self.requests(spec)
+        engine = self.engine(budget_bytes)
+        total = len(questions)
+        on_progress = None if progress is None else (lambda done: progress(done // 4, total))
+        scores = engine.score(requests, progress=on_progress)
+        results = []
+        for i, q in enumerate(questions):
+            lls = tuple(s.loglikelihood for s in scores[4 * i: 4 * i + 4])
+            results.append(QuestionResult(q.subject, q.index, q.answer, predict(lls), lls))
+        stats = engine.stats
+        return EvaluationResult(
+            subjects=spec.subjects, shots=spec.shots, limit=spec.limit, label=spec.label or
+            ",".join(spec.subjects), questions=results, peak_memory_bytes=stats.peak_bytes,
+            budget_bytes=budget_bytes, batch_size=max(stats.batch_sizes, default=0),
+            batch_sizes=stats.batch_sizes, seconds=stats.seconds,
+            tokens=stats.prefix_tokens + stats.suffix_tokens, device=self.loaded.device,
+            dtype=self.loaded.dtype, data_fingerprint=self.data.fingerprint(spec.subjects),
+            weight_bytes=self.loaded.weight_bytes, engine_mode=stats.mode,
+        )

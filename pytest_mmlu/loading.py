@@ -1,0 +1,122 @@
+"""Loading the model under test: once, in eval mode, safetensors only unless asked."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .settings import Settings, looks_like_path
+
+
+class ModelLoadError(Exception):
+    """The model could not be loaded; the message names it and says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    name: str
+    revision: str | None
+    device: str
+    dtype: str
+    load_seconds: float
+    weight_bytes: int
+    commit: str | None  # hub commit hash when loaded from the hub
+
+
+def resolve_device(setting: str) -> str:
+    import torch
+
+    if setting == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"--mmlu-device={setting}: CUDA is not available in this environment")
+    return "cuda:0" if setting == "cuda" else setting
+
+
+def resolve_dtype(setting: str, device: str) -> str:
+    import torch
+
+    if setting != "auto":
+        return setting
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
+def weight_bytes(model: Any) -> int:
+    seen: set[int] = set()
+    total = 0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.data_ptr() in seen:  # tied weights count once
+            continue
+        seen.add(tensor.data_ptr())
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _share_cpu_threads() -> None:
+    """Under pytest-xdist each worker takes its share of the cores, or they thrash."""
+    import os
+
+    import torch
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Load model and tokenizer named by the settings; raise ModelLoadError with one clear line."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()  # our own progress line is enough
+
+    name = settings.model
+    assert name, "load_model needs settings.model"
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    local = looks_like_path(name)
+    where = f"model folder {name}" if local else f"model {name!r} from the Hugging Face hub"
+    common: dict[str, Any] = {"revision": settings.revision,
+                              "trust_remote_code": settings.trust_remote_code}
+    start = time.perf_counter()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **common)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=getattr(torch, dtype), use_safetensors=None if settings.allow_pickle else True,
+            device_map=device if device.startswith("cuda") else None, **common)
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/EnvironmentError
+        reason = _first_line(exc)
+        if not settings.allow_pickle and "safetensors" in reason.lower():
+            hint = "; weights are loaded from safetensors only: pass --mmlu-allow-pickle to load pickle files"
+        elif not local:
+            hint = "; with no network, pass --mmlu-model=/path/to/a/local/folder"
+        else:
+            hint = ""
+        raise ModelLoadError(f"cannot load {where}: {reason}{hint}") from None
+    commit = None if local else getattr(model.config, "_commit_hash", None)
+    if not device.startswith("cuda"):
+        model.to(device)
+        _share_cpu_threads()
+        # safetensors weights are memory-mapped and count as resident only once
+        # touched; touch them now so the memory baseline of a budget includes them.
+        with torch.inference_mode():
+            for tensor in model.parameters():
+                tensor.sum()
+    model.eval()
+    model.requires_grad_(False)
+    seconds = time.perf_counter() - start
+    label = str(Path(name).name) if local else name
+    return LoadedModel(model, tokenizer, label, settings.revision, device, dtype, seconds,
+                       weight_bytes(model), commit)

@@ -1,0 +1,194 @@
+"""pytest hooks and fixtures of pytest-mmlu: thin wrappers over the modules that do the work.
+
+Loaded in every pytest run of the environment: only light modules are
+imported here; torch, transformers and lm_eval load when a test needs a model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from . import markers, reports, settings
+from .gates import floor_uncovered
+from .results import EvaluationResult
+from .session import MmluSession
+
+SESSION = pytest.StashKey[MmluSession]()
+MARKS = pytest.StashKey[markers.ItemMarks]()
+DEFERRED = pytest.StashKey[list]()  # failures found during setup, raised in the call phase
+MMLU_FIXTURES = {"mmlu", "mmlu_result", "mmlu_model"}
+SKIP_REASON = ("MMLU test needs a model: pass --mmlu-model=ORG/NAME (a Hugging Face id) or a "
+               "local folder, or set PYTEST_MMLU_MODEL")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for doc in markers.MARKER_DOCS:
+        config.addinivalue_line("markers", doc)
+    sess = MmluSession(config, settings.resolve(config))
+    config.stash[SESSION] = sess
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistController(sess), "pytest_mmlu_xdist")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    sess = config.stash[SESSION]
+    if not sess.settings.model:
+        return None
+    from .loading import ModelLoadError, resolve_device, resolve_dtype
+    from .memory import make_meter
+
+    try:
+        device = resolve_device(sess.settings.device)
+        text = make_meter(device).describe()
+        dtype = resolve_dtype(sess.settings.dtype, device)
+    except ModelLoadError as exc:
+        raise pytest.UsageError(f"pytest-mmlu: {exc}") from None
+    return reports.header_lines(sess.settings, text, dtype)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    has_model = bool(config.stash[SESSION].settings.model)
+    for item in items:
+        item_marks = markers.read_item_marks(item)
+        item.stash[MARKS] = item_marks
+        fixturenames = getattr(item, "fixturenames", [])
+        if item_marks.spec is not None and "mmlu_result" not in fixturenames:
+            fixturenames.append("mmlu_result")  # the marker alone declares the evaluation
+        if not has_model and (item_marks.uses_mmlu or MMLU_FIXTURES & set(fixturenames)):
+            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def mmlu_model(request: pytest.FixtureRequest) -> Any:
+    """The model under test (a LoadedModel: model, tokenizer, device, dtype, load_seconds,
+    weight_bytes), loaded once per session (once per xdist worker)."""
+    from .loading import ModelLoadError
+
+    try:
+        return request.config.stash[SESSION].loaded_model()
+    except ModelLoadError as exc:
+        pytest.fail(f"pytest-mmlu: {exc}", pytrace=False)
+
+
+class MmluFixture:
+    """``mmlu.evaluate(subjects=..., shots=5, limit=None)``; the test's budget and floor apply."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._item = item
+
+    def evaluate(self, subjects: Any = "all", shots: int = 5, limit: int | None = None) -> EvaluationResult:
+        try:
+            spec = markers.make_eval_spec(subjects, shots, limit)
+        except markers.MarkerError as exc:
+            pytest.fail(f"pytest-mmlu: mmlu.evaluate(): {exc}", pytrace=False)
+        result, failures = _run_evaluation(self._item, spec)
+        if failures:
+            pytest.fail("\n".join(failures), pytrace=False)
+        return result
+
+
+@pytest.fixture
+def mmlu(request: pytest.FixtureRequest, mmlu_model: Any) -> MmluFixture:
+    """Evaluate MMLU from the test body: ``mmlu.evaluate(subjects=..., shots=..., limit=...)``."""
+    return MmluFixture(request.node)
+
+
+@pytest.fixture
+def mmlu_result(request: pytest.FixtureRequest, mmlu_model: Any) -> EvaluationResult | None:
+    """The result of the evaluation declared by the test's ``@pytest.mark.mmlu``."""
+    item = request.node
+    spec = item.stash[MARKS].spec
+    if spec is None:
+        pytest.fail("pytest-mmlu: the mmlu_result fixture needs @pytest.mark.mmlu(subjects=...) "
+                    "on the test", pytrace=False)
+    result, failures = _run_evaluation(item, spec)
+    # Breaches fail the test (not an error in setup): they are raised in the call phase.
+    item.stash.setdefault(DEFERRED, []).extend(failures)
+    return result
+
+
+def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec) -> tuple[EvaluationResult | None, list[str]]:
+    from .data import DataError
+    from .memory import BudgetTooSmall
+
+    sess = item.config.stash[SESSION]
+    item_marks = item.stash[MARKS]
+    try:
+        result = sess.evaluate(item, spec, item_marks)
+    except BudgetTooSmall as exc:
+        sess.record_failure(item, spec, item_marks, str(exc))
+        return None, [str(exc)]
+    except DataError as exc:
+        pytest.fail(f"pytest-mmlu: MMLU data error: {exc}", pytrace=False)
+    return result, sess.records[item.nodeid]["evaluations"][-1]["breaches"]
+
+
+# -- test phases --------------------------------------------------------------------------------
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    deferred = item.stash.get(DEFERRED, [])
+    if deferred:
+        pytest.fail("\n".join(deferred), pytrace=False)
+    result = yield
+    item_marks = item.stash.get(MARKS, None)
+    if item_marks is not None and item_marks.uses_mmlu:
+        sess = item.config.stash[SESSION]
+        evaluations = sess.records.get(item.nodeid, {}).get("evaluations", [])
+        if not evaluations:
+            pytest.fail("pytest-mmlu: this test declares MMLU gates but made no evaluation: add "
+                        "@pytest.mark.mmlu(subjects=...) or call mmlu.evaluate()", pytrace=False)
+        results = [EvaluationResult.from_dict(e) for e in evaluations if e["n"]]
+        problems = floor_uncovered(results, item_marks.floor)
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    sess = item.config.stash[SESSION]
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome = report.outcome if report.when == "call" else (
+            "skipped" if report.skipped else "error")
+        sess.set_outcome(item.nodeid, outcome)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = reports.summary_lines(list(config.stash[SESSION].records.values()))
+    if lines:
+        terminalreporter.write_sep("=", "MMLU summary")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    sess = config.stash[SESSION]
+    if hasattr(config, "workerinput"):  # xdist worker: ship records to the controller
+        config.workeroutput["pytest_mmlu"] = sess.payload()
+        return
+    if sess.settings.report and sess.records:
+        reports.write_json_atomic(sess.settings.report, sess.report())
+
+
+class _XdistController:
+    """Collects the records that xdist workers ship at their end (as pytest-cov does)."""
+
+    def __init__(self, sess: MmluSession) -> None:
+        self.sess = sess
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        payload = getattr(node, "workeroutput", {}).get("pytest_mmlu")
+        if payload:
+            self.sess.merge(payload)

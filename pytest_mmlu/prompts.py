@@ -1,0 +1,88 @@
+"""MMLU prompts and their tokenization, exactly as lm-eval's default ``mmlu_<subject>`` tasks.
+
+Text (lm_eval/tasks/mmlu/default/_default_template_yaml): the subject's
+description line, then ``shots`` dev questions each followed by " <letter>" and
+a blank line, then the test question; the four continuations are " A".." D".
+
+Tokens (lm_eval.api.model.TemplateLM._encode_pair and HFLM.tok_encode):
+trailing whitespace of the context moves to the continuation; the whole string
+and the context are encoded separately with the tokenizer's default special
+tokens (none if the text already starts with the BOS string), and the
+continuation is the whole encoding past the context's length.
+tests/test_lm_eval_agreement.py runs lm-eval itself to prove the equality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .data import LETTERS, Question
+
+TARGET_DELIMITER = " "
+FEWSHOT_DELIMITER = "\n\n"
+CONTINUATIONS = tuple(TARGET_DELIMITER + letter for letter in LETTERS)
+
+
+def description(subject: str) -> str:
+    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+
+
+def question_text(q: Question) -> str:
+    c = q.choices
+    return f"{q.question.strip()}\nA. {c[0]}\nB. {c[1]}\nC. {c[2]}\nD. {c[3]}\nAnswer:"
+
+
+def context(q: Question, shots: Sequence[Question]) -> str:
+    examples = "".join(
+        question_text(s) + TARGET_DELIMITER + LETTERS[s.answer] + FEWSHOT_DELIMITER for s in shots
+    )
+    return description(q.subject) + examples + question_text(q)
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """One log-likelihood request: score ``continuation`` after ``context`` (token ids)."""
+
+    context: tuple[int, ...]
+    continuation: tuple[int, ...]
+
+
+class LmEvalTokenizer:
+    """Turns (context, continuation) strings into token requests the way lm-eval's HF backend does."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        prefix_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.prefix_token_id = prefix_id
+        self._bos_text = tokenizer.decode(prefix_id) if prefix_id is not None else None
+
+    def encode(self, text: str) -> list[int]:
+        if self._bos_text is not None and text.startswith(self._bos_text):
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode(text)
+
+    def request(self, context_text: str, continuation_text: str) -> TokenRequest:
+        if context_text == "":
+            cont = self.tokenizer.encode(continuation_text, add_special_tokens=False)
+            if self.prefix_token_id != cont[0]:
+                return TokenRequest((self.prefix_token_id,), tuple(cont))
+            return TokenRequest(tuple(cont[:1]), tuple(cont[1:]))
+        n_spaces = len(context_text) - len(context_text.rstrip())
+        if n_spaces:
+            continuation_text = context_text[-n_spaces:] + continuation_text
+            context_text = context_text[:-n_spaces]
+        whole = self.encode(context_text + continuation_text)
+        ctx = self.encode(context_text)
+        return TokenRequest(tuple(ctx), tuple(whole[len(ctx):]))
+
+    def mmlu_requests(self, q: Question, shots: Sequence[Question]) -> list[TokenRequest]:
+        """The four requests (A-D) of one question; the context is encoded once."""
+        ctx_text = context(q, shots)
+        ctx = self.encode(ctx_text)
+        out = []
+        for cont in CONTINUATIONS:
+            whole = self.encode(ctx_text + cont)
+            out.append(TokenRequest(tuple(ctx), tuple(whole[len(ctx):])))
+        return out

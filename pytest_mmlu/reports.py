@@ -1,0 +1,111 @@
+"""What people read: the report header, the terminal summary and the JSON report.
+
+JSON report (``--mmlu-report PATH``), schema 1::
+
+    {"schema": 1, "pytest_mmlu_version": str, "scoring_version": int, "created": ISO-8601,
+     "model": {"name", "model", "revision", "commit", "dtype", "device", "weight_bytes",
+               "load_seconds"} | null,
+     "data": str,
+     "tests": [{"nodeid": str, "outcome": "passed" | "failed" | "error" | "skipped",
+                "evaluations": [{"subjects": [str], "label": str, "shots": int,
+                                 "limit": int | null, "n": int, "accuracy": float,
+                                 "ci95": [lo, hi], "per_subject": {subject: {"accuracy", "n"}},
+                                 "per_category": {category: {"accuracy", "n"}},
+                                 "peak_memory_bytes": int, "budget_bytes": int | null,
+                                 "batch_size": int, "batch_sizes": [int], "seconds": float,
+                                 "tokens": int, "device": str, "dtype": str,
+                                 "data_fingerprint": str, "weight_bytes": int,
+                                 "from_cache": bool, "engine_mode": "prefix" | "plain",
+                                 "floor": {"min", "per_subject"} | null, "breaches": [str],
+                                 "questions": [{"subject", "index", "target", "prediction",
+                                                "loglikelihoods": [4 floats, A-D]}]}]}]}
+
+``index`` is the 0-based row in the subject's test split; ``target`` and
+``prediction`` are 0-3 (A-D).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+SCHEMA_VERSION = 1
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it: never a half-written file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f}"
+
+
+def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for rec in sorted(records, key=lambda r: r["nodeid"]):
+        for ev in rec["evaluations"]:
+            floor = ev.get("floor") or {}
+            floor_text = "-" if floor.get("min") is None else f"{floor['min']:.3f}"
+            if floor.get("per_subject"):
+                floor_text += f" +{len(floor['per_subject'])}subj"
+            acc = "-" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
+            ci = "-" if ev["ci95"] is None else "{:.3f}-{:.3f}".format(*ev["ci95"])
+            verdict = "BREACH" if ev.get("breaches") else "ok"
+            if ev.get("regression"):
+                verdict = ev["regression"].get("verdict", verdict) if verdict == "ok" else verdict
+            rows.append([
+                rec["nodeid"], ev.get("label") or ",".join(ev["subjects"]), str(ev["shots"]),
+                str(ev["n"]), acc, ci, floor_text,
+                _gib(ev["peak_memory_bytes"]), _gib(ev["budget_bytes"]), str(ev["batch_size"]),
+                "cache" if ev.get("from_cache") else f"{ev['seconds']:.1f}", verdict,
+            ])
+    return rows
+
+
+HEADERS = ["test", "subjects", "shots", "n", "acc", "95% CI", "floor", "peak GiB", "budget GiB",
+           "batch", "seconds", "verdict"]
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]
+
+
+def summary_lines(records: list[dict[str, Any]]) -> list[str]:
+    rows = summary_rows(records)
+    if not rows:
+        return []
+    lines = format_table(HEADERS, rows)
+    breaches = [b for rec in records for ev in rec["evaluations"] for b in ev.get("breaches", [])]
+    if breaches:
+        lines.append("")
+        lines.extend(f"BREACH {b}" for b in breaches)
+    return lines
+
+
+def header_lines(settings: Any, device_text: str | None, dtype: str | None) -> list[str]:
+    model = settings.model
+    rev = f" @ {settings.revision}" if settings.revision else ""
+    return [
+        f"mmlu: model {model}{rev}, dtype {dtype or settings.dtype}, device "
+        f"{device_text or settings.device}",
+        f"mmlu: data {settings.data}",
+    ]
+

@@ -1,0 +1,168 @@
+"""Evaluation results: accuracy with a Wilson interval, breakdowns, every question.
+
+Accuracy per category and overall is weighted by the number of questions
+(lm-eval's ``weight_by_size: True``), i.e. correct / n over the pooled questions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .subjects import CATEGORY_OF
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class QuestionResult:
+    subject: str
+    index: int
+    target: int
+    prediction: int
+    loglikelihoods: tuple[float, float, float, float]
+
+    @property
+    def correct(self) -> bool:
+        return self.prediction == self.target
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    correct: int
+    n: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.n)
+
+
+def predict(loglikelihoods: Sequence[float]) -> int:
+    """argmax, first on ties (numpy's rule, which lm-eval uses)."""
+    best = 0
+    for i, ll in enumerate(loglikelihoods):
+        if ll > loglikelihoods[best]:
+            best = i
+    return best
+
+
+@dataclass
+class EvaluationResult:
+    subjects: tuple[str, ...]
+    shots: int
+    limit: int | None
+    label: str
+    questions: list[QuestionResult]
+    peak_memory_bytes: int
+    budget_bytes: int | None
+    batch_size: int  # largest rows per forward pass
+    batch_sizes: list[int]
+    seconds: float
+    tokens: int  # tokens run through the model (prefixes once, padding excluded)
+    device: str
+    dtype: str
+    data_fingerprint: str = ""
+    weight_bytes: int = 0
+    from_cache: bool = False
+    engine_mode: str = "prefix"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- derived figures -----------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return len(self.questions)
+
+    @property
+    def correct(self) -> int:
+        return sum(q.correct for q in self.questions)
+
+    @property
+    def accuracy(self) -> float:
+        return Accuracy(self.correct, self.n).accuracy
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.n)
+
+    def _grouped(self, key) -> dict[str, Accuracy]:
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for q in self.questions:
+            c = counts[key(q)]
+            c[0] += q.correct
+            c[1] += 1
+        return {k: Accuracy(c, n) for k, (c, n) in sorted(counts.items())}
+
+    @property
+    def per_subject(self) -> dict[str, Accuracy]:
+        return self._grouped(lambda q: q.subject)
+
+    @property
+    def per_category(self) -> dict[str, Accuracy]:
+        return self._grouped(lambda q: CATEGORY_OF[q.subject])
+
+    # -- serialization (the JSON report's "evaluations" entries) -------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        lo, hi = self.ci95
+        return {
+            "subjects": list(self.subjects),
+            "label": self.label,
+            "shots": self.shots,
+            "limit": self.limit,
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "ci95": [lo, hi],
+            "per_subject": {s: {"accuracy": a.accuracy, "n": a.n} for s, a in self.per_subject.items()},
+            "per_category": {c: {"accuracy": a.accuracy, "n": a.n} for c, a in self.per_category.items()},
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "budget_bytes": self.budget_bytes,
+            "batch_size": self.batch_size,
+            "batch_sizes": self.batch_sizes,
+            "seconds": self.seconds,
+            "tokens": self.tokens,
+            "device": self.device,
+            "dtype": self.dtype,
+            "data_fingerprint": self.data_fingerprint,
+            "weight_bytes": self.weight_bytes,
+            "from_cache": self.from_cache,
+            "engine_mode": self.engine_mode,
+            "questions": [
+                {"subject": q.subject, "index": q.index, "target": q.target,
+                 "prediction": q.prediction, "loglikelihoods": list(q.loglikelihoods)}
+                for q in self.questions
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvaluationResult:
+        questions = [
+            QuestionResult(q["subject"], int(q["index"]), int(q["target"]), int(q["prediction"]),
+                           tuple(float(x) for x in q["loglikelihoods"]))
+            for q in d["questions"]
+        ]
+        return cls(
+            subjects=tuple(d["subjects"]), shots=int(d["shots"]), limit=d["limit"],
+            label=d.get("label", ",".join(d["subjects"])), questions=questions,
+            peak_memory_bytes=int(d["peak_memory_bytes"]), budget_bytes=d["budget_bytes"],
+            batch_size=int(d["batch_size"]), batch_sizes=list(d.get("batch_sizes", [])),
+            seconds=float(d["seconds"]), tokens=int(d.get("tokens", 0)), device=d["device"],
+            dtype=d["dtype"], data_fingerprint=d.get("data_fingerprint", ""),
+            weight_bytes=int(d.get("weight_bytes", 0)), from_cache=bool(d.get("from_cache", False)),
+            engine_mode=d.get("engine_mode", "prefix"),
+        )

@@ -1,0 +1,220 @@
+"""Plugin settings: declared once, resolved once (CLI > env > ini > default).
+
+Every option exists three ways: ``--mmlu-NAME`` on the command line,
+``PYTEST_MMLU_NAME`` in the environment and ``mmlu_NAME`` in the ini file.
+A bad value raises ``pytest.UsageError`` naming the value and where it came
+from, before any test runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+def _flag(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError("expected one of 1/true/yes/on or 0/false/no/off")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return raw
+
+    return parse
+
+
+def _device(raw: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", raw):
+        raise ValueError("expected auto, cpu, cuda or cuda:N")
+    return raw
+
+
+def _batch_size(raw: str) -> str | int:
+    if raw == "auto":
+        return raw
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    raise ValueError("expected 'auto' or a positive integer")
+
+
+def looks_like_path(value: str) -> bool:
+    """Tell a local folder from a hub id ('org/name') without touching the network."""
+    if os.path.exists(value):
+        return True
+    if value.startswith(("/", "./", "../", "~", ".\\")) or value.endswith(("/", "\\")):
+        return True
+    return value.count("/") > 1 or "\\" in value
+
+
+def _model(raw: str) -> str:
+    if looks_like_path(raw):
+        path = Path(raw).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"model folder {str(path)!r} does not exist")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{str(path)!r} has no config.json: not a Hugging Face model folder")
+        return str(path.resolve())
+    return raw
+
+
+def _data(raw: str) -> str:
+    if looks_like_path(raw) or raw.endswith((".zip", ".tar", ".tar.gz", ".tgz")):
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise ValueError(f"MMLU data {str(path)!r} does not exist")
+        return str(path.resolve())
+    return raw
+
+
+def _path(raw: str) -> str:
+    return str(Path(raw).expanduser())
+
+
+def _existing_file(raw: str) -> str:
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ValueError(f"file {str(path)!r} does not exist")
+    return str(path.resolve())
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    help: str
+    parse: Callable[[str], Any]
+    default: Any = None
+    metavar: str | None = None
+    is_flag: bool = False
+
+    @property
+    def cli(self) -> str:
+        return "--mmlu-" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "PYTEST_MMLU_" + self.name.upper()
+
+    @property
+    def ini(self) -> str:
+        return "mmlu_" + self.name
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", "Hugging Face model id or local model folder to evaluate. MMLU tests are "
+           "skipped without it.", _model, metavar="ID_OR_DIR"),
+    Option("revision", "Hub revision (branch, tag or commit) of --mmlu-model.", str, metavar="REV"),
+    Option("data", "MMLU source: the hub dataset id (default cais/mmlu), a local copy of it "
+           "(parquet), or a folder/.zip/.tar of the original Hendrycks CSVs.", _data,
+           default="cais/mmlu", metavar="SOURCE"),
+    Option("dtype", "Weights dtype: auto (fp32 on CPU, bf16 on CUDA where supported), float32, "
+           "bfloat16, float16.", _choice("auto", "float32", "bfloat16", "float16"),
+           default="auto", metavar="DTYPE"),
+    Option("device", "auto, cpu, cuda or cuda:N.", _device, default="auto", metavar="DEVICE"),
+    Option("batch_size", "auto (sized to the memory budget, the default) or a fixed number of "
+           "rows per forward pass.", _batch_size, default="auto", metavar="N"),
+    Option("report", "Write a JSON report of every evaluation to PATH.", _path, metavar="PATH"),
+    Option("trust_remote_code", "Allow the model's own Python code from the hub (off by default).",
+           _flag, default=False, is_flag=True),
+    Option("allow_pickle", "Allow loading weights from pickle (.bin/.pt) files; by default only "
+           "safetensors are loaded.", _flag, default=False, is_flag=True),
+    Option("baseline", "JSON report of an earlier run (the last release) for "
+           "@pytest.mark.mmlu_no_regression.", _path, metavar="PATH"),
+    Option("update_baseline", "Write the --mmlu-baseline file from this run's results.", _flag,
+           default=False, is_flag=True),
+    Option("cache_dir", "Result cache folder (default: inside pytest's cache directory).", _path,
+           metavar="DIR"),
+    Option("no_cache", "Do not read or write the result cache.", _flag, default=False,
+           is_flag=True),
+    Option("chart", "Write a PNG chart of per-subject accuracy to PATH (needs matplotlib).", _path,
+           metavar="PATH"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None
+    revision: str | None = None
+    data: str = "cais/mmlu"
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: str | int = "auto"
+    report: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    baseline: str | None = None
+    update_baseline: bool = False
+    cache_dir: str | None = None
+    no_cache: bool = False
+    chart: str | None = None
+    # Where each non-default value came from, for messages ("--mmlu-dtype", "PYTEST_MMLU_DTYPE"...).
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def source_of(self, name: str) -> str:
+        return self.sources.get(name, "default")
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mmlu", "MMLU release gates (pytest-mmlu)")
+    for opt in OPTIONS:
+        helptext = f"{opt.help} [env {opt.env}, ini {opt.ini}]"
+        if opt.is_flag:
+            group.addoption(opt.cli, action="store_true", default=None, dest=f"mmlu_{opt.name}",
+                            help=helptext)
+        else:
+            group.addoption(opt.cli, action="store", default=None, dest=f"mmlu_{opt.name}",
+                            metavar=opt.metavar, help=helptext)
+        parser.addini(opt.ini, opt.help, default="")
+
+
+def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve every option once; raise pytest.UsageError naming a bad value's source."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for opt in OPTIONS:
+        cli_value = config.getoption(f"mmlu_{opt.name}")
+        ini_value = config.getini(opt.ini)
+        if cli_value is not None:
+            raw, where = cli_value, f"command line {opt.cli}"
+        elif environ.get(opt.env, "") != "":
+            raw, where = environ[opt.env], f"environment variable {opt.env}"
+        elif ini_value not in ("", None, []):
+            raw, where = ini_value, f"ini key {opt.ini} in {config.inipath}"
+        else:
+            values[opt.name] = opt.default
+            continue
+        try:
+            values[opt.name] = raw if isinstance(raw, bool) else opt.parse(str(raw).strip())
+        except ValueError as exc:
+            raise pytest.UsageError(f"pytest-mmlu: bad value {raw!r} from {where}: {exc}") from None
+        sources[opt.name] = where
+    settings = Settings(**values, sources=sources)
+    if settings.update_baseline and not settings.baseline:
+        raise pytest.UsageError(
+            "pytest-mmlu: --mmlu-update-baseline needs --mmlu-baseline PATH (where to write it)"
+        )
+    if settings.baseline and not settings.update_baseline:
+        try:
+            _existing_file(settings.baseline)
+        except ValueError as exc:
+            raise pytest.UsageError(
+                f"pytest-mmlu: baseline from {settings.source_of('baseline')}: {exc}; create it "
+                "with --mmlu-update-baseline"
+            ) from None
+    return settings
