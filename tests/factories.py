@@ -1,0 +1,97 @@
+"""Tiny random models, a tiny real BPE tokenizer and synthetic MMLU data for fast tests."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+from pytest_mmlu.subjects import ALL_SUBJECTS
+
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+         "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu "
+         "what which is the of a an and to in for value theorem cell market law energy").split()
+
+# One small config per architecture family; vocab_size is filled in from the tokenizer.
+ARCH_CONFIGS: dict[str, dict] = {
+    "llama": dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024),
+    "qwen2": dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024),
+    "mistral": dict(model_type="mistral", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                    sliding_window=4096),
+    "gemma": dict(model_type="gemma", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                  max_position_embeddings=1024),
+    "phi": dict(model_type="phi", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=1024),
+    "gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=4, n_positions=1024),
+    "gpt_neox": dict(model_type="gpt_neox", hidden_size=32, intermediate_size=64,
+                     num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=1024),
+    # Sliding window shorter than the prompts: the engine must fall back to plain batches.
+    "gemma2_sliding": dict(model_type="gemma2", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           head_dim=8, max_position_embeddings=1024, sliding_window=24),
+}
+
+
+def make_tokenizer(add_bos: bool = False):
+    """A byte-level BPE trained on the synthetic vocabulary: real merges, real ' A' tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<bos>", "<eos>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choice(WORDS) for _ in range(12)) + "\nA. B. C. D. Answer: A B C D"
+              for _ in range(300)]
+    tok.train_from_iterator(corpus, trainer)
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>")
+
+
+def make_model(arch: str, vocab_size: int, seed: int = 0):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs = dict(ARCH_CONFIGS[arch])
+    model_type = kwargs.pop("model_type")
+    config = AutoConfig.for_model(model_type, vocab_size=vocab_size, bos_token_id=0,
+                                  eos_token_id=1, pad_token_id=2, **kwargs)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model.eval()
+
+
+def save_model_folder(folder: Path, arch: str = "llama", add_bos: bool = False, seed: int = 0) -> Path:
+    tokenizer = make_tokenizer(add_bos=add_bos)
+    model = make_model(arch, len(tokenizer), seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def random_question(rng: random.Random) -> list[str]:
+    text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))) + "?"
+    choices = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) for _ in range(4)]
+    return [text, *choices, rng.choice("ABCD")]
+
+
+def write_mmlu_csvs(root: Path, subjects=ALL_SUBJECTS, n_test: int = 6, n_dev: int = 5,
+                    seed: int = 0) -> Path:
+    """The original Hendrycks layout: root/{dev,test}/<subject>_<split>.csv, no header."""
+    rng = random.Random(seed)
+    for split, n in (("dev", n_dev), ("test", n_test)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for subject in subjects:
+            with open(root / split / f"{subject}_{split}.csv", "w", newline="") as f:
+                csv.writer(f).writerows(random_question(rng) for _ in range(n))
+    return root

@@ -1,0 +1,142 @@
+"""The engine must give lm-eval's numbers on every architecture, at every batch size."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from factories import ARCH_CONFIGS, make_model, make_tokenizer
+from pytest_mmlu.engine import ScoringEngine, resolve_max_length
+from pytest_mmlu.memory import BatchPlanner, CpuMeter, RowCost
+from pytest_mmlu.prompts import TokenRequest
+
+
+def reference_scores(model, requests, max_length):
+    """lm-eval's HF computation, one request at a time, full logits."""
+    out = []
+    with torch.inference_mode():
+        for req in requests:
+            tokens = (req.context + req.continuation)[-(max_length + 1):][:-1]
+            logits = model(torch.tensor([tokens])).logits[0].float()
+            logprobs = torch.log_softmax(logits, -1)[-len(req.continuation):]
+            cont = torch.tensor(req.continuation)
+            ll = logprobs.gather(1, cont[:, None]).sum().item()
+            greedy = bool((logprobs.argmax(-1) == cont).all())
+            out.append((ll, greedy))
+    return out
+
+
+def make_engine(model, rows=None, max_length=None, limit=None):
+    meter = CpuMeter()
+    baseline = meter.current()
+    cost = RowCost.from_config(model.config, 4)
+
+    def planner():
+        return BatchPlanner(cost, baseline, limit or baseline + 8 * 2**30, "cpu",
+                            budget_declared=limit is not None, max_batch_tokens=4096,
+                            fixed_rows=rows)
+
+    return ScoringEngine(model, max_length or resolve_max_length(model.config), planner, meter)
+
+
+def mmlu_like_requests(vocab, n_groups=3, per_group=5, prefix_len=60, seed=0, multi=False):
+    """Groups sharing a long prefix (few-shot block), each row with 4 one-token choices."""
+    rng = random.Random(seed)
+    reqs = []
+    for _ in range(n_groups):
+        prefix = [rng.randrange(3, vocab) for _ in range(prefix_len)]
+        for _ in range(per_group):
+            ctx = tuple(prefix + [rng.randrange(3, vocab) for _ in range(rng.randint(3, 30))])
+            for choice in range(4):
+                cont = (10 + choice,) if not multi else tuple(rng.randrange(3, vocab) for _ in range(rng.randint(1, 3)))
+                reqs.append(TokenRequest(ctx, cont))
+    # A few loners with no shared prefix, scored in the plain group.
+    for _ in range(3):
+        reqs.append(TokenRequest(tuple(rng.randrange(3, vocab) for _ in range(20)), (7,)))
+    return reqs
+
+
+ARCHS = [a for a in ARCH_CONFIGS]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_engine_matches_reference_on_every_architecture(arch):
+    tok = make_tokenizer()
+    model = make_model(arch, len(tok))
+    reqs = mmlu_like_requests(len(tok), multi=True)
+    expected = reference_scores(model, reqs, 1024)
+    engine = make_engine(model)
+    got = engine.score(reqs)
+    assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
+    assert [g.is_greedy for g in got] == [e[1] for e in expected]
+    assert engine.stats.mode == ("plain" if arch == "gemma2_sliding" else "prefix")
+    if engine.stats.mode == "prefix":
+        # The shared prefixes ran once per group, not once per row.
+        assert engine.stats.prefix_tokens < 3 * 61
+
+
+@pytest.mark.parametrize("rows", [1, 4, 16, 32])
+def test_predictions_identical_across_batch_sizes(rows):
+    tok = make_tokenizer()
+    model = make_model("qwen2", len(tok))
+    reqs = mmlu_like_requests(len(tok), n_groups=2, per_group=20)
+    base = make_engine(model, rows=1).score(reqs)
+    got = make_engine(model, rows=rows).score(reqs)
+    assert max(abs(a.loglikelihood - b.loglikelihood) for a, b in zip(base, got)) <= 1e-5
+    preds = lambda s: [max(range(4), key=lambda j: s[i + j].loglikelihood) for i in range(0, 160, 4)]  # noqa: E731
+    assert preds(base) == preds(got)
+    again = make_engine(model, rows=rows).score(reqs)
+    assert [s.loglikelihood for s in again] == [s.loglikelihood for s in got]
+
+
+def test_truncation_follows_lm_eval():
+    tok = make_tokenizer()
+    model = make_model("llama", len(tok))
+    rng = random.Random(1)
+    reqs = [TokenRequest(tuple(rng.randrange(3, len(tok)) for _ in range(90)), (5, 6)) for _ in range(3)]
+    expected = reference_scores(model, reqs, 64)
+    got = make_engine(model, max_length=64).score(reqs)
+    assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
+
+
+def test_gradients_never_recorded():
+    tok = make_tokenizer()
+    model = make_model("gpt2", len(tok))
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled(), m.training)))
+    make_engine(model).score(mmlu_like_requests(len(tok), n_groups=1, per_group=2))
+    assert seen and all(s == (False, True, False) for s in seen)
+
+
+class _OomOnce(torch.nn.Module):
+    """Raises the CUDA allocator's error for wide batches, as a GPU running out would."""
+
+    def __init__(self, model, max_rows):
+        super().__init__()
+        self.inner, self.max_rows, self.ooms = model, max_rows, 0
+        self.config, self.forward = model.config, self._forward
+        self.device = model.device
+
+    def _forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                 use_cache=None, logits_to_keep=0, **kw):
+        if input_ids.shape[0] > self.max_rows:
+            self.ooms += 1
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=past_key_values, use_cache=use_cache,
+                          logits_to_keep=logits_to_keep, **kw)
+
+
+def test_out_of_memory_shrinks_and_completes():
+    tok = make_tokenizer()
+    model = make_model("llama", len(tok))
+    reqs = mmlu_like_requests(len(tok), n_groups=1, per_group=12)
+    flaky = _OomOnce(model, max_rows=3)
+    engine = make_engine(flaky, rows=None)
+    got = engine.score(reqs)
+    expected = reference_scores(model, reqs, 1024)
+    assert flaky.ooms >= 1
+    assert max(engine.stats.batch_sizes) <= 3
+    assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from pytest_mmlu.memory import BatchPlanner, BudgetTooSmall, CpuMeter, CudaMeter, RowCost, is_oom
+
+GiB = 2**30
+
+
+class FakeNvml:
+    """pynvml's surface as CudaMeter uses it: one GPU, this process using ``used`` bytes."""
+
+    def __init__(self, used):
+        self.used = used
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        assert uuid == "GPU-1234"
+        return "handle"
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [SimpleNamespace(pid=os.getpid(), usedGpuMemory=self.used),
+                SimpleNamespace(pid=1, usedGpuMemory=50 * GiB)]  # another process: not ours
+
+    def nvmlDeviceGetName(self, handle):
+        return b"NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return SimpleNamespace(total=80 * GiB)
+
+
+class FakeCuda:
+    """torch.cuda's memory statistics for one device."""
+
+    def __init__(self):
+        self.reserved, self.max_reserved, self.free = 3 * GiB, 5 * GiB, 60 * GiB
+
+    def get_device_properties(self, index):
+        return SimpleNamespace(uuid="1234", name="fake", total_memory=80 * GiB)
+
+    def memory_reserved(self, index):
+        return self.reserved
+
+    def max_memory_reserved(self, index):
+        return self.max_reserved
+
+    def reset_peak_memory_stats(self, index):
+        self.max_reserved = self.reserved
+
+    def synchronize(self, index):
+        pass
+
+    def mem_get_info(self, index):
+        return self.free, 80 * GiB
+
+
+def test_cuda_peak_is_torch_reserved_plus_what_nvml_sees_outside_it():
+    nvml, cuda = FakeNvml(used=int(3.5 * GiB)), FakeCuda()
+    meter = CudaMeter(0, nvml=nvml, torch_cuda=cuda)
+    assert meter.current() == int(3.5 * GiB)  # 3 GiB reserved + 0.5 GiB context
+    meter.reset_peak()
+    cuda.max_reserved = 7 * GiB
+    assert meter.peak() == int(7.5 * GiB)
+    assert meter.describe() == "cuda:0 (NVIDIA H100 80GB HBM3, 80.00 GiB)"
+    assert meter.available() == 60 * GiB
+
+
+def test_cuda_meter_without_nvml_uses_torch_figures():
+    class Broken(FakeNvml):
+        def nvmlInit(self):
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    cuda = FakeCuda()
+    meter = CudaMeter(0, nvml=Broken(0), torch_cuda=cuda)
+    assert meter.peak() == 5 * GiB
+    assert meter.describe() == "cuda:0 (fake, 80.00 GiB)"
+
+
+def test_cpu_meter_resets_high_water_mark():
+    meter = CpuMeter()
+    assert meter.can_reset
+    block = bytearray(300 * 2**20)  # touch 300 MiB
+    block[::4096] = b"x" * len(block[::4096])
+    high = meter.peak()
+    del block
+    meter.reset_peak()
+    assert meter.peak() < high - 200 * 2**20
+
+
+def test_oom_recognised():
+    assert is_oom(RuntimeError("CUDA out of memory. Tried to allocate"))
+    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate memory"))
+    assert is_oom(MemoryError())
+    assert not is_oom(RuntimeError("shape mismatch"))
+
+
+def _planner(limit, baseline=1 * GiB, declared=True):
+    cost = RowCost(kv_per_token=1000, act_per_token=10_000, attn_per_pair=0, logit_bytes=0)
+    return BatchPlanner(cost, baseline, limit, "cpu", budget_declared=declared,
+                        max_batch_tokens=10**9)
+
+
+def test_planner_calibrates_then_fills_the_headroom():
+    p = _planner(limit=2 * GiB)
+    true_per_row = lambda rows: 1 * GiB + 20 * 2**20 + rows * 2 * 11_000 * 100  # noqa: E731
+    assert p.rows(0, 100, 1, 1000) == 1
+    p.observe(1, 0, 100, 1, true_per_row(1))
+    assert p.rows(0, 100, 1, 1000) == 2
+    p.observe(2, 0, 100, 1, true_per_row(2))
+    rows = p.rows(0, 100, 1, 1000)
+    assert true_per_row(rows) <= 2 * GiB
+    assert true_per_row(rows) - GiB >= 0.6 * GiB  # uses most of the headroom
+
+
+def test_planner_learns_from_a_batch_that_used_more():
+    p = _planner(limit=2 * GiB)
+    p.observe(1, 0, 100, 1, GiB + 1_100_000)
+    p.observe(2, 0, 100, 1, GiB + 2_200_000)
+    before = p.rows(0, 100, 1, 10**6)
+    p.observe(before, 0, 100, 1, GiB + before * 3_000_000)
+    assert p.rows(0, 100, 1, 10**6) < before
+
+
+def test_budget_below_batch_one_names_the_minimum():
+    p = _planner(limit=int(1.2 * GiB), baseline=int(1.1 * GiB))
+    with pytest.raises(BudgetTooSmall, match=r"MMLU memory budget 1.20 GiB is too small on cpu: batch 1 needs about .*the minimum that would work is"):
+        p.check_fits(0, 20_000, 1)
