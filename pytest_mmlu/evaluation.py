@@ -20,6 +20,26 @@ FREE_MEMORY_SHARE = 0.85
 MAX_BATCH_TOKENS = {"cpu": 512, "cuda": 65536}
 
 
+def build_engine(loaded: LoadedModel, meter, batch_size: str | int, budget_bytes: int | None,
+                 row_cost: RowCost, max_length: int) -> ScoringEngine:
+    """An engine whose batches fit ``budget_bytes`` (else the device's free memory)."""
+    gc.collect()
+    baseline = meter.current()
+    if budget_bytes is not None:
+        limit = budget_bytes
+    else:
+        limit = baseline + int(meter.available() * FREE_MEMORY_SHARE)
+    kind = "cuda" if loaded.device.startswith("cuda") else "cpu"
+    fixed = batch_size if isinstance(batch_size, int) else None
+
+    def planner() -> BatchPlanner:
+        return BatchPlanner(row_cost, baseline, limit, meter.describe(),
+                            budget_declared=budget_bytes is not None,
+                            max_batch_tokens=MAX_BATCH_TOKENS[kind], fixed_rows=fixed)
+
+    return ScoringEngine(loaded.model, max_length, planner, meter)
+
+
 class Evaluator:
     """Evaluates MMLU specs on one loaded model; the model and meter are reused across calls."""
 
@@ -46,21 +66,8 @@ class Evaluator:
         return requests, questions
 
     def engine(self, budget_bytes: int | None) -> ScoringEngine:
-        gc.collect()
-        baseline = self.meter.current()
-        if budget_bytes is not None:
-            limit = budget_bytes
-        else:
-            limit = baseline + int(self.meter.available() * FREE_MEMORY_SHARE)
-        kind = "cuda" if self.loaded.device.startswith("cuda") else "cpu"
-        fixed = self.batch_size if isinstance(self.batch_size, int) else None
-
-        def planner() -> BatchPlanner:
-            return BatchPlanner(self.row_cost, baseline, limit, self.meter.describe(),
-                                budget_declared=budget_bytes is not None,
-                                max_batch_tokens=MAX_BATCH_TOKENS[kind], fixed_rows=fixed)
-
-        return ScoringEngine(self.loaded.model, self.max_length, planner, self.meter)
+        return build_engine(self.loaded, self.meter, self.batch_size, budget_bytes, self.row_cost,
+                            self.max_length)
 
     def evaluate(self, spec: EvalSpec, budget_bytes: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> EvaluationResult:

@@ -1,0 +1,77 @@
+"""pytest-mmlu's engine as an lm-eval model: ``--model pytest-mmlu``.
+
+Any lm-eval log-likelihood task (multiple choice included) runs through our
+engine: lm-eval builds the requests, tokenization is lm-eval's own
+(``TemplateLM._encode_pair`` over :meth:`PytestMmluLM.tok_encode`, which
+mirrors the HF backend), and the engine scores them.
+
+Importing this module registers the model; ``pytest-mmlu lm-eval ...`` runs
+lm-eval's command line with it registered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+
+from .engine import resolve_max_length
+from .evaluation import build_engine
+from .loading import load_model
+from .memory import RowCost, make_meter
+from .prompts import LmEvalTokenizer, TokenRequest
+from .settings import Settings
+from .sizes import parse_size
+
+
+@register_model("pytest-mmlu", "pytest_mmlu")
+class PytestMmluLM(TemplateLM):
+    def __init__(self, pretrained: str, revision: str | None = None, dtype: str = "auto",
+                 device: str = "auto", batch_size: str | int = "auto",
+                 memory_budget: str | int | None = None, trust_remote_code: bool = False,
+                 **_ignored: Any) -> None:
+        super().__init__()
+        batch = batch_size if batch_size == "auto" else int(batch_size)
+        settings = Settings(model=pretrained, revision=revision, dtype=dtype, device=device,
+                            trust_remote_code=bool(trust_remote_code), batch_size=batch)
+        self.loaded = load_model(settings)
+        self.tokenizer = self.loaded.tokenizer
+        self._tok = LmEvalTokenizer(self.tokenizer)
+        self._meter = make_meter(self.loaded.device)
+        self._budget = None if memory_budget is None else parse_size(memory_budget)
+        self._batch = batch
+        config = self.loaded.model.config
+        self._max_length = resolve_max_length(config, self.tokenizer)
+        self._row_cost = RowCost.from_config(config, self.loaded.model.dtype.itemsize)
+        self.last_stats = None
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        return self._tok.prefix_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        if add_special_tokens is not None:
+            return self.tokenizer.encode(string, add_special_tokens=add_special_tokens)
+        return self._tok.encode(string)
+
+    def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+        engine = build_engine(self.loaded, self._meter, self._batch, self._budget, self._row_cost,
+                              self._max_length)
+        scores = engine.score([TokenRequest(tuple(ctx), tuple(cont)) for _, ctx, cont in requests])
+        self.last_stats = engine.stats
+        return [(s.loglikelihood, s.is_greedy) for s in scores]
+
+    def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
+        raise NotImplementedError("pytest-mmlu scores log-likelihood requests only (no rolling perplexity)")
+
+    def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
+        raise NotImplementedError("pytest-mmlu scores log-likelihood requests only (no generation)")

@@ -1,0 +1,122 @@
+"""Same questions, same model: lm-eval's own HF backend and pytest-mmlu must agree.
+
+lm-eval builds its tasks from its own YAML definitions (lm_eval/tasks/mmlu/default),
+with the dataset served from the real MMLU zip instead of the hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBJECTS = ["abstract_algebra", "college_medicine", "high_school_us_history"]
+LIMIT = 2
+pytestmark = pytest.mark.slow
+
+
+def real_mmlu_zip() -> Path:
+    path = Path(os.environ.get("PYTEST_MMLU_REAL_DATA", ROOT.parent / "shared" / "mmlu" / "mmlu.zip"))
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"real MMLU not found at {path}")
+        pytest.skip(f"real MMLU not found at {path} (set PYTEST_MMLU_REAL_DATA)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def smollm2_dir():
+    spec = importlib.util.spec_from_file_location("build_smollm2", ROOT / "scripts" / "build_smollm2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build()
+
+
+def lm_eval_tasks(data):
+    import datasets
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    def dataset_of(subject):
+        def make(**_):
+            out = {}
+            for split in ("dev", "test"):
+                rows = data.split(subject, split)
+                out[split] = datasets.Dataset.from_dict({
+                    "question": [q.question for q in rows], "subject": [subject] * len(rows),
+                    "choices": [list(q.choices) for q in rows], "answer": [q.answer for q in rows]})
+            return datasets.DatasetDict(out)
+        return make
+
+    folder = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
+    configs = []
+    for subject in SUBJECTS:
+        cfg = load_yaml(folder / f"mmlu_{subject}.yaml")
+        cfg["custom_dataset"] = dataset_of(subject)
+        configs.append(cfg)
+    return TaskManager().load(configs)["tasks"]
+
+
+def run_lm_eval(model, data):
+    from lm_eval import simple_evaluate
+
+    out = simple_evaluate(model=model, tasks=list(lm_eval_tasks(data).values()), num_fewshot=5,
+                          limit=LIMIT, log_samples=True, bootstrap_iters=0)
+    per_question = {}
+    for task, samples in out["samples"].items():
+        subject = task.removeprefix("mmlu_")
+        for s in samples:
+            per_question[(subject, s["doc_id"])] = [r[0][0] for r in s["resps"]]
+    return per_question
+
+
+def test_plugin_and_lm_eval_adapter_agree_with_lm_eval_hf(smollm2_dir):
+    from lm_eval.models.huggingface import HFLM
+
+    from pytest_mmlu.data import MmluData
+    from pytest_mmlu.evaluation import Evaluator
+    from pytest_mmlu.lm_eval_adapter import PytestMmluLM
+    from pytest_mmlu.loading import load_model
+    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.results import predict
+    from pytest_mmlu.settings import Settings
+
+    data = MmluData(str(real_mmlu_zip()))
+    theirs = run_lm_eval(HFLM(pretrained=str(smollm2_dir), dtype="float32", batch_size=4, device="cpu"), data)
+    assert len(theirs) == len(SUBJECTS) * LIMIT
+
+    result = Evaluator(load_model(Settings(model=str(smollm2_dir))), data).evaluate(
+        make_eval_spec(SUBJECTS, 5, LIMIT))
+    ours = {(q.subject, q.index): list(q.loglikelihoods) for q in result.questions}
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        assert predict(ours[key]) == predict(theirs[key]), key
+        assert max(abs(a - b) for a, b in zip(ours[key], theirs[key])) <= 1e-4, key
+
+    adapter = run_lm_eval(PytestMmluLM(pretrained=str(smollm2_dir), batch_size=4), data)
+    for key in theirs:
+        assert max(abs(a - b) for a, b in zip(adapter[key], theirs[key])) <= 1e-4, key
+
+
+def test_agreement_with_a_bos_adding_tokenizer(tiny_model_dir, mmlu_csv_dir):
+    """Llama-style tokenizers prepend BOS: the context/continuation split must still match."""
+    from lm_eval.models.huggingface import HFLM
+
+    from pytest_mmlu.data import MmluData
+    from pytest_mmlu.evaluation import Evaluator
+    from pytest_mmlu.loading import load_model
+    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.settings import Settings
+
+    data = MmluData(str(mmlu_csv_dir))
+    theirs = run_lm_eval(HFLM(pretrained=str(tiny_model_dir), dtype="float32", batch_size=4, device="cpu"), data)
+    result = Evaluator(load_model(Settings(model=str(tiny_model_dir))), data).evaluate(
+        make_eval_spec(SUBJECTS, 5, LIMIT))
+    ours = {(q.subject, q.index): list(q.loglikelihoods) for q in result.questions}
+    assert ours.keys() == theirs.keys()
+    for key in theirs:
+        assert max(abs(a - b) for a, b in zip(ours[key], theirs[key])) <= 1e-4, key
