@@ -67,8 +67,6 @@ def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
             acc = "-" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
             ci = "-" if ev["ci95"] is None else "{:.3f}-{:.3f}".format(*ev["ci95"])
             verdict = "BREACH" if ev.get("breaches") else "ok"
-            if ev.get("regression"):
-                verdict = ev["regression"].get("verdict", verdict) if verdict == "ok" else verdict
             rows.append([
                 rec["nodeid"], ev.get("label") or ",".join(ev["subjects"]), str(ev["shots"]),
                 str(ev["n"]), acc, ci, floor_text,

@@ -86,13 +86,6 @@ def _path(raw: str) -> str:
     return str(Path(raw).expanduser())
 
 
-def _existing_file(raw: str) -> str:
-    path = Path(raw).expanduser()
-    if not path.is_file():
-        raise ValueError(f"file {str(path)!r} does not exist")
-    return str(path.resolve())
-
-
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -133,16 +126,6 @@ OPTIONS: tuple[Option, ...] = (
            _flag, default=False, is_flag=True),
     Option("allow_pickle", "Allow loading weights from pickle (.bin/.pt) files; by default only "
            "safetensors are loaded.", _flag, default=False, is_flag=True),
-    Option("baseline", "JSON report of an earlier run (the last release) for "
-           "@pytest.mark.mmlu_no_regression.", _path, metavar="PATH"),
-    Option("update_baseline", "Write the --mmlu-baseline file from this run's results.", _flag,
-           default=False, is_flag=True),
-    Option("cache_dir", "Result cache folder (default: inside pytest's cache directory).", _path,
-           metavar="DIR"),
-    Option("no_cache", "Do not read or write the result cache.", _flag, default=False,
-           is_flag=True),
-    Option("chart", "Write a PNG chart of per-subject accuracy to PATH (needs matplotlib).", _path,
-           metavar="PATH"),
 )
 
 
@@ -157,11 +140,6 @@ class Settings:
     report: str | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False
-    baseline: str | None = None
-    update_baseline: bool = False
-    cache_dir: str | None = None
-    no_cache: bool = False
-    chart: str | None = None
     # Where each non-default value came from, for messages ("--mmlu-dtype", "PYTEST_MMLU_DTYPE"...).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -205,16 +183,4 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
             raise pytest.UsageError(f"pytest-mmlu: bad value {raw!r} from {where}: {exc}") from None
         sources[opt.name] = where
     settings = Settings(**values, sources=sources)
-    if settings.update_baseline and not settings.baseline:
-        raise pytest.UsageError(
-            "pytest-mmlu: --mmlu-update-baseline needs --mmlu-baseline PATH (where to write it)"
-        )
-    if settings.baseline and not settings.update_baseline:
-        try:
-            _existing_file(settings.baseline)
-        except ValueError as exc:
-            raise pytest.UsageError(
-                f"pytest-mmlu: baseline from {settings.source_of('baseline')}: {exc}; create it "
-                "with --mmlu-update-baseline"
-            ) from None
     return settings
