@@ -75,3 +75,36 @@ class PytestMmluLM(TemplateLM):
 
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
         raise NotImplementedError("pytest-mmlu scores log-likelihood requests only (no generation)")
+
+
+def mmlu_tasks(data: Any, subjects: list[str]) -> dict[str, Any]:
+    """lm-eval's own ``mmlu_<subject>`` tasks (its YAML), fed from local data instead of the hub.
+
+    ``data`` is a :class:`pytest_mmlu.data.MmluData`; handy for running lm-eval's MMLU offline
+    and for comparing its numbers with ours on the same questions.
+    """
+    from pathlib import Path
+
+    import datasets
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    def dataset_of(subject: str):
+        def make(**_: Any) -> datasets.DatasetDict:
+            splits = {}
+            for split in ("dev", "test"):
+                rows = data.split(subject, split)
+                splits[split] = datasets.Dataset.from_dict({
+                    "question": [q.question for q in rows], "subject": [subject] * len(rows),
+                    "choices": [list(q.choices) for q in rows], "answer": [q.answer for q in rows]})
+            return datasets.DatasetDict(splits)
+        return make
+
+    folder = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
+    configs = []
+    for subject in subjects:
+        cfg = load_yaml(folder / f"mmlu_{subject}.yaml")
+        cfg["custom_dataset"] = dataset_of(subject)
+        configs.append(cfg)
+    return TaskManager().load(configs)["tasks"]

@@ -35,36 +35,12 @@ def smollm2_dir():
     return module.build()
 
 
-def lm_eval_tasks(data):
-    import datasets
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-    from lm_eval.tasks._yaml_loader import load_yaml
-
-    def dataset_of(subject):
-        def make(**_):
-            out = {}
-            for split in ("dev", "test"):
-                rows = data.split(subject, split)
-                out[split] = datasets.Dataset.from_dict({
-                    "question": [q.question for q in rows], "subject": [subject] * len(rows),
-                    "choices": [list(q.choices) for q in rows], "answer": [q.answer for q in rows]})
-            return datasets.DatasetDict(out)
-        return make
-
-    folder = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
-    configs = []
-    for subject in SUBJECTS:
-        cfg = load_yaml(folder / f"mmlu_{subject}.yaml")
-        cfg["custom_dataset"] = dataset_of(subject)
-        configs.append(cfg)
-    return TaskManager().load(configs)["tasks"]
-
-
 def run_lm_eval(model, data):
     from lm_eval import simple_evaluate
 
-    out = simple_evaluate(model=model, tasks=list(lm_eval_tasks(data).values()), num_fewshot=5,
+    from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+
+    out = simple_evaluate(model=model, tasks=list(mmlu_tasks(data, SUBJECTS).values()), num_fewshot=5,
                           limit=LIMIT, log_samples=True, bootstrap_iters=0)
     per_question = {}
     for task, samples in out["samples"].items():

@@ -1,0 +1,218 @@
+"""Benchmarks of the evaluation engine on real MMLU (figures go to BENCHMARKS.md).
+
+Every measurement runs in a fresh subprocess, so each peak RSS is that run's alone.
+
+    python bench/w5_bench.py compare   # W5: lm-eval hf batch 8 vs this engine, side by side
+    python bench/w5_bench.py budgets   # W5 under 1.0 / 1.5 / 3 GB budgets
+    python bench/w5_bench.py shots     # 3 subjects x 100 questions: 0-shot vs 5-shot
+    python bench/w5_bench.py batches   # predictions at batch 1, 4, 16, 32 and a repeat
+
+W5: SmolLM2-135M-Instruct, fp32, CPU, 5-shot, first 10 test questions of abstract_algebra,
+high_school_us_history and college_medicine.  Data: $PYTEST_MMLU_REAL_DATA or
+../shared/mmlu/mmlu.zip.  Model: built by scripts/build_smollm2.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+W5 = ["abstract_algebra", "high_school_us_history", "college_medicine"]
+
+
+def data_path() -> str:
+    return os.environ.get("PYTEST_MMLU_REAL_DATA", str(ROOT.parent / "shared" / "mmlu" / "mmlu.zip"))
+
+
+def model_path() -> str:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_smollm2 import build
+
+    return str(build())
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM"))
+
+
+# -- workers (one per subprocess) --------------------------------------------------------------
+def worker_gemm(_: dict) -> dict:
+    import torch
+
+    n, reps = 2048, 20
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    seconds = time.perf_counter() - start
+    return {"gflops": 2 * n**3 * reps / seconds / 1e9, "threads": torch.get_num_threads()}
+
+
+def worker_lm_eval(args: dict) -> dict:
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    from pytest_mmlu.data import MmluData
+    from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+
+    model = HFLM(pretrained=args["model"], dtype="float32", batch_size=args["batch_size"], device="cpu")
+    tasks = list(mmlu_tasks(MmluData(args["data"]), args["subjects"]).values())
+    start = time.perf_counter()
+    out = simple_evaluate(model=model, tasks=tasks, num_fewshot=args["shots"], limit=args["limit"],
+                          log_samples=True, bootstrap_iters=0)
+    seconds = time.perf_counter() - start
+    lls = {f"{t.removeprefix('mmlu_')}/{s['doc_id']}": [r[0][0] for r in s["resps"]]
+           for t, samples in out["samples"].items() for s in samples}
+    return {"seconds": seconds, "peak_rss": peak_rss(), "loglikelihoods": lls}
+
+
+def worker_engine(args: dict) -> dict:
+    from pytest_mmlu.data import MmluData
+    from pytest_mmlu.evaluation import Evaluator
+    from pytest_mmlu.loading import load_model
+    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.memory import BudgetTooSmall
+    from pytest_mmlu.settings import Settings
+
+    evaluator = Evaluator(load_model(Settings(model=args["model"])), MmluData(args["data"]),
+                          batch_size=args.get("batch_size", "auto"))
+    spec = make_eval_spec(args["subjects"], args["shots"], args["limit"])
+    evaluator.requests(spec)  # read and tokenize the data before the clock starts, as lm-eval does
+    baseline = evaluator.meter.current()
+    try:
+        result = evaluator.evaluate(spec, args.get("budget"))
+    except BudgetTooSmall as exc:
+        return {"error": str(exc), "baseline": baseline}
+    engine_flops = flops_of(evaluator, spec)
+    return {
+        "seconds": result.seconds, "peak_rss": peak_rss(), "eval_peak": result.peak_memory_bytes,
+        "baseline": baseline, "batch_sizes": result.batch_sizes, "tokens": result.tokens,
+        "flops": engine_flops, "accuracy": result.accuracy,
+        "loglikelihoods": {f"{q.subject}/{q.index}": list(q.loglikelihoods) for q in result.questions},
+    }
+
+
+def flops_of(evaluator, spec) -> float:
+    """Model FLOPs the unique tokens need: linear layers for every unique token, causal attention
+    over each token's context, and the LM head for the scored positions only."""
+    from pytest_mmlu.engine import ScoringEngine
+
+    cfg = evaluator.loaded.model.config
+    model = evaluator.loaded.model
+    head = model.get_output_embeddings().weight.numel()
+    embed = model.get_input_embeddings().weight.numel()
+    linear = sum(p.numel() for p in model.parameters()) - embed - (0 if cfg.tie_word_embeddings else head)
+    attn_width = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
+    requests, _ = evaluator.requests(spec)
+    engine = ScoringEngine(model, evaluator.max_length, None, evaluator.meter)
+    rows = engine._rows(requests)
+    total = 0.0
+    for prefix, group in engine._group(rows):
+        positions = list(range(prefix)) + [p for r in group for p in range(prefix, len(r.tokens))]
+        total += sum(2 * linear + 4 * cfg.num_hidden_layers * attn_width * (p + 1) for p in positions)
+        total += sum(2 * head * r.scored for r in group)
+    return total
+
+
+WORKERS = {"gemm": worker_gemm, "lm_eval": worker_lm_eval, "engine": worker_engine}
+
+
+def run(kind: str, **args) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "_worker", kind, json.dumps(args)],
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"{kind} worker failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+            f"{torch.__version__}, {torch.get_num_threads()} threads")
+
+
+def compare_lls(a: dict, b: dict) -> tuple[int, float]:
+    same = sum(max(range(4), key=lambda i: a[k][i]) == max(range(4), key=lambda i: b[k][i]) for k in a)
+    delta = max(abs(x - y) for k in a for x, y in zip(a[k], b[k]))
+    return same, delta
+
+
+# -- benchmarks --------------------------------------------------------------------------------
+def bench_compare(model: str, data: str) -> None:
+    common = dict(model=model, data=data, subjects=W5, shots=5, limit=10)
+    gemm = run("gemm")
+    theirs = run("lm_eval", batch_size=8, **common)
+    ours = run("engine", **common)
+    same, delta = compare_lls(theirs["loglikelihoods"], ours["loglikelihoods"])
+    rate = ours["flops"] / ours["seconds"] / 1e9
+    print(f"machine: {machine()}")
+    print(f"fp32 GEMM rate (2048^3, same run): {gemm['gflops']:.1f} GFLOP/s")
+    print(f"lm-eval hf batch 8: {theirs['seconds']:.1f} s, peak RSS {theirs['peak_rss'] / 1e9:.2f} GB")
+    print(f"pytest-mmlu engine: {ours['seconds']:.1f} s, peak RSS {ours['peak_rss'] / 1e9:.2f} GB, "
+          f"batches {ours['batch_sizes']}, {ours['tokens']} tokens")
+    print(f"speed-up: {theirs['seconds'] / ours['seconds']:.1f}x; identical predictions "
+          f"{same}/{len(theirs['loglikelihoods'])}; max |delta loglikelihood| {delta:.2e}")
+    print(f"achieved: {ours['flops'] / 1e12:.2f} TFLOP in {ours['seconds']:.1f} s = {rate:.1f} GFLOP/s "
+          f"= {100 * rate / gemm['gflops']:.0f}% of the GEMM rate")
+
+
+def bench_budgets(model: str, data: str) -> None:
+    print(f"machine: {machine()}")
+    for gb in (1.0, 1.5, 3.0):
+        budget = int(gb * 1e9)
+        r = run("engine", model=model, data=data, subjects=W5, shots=5, limit=10, budget=budget)
+        if "error" in r:
+            print(f"budget {gb} GB: refused before running: {r['error']}")
+            continue
+        use = (r["eval_peak"] - r["baseline"]) / (budget - r["baseline"])
+        print(f"budget {gb} GB: peak {r['eval_peak'] / 1e9:.3f} GB (<= budget: {r['eval_peak'] <= budget}); "
+              f"baseline {r['baseline'] / 1e9:.3f} GB; headroom used {100 * use:.0f}%; "
+              f"batches {r['batch_sizes']}; {r['seconds']:.1f} s")
+
+
+def bench_shots(model: str, data: str) -> None:
+    print(f"machine: {machine()}")
+    runs = {shots: run("engine", model=model, data=data, subjects=W5, shots=shots, limit=100)
+            for shots in (0, 5)}
+    for shots, r in runs.items():
+        print(f"{shots}-shot, 3 x 100: {r['seconds']:.1f} s, eval peak {r['eval_peak'] / 1e9:.3f} GB, "
+              f"{r['tokens']} tokens, accuracy {r['accuracy']:.3f}")
+    print(f"5-shot / 0-shot: wall {runs[5]['seconds'] / runs[0]['seconds']:.2f}x, "
+          f"peak memory {runs[5]['eval_peak'] / runs[0]['eval_peak']:.2f}x")
+
+
+def bench_batches(model: str, data: str) -> None:
+    print(f"machine: {machine()}")
+    common = dict(model=model, data=data, subjects=W5, shots=5, limit=10)
+    base = run("engine", batch_size=1, **common)
+    for bs in (4, 16, 32, 1):
+        r = run("engine", batch_size=bs, **common)
+        same, delta = compare_lls(base["loglikelihoods"], r["loglikelihoods"])
+        print(f"batch {bs}{' (repeat)' if bs == 1 else ''}: identical predictions {same}/30, "
+              f"max |delta| vs batch 1 {delta:.2e}, {r['seconds']:.1f} s")
+
+
+def main() -> None:
+    if sys.argv[1] == "_worker":
+        sys.path.insert(0, str(ROOT))
+        print(json.dumps(WORKERS[sys.argv[2]](json.loads(sys.argv[3]))))
+        return
+    benches = {"compare": bench_compare, "budgets": bench_budgets, "shots": bench_shots,
+               "batches": bench_batches}
+    model, data = model_path(), data_path()
+    print(f"$ python bench/w5_bench.py {sys.argv[1]}   ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    benches[sys.argv[1]](model, data)
+
+
+if __name__ == "__main__":
+    main()
