@@ -1,26 +1,77 @@
-"""``pytest-mmlu`` command line: ``lm-eval`` (lm-eval's CLI with our model registered)."""
+"""``pytest-mmlu`` command line.
+
+- ``pytest-mmlu compare OLD.json NEW.json [--max-drop 0.02] [--alpha 0.05]``: per-subject
+  accuracy diff and the McNemar verdict of every evaluation the two reports share.
+- ``pytest-mmlu lm-eval ARGS...``: lm-eval's command line with ``--model pytest-mmlu``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+
+from .reports import ReportError, format_table, load_report
+
+
+def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
+    from .baseline import Baseline, describe, evaluation_key
+
+    try:
+        old, new = load_report(old_path), load_report(new_path)
+    except ReportError as exc:
+        print(f"pytest-mmlu compare: {exc}", file=sys.stderr)
+        return 2
+    baseline = Baseline(old, old_path)
+    old_keys = {evaluation_key(t["nodeid"], e) for t in old["tests"] for e in t["evaluations"] if e.get("n")}
+    regressed = 0
+    for test in new["tests"]:
+        for ev in test["evaluations"]:
+            if not ev.get("n"):
+                continue
+            key = evaluation_key(test["nodeid"], ev)
+            print(f"\n{test['nodeid']} ({describe(ev)})")
+            outcome = baseline.compare(test["nodeid"], ev, max_drop, alpha)
+            if outcome.comparison is None:
+                print(f"  not comparable: {outcome.line}")
+                continue
+            old_keys.discard(key)
+            rows = []
+            for subject, acc in sorted(ev["per_subject"].items()):
+                before = (outcome.base_per_subject or {}).get(subject)
+                rows.append([subject, str(acc["n"]), "-" if before is None else f"{before:.3f}",
+                             f"{acc['accuracy']:.3f}",
+                             "-" if before is None else f"{acc['accuracy'] - before:+.3f}"])
+            print("\n".join("  " + ln for ln in format_table(["subject", "n", "old", "new", "delta"], rows)))
+            c = outcome.comparison
+            verdict = {"regressed": "REGRESSED", "improved": "IMPROVED", "unchanged": "no significant change"}
+            print(f"  overall {c.base_accuracy:.3f} -> {c.new_accuracy:.3f} (n={c.n}; {c.lost} lost, "
+                  f"{c.gained} gained; McNemar p(worse)={c.p_worse:.4f}, p(better)={c.p_better:.4f}): "
+                  f"{verdict[outcome.verdict]}")
+            regressed += outcome.verdict == "regressed"
+    for nodeid, subjects, shots, limit in sorted(old_keys):
+        print(f"\nonly in {old_path}: {nodeid} ({','.join(subjects)}, {shots}-shot, limit {limit})")
+    return 1 if regressed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: pytest-mmlu lm-eval [lm-eval arguments...]\n\n"
-              "  lm-eval   run lm-eval's command line with --model pytest-mmlu available")
-        return 0
-    command, rest = argv[0], argv[1:]
-    if command == "lm-eval":
-        from . import lm_eval_adapter  # noqa: F401 - registers the model
+    if argv[:1] == ["lm-eval"]:
+        from . import lm_eval_adapter  # noqa: F401 - registers --model pytest-mmlu
         from lm_eval.__main__ import cli_evaluate
 
-        sys.argv = ["lm_eval", *rest]
+        sys.argv = ["lm_eval", *argv[1:]]
         cli_evaluate()
         return 0
-    print(f"pytest-mmlu: unknown command {command!r} (try --help)", file=sys.stderr)
-    return 2
+    parser = argparse.ArgumentParser(prog="pytest-mmlu", description="pytest-mmlu tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmp_parser = sub.add_parser("compare", help="compare two JSON reports question by question")
+    cmp_parser.add_argument("old")
+    cmp_parser.add_argument("new")
+    cmp_parser.add_argument("--max-drop", type=float, default=0.02)
+    cmp_parser.add_argument("--alpha", type=float, default=0.05)
+    sub.add_parser("lm-eval", help="run lm-eval's CLI with --model pytest-mmlu available")
+    args = parser.parse_args(argv)
+    return compare(args.old, args.new, args.max_drop, args.alpha)
 
 
 if __name__ == "__main__":

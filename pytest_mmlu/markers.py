@@ -24,6 +24,9 @@ MARKER_DOCS = (
     "included) exceeds size ('6 GiB', '6GB', '6144 MiB' or bytes); batches are sized to fit it.",
     "mmlu_accuracy_floor(min=None, per_subject={}): fail when accuracy is below min overall, or "
     "below per_subject[subject] for a subject.",
+    "mmlu_no_regression(max_drop=0.02, alpha=0.05): fail when accuracy dropped by more than "
+    "max_drop against --mmlu-baseline on the same questions and a one-sided exact McNemar test "
+    "is significant at alpha.",
 )
 
 
@@ -50,6 +53,12 @@ class Floor:
     per_subject: Mapping[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NoRegression:
+    max_drop: float = 0.02
+    alpha: float = 0.05
+
+
 def _mmlu(subjects, shots=5, limit=None):  # noqa: ANN001 - signature is the marker's
     pass
 
@@ -59,6 +68,10 @@ def _budget(size):  # noqa: ANN001
 
 
 def _floor(min=None, per_subject=None):  # noqa: ANN001,A002
+    pass
+
+
+def _no_regression(max_drop=0.02, alpha=0.05):  # noqa: ANN001
     pass
 
 
@@ -105,10 +118,11 @@ class ItemMarks:
     spec: EvalSpec | None = None
     budget_bytes: int | None = None
     floor: Floor | None = None
+    no_regression: NoRegression | None = None
 
     @property
     def uses_mmlu(self) -> bool:
-        return any(v is not None for v in (self.spec, self.budget_bytes, self.floor))
+        return any(v is not None for v in (self.spec, self.budget_bytes, self.floor, self.no_regression))
 
 
 def read_item_marks(item: pytest.Item) -> ItemMarks:
@@ -118,6 +132,7 @@ def read_item_marks(item: pytest.Item) -> ItemMarks:
         ("mmlu", _parse_mmlu),
         ("mmlu_memory_budget", _parse_budget),
         ("mmlu_accuracy_floor", _parse_floor),
+        ("mmlu_no_regression", _parse_no_regression),
     ):
         mark = _single(item, name)
         if mark is None:
@@ -130,6 +145,7 @@ def read_item_marks(item: pytest.Item) -> ItemMarks:
         spec=parsed.get("mmlu"),
         budget_bytes=parsed.get("mmlu_memory_budget"),
         floor=parsed.get("mmlu_accuracy_floor"),
+        no_regression=parsed.get("mmlu_no_regression"),
     )
 
 
@@ -162,3 +178,12 @@ def _parse_floor(mark: pytest.Mark) -> Floor:
     if overall is None and not checked:
         raise MarkerError("give a floor: min=0.55 and/or per_subject={...}")
     return Floor(overall, checked)
+
+
+def _parse_no_regression(mark: pytest.Mark) -> NoRegression:
+    args = _bind(_no_regression, mark)
+    max_drop = _check_fraction("max_drop", args["max_drop"])
+    alpha = _check_fraction("alpha", args["alpha"])
+    if not 0 < alpha < 1:
+        raise MarkerError(f"alpha must be strictly between 0 and 1, got {alpha!r}")
+    return NoRegression(max_drop, alpha)

@@ -95,13 +95,13 @@ class MmluFixture:
 
 
 @pytest.fixture
-def mmlu(request: pytest.FixtureRequest, mmlu_model: Any) -> MmluFixture:
+def mmlu(request: pytest.FixtureRequest) -> MmluFixture:
     """Evaluate MMLU from the test body: ``mmlu.evaluate(subjects=..., shots=..., limit=...)``."""
     return MmluFixture(request.node)
 
 
 @pytest.fixture
-def mmlu_result(request: pytest.FixtureRequest, mmlu_model: Any) -> EvaluationResult | None:
+def mmlu_result(request: pytest.FixtureRequest) -> EvaluationResult | None:
     """The result of the evaluation declared by the test's ``@pytest.mark.mmlu``."""
     item = request.node
     spec = item.stash[MARKS].spec
@@ -116,6 +116,7 @@ def mmlu_result(request: pytest.FixtureRequest, mmlu_model: Any) -> EvaluationRe
 
 def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec) -> tuple[EvaluationResult | None, list[str]]:
     from .data import DataError
+    from .loading import ModelLoadError
     from .memory import BudgetTooSmall
 
     sess = item.config.stash[SESSION]
@@ -127,6 +128,8 @@ def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec) -> tuple[Evaluati
         return None, [str(exc)]
     except DataError as exc:
         pytest.fail(f"pytest-mmlu: MMLU data error: {exc}", pytrace=False)
+    except ModelLoadError as exc:
+        pytest.fail(f"pytest-mmlu: {exc}", pytrace=False)
     return result, sess.records[item.nodeid]["evaluations"][-1]["breaches"]
 
 
@@ -163,10 +166,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    lines = reports.summary_lines(list(config.stash[SESSION].records.values()))
-    if lines:
+    sess = config.stash[SESSION]
+    lines = reports.summary_lines(list(sess.records.values()))
+    if lines or sess.notes:
         terminalreporter.write_sep("=", "MMLU summary")
-        for line in lines:
+        for line in [*lines, *sess.notes]:
             terminalreporter.write_line(line)
 
 
@@ -177,8 +181,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(config, "workerinput"):  # xdist worker: ship records to the controller
         config.workeroutput["pytest_mmlu"] = sess.payload()
         return
-    if sess.settings.report and sess.records:
-        reports.write_json_atomic(sess.settings.report, sess.report())
+    sess.finish(exitstatus)
 
 
 class _XdistController:

@@ -107,3 +107,97 @@ def header_lines(settings: Any, device_text: str | None, dtype: str | None) -> l
         f"mmlu: data {settings.data}",
     ]
 
+
+
+class ReportError(Exception):
+    """A report file that cannot be used; the message says why."""
+
+
+def load_report(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON report, refusing (with a clear message) unreadable or other-schema files."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such report file") from None
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: not a readable JSON report ({exc})") from None
+    if not isinstance(data, dict) or "schema" not in data or "tests" not in data:
+        raise ReportError(f"{path}: not a pytest-mmlu report (no 'schema' and 'tests' keys)")
+    if data["schema"] != SCHEMA_VERSION:
+        raise ReportError(f"{path}: report schema {data['schema']!r} is not supported; this "
+                          f"pytest-mmlu reads schema {SCHEMA_VERSION}. Re-create the report with it.")
+    return data
+
+
+def merge_reports(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new``, plus the tests of ``old`` that ``new`` does not have (nothing lost on a partial run)."""
+    have = {t["nodeid"] for t in new["tests"]}
+    merged = dict(new)
+    merged["tests"] = sorted([*new["tests"], *(t for t in old["tests"] if t["nodeid"] not in have)],
+                             key=lambda t: t["nodeid"])
+    return merged
+
+
+def github_summary(records: list[dict[str, Any]]) -> str:
+    """Markdown for $GITHUB_STEP_SUMMARY: every evaluation with its verdict."""
+    lines = ["### MMLU release gate", "",
+             "| test | subjects | shots | n | accuracy | 95% CI | floor | vs baseline | peak / budget (GiB) | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for rec in sorted(records, key=lambda r: r["nodeid"]):
+        for ev in rec["evaluations"]:
+            floor = (ev.get("floor") or {}).get("min")
+            reg = ev.get("regression") or {}
+            delta = "-" if "base_accuracy" not in reg else (
+                f"{reg['new_accuracy'] - reg['base_accuracy']:+.3f} ({reg['verdict']})")
+            acc = "-" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
+            ci = "-" if ev["ci95"] is None else "{:.3f}-{:.3f}".format(*ev["ci95"])
+            verdict = "❌ " + "; ".join(ev["breaches"]) if ev.get("breaches") else "✅ ok"
+            lines.append(f"| `{rec['nodeid']}` | {ev.get('label') or ','.join(ev['subjects'])} | "
+                         f"{ev['shots']} | {ev['n']} | {acc} | {ci} | "
+                         f"{'-' if floor is None else f'{floor:.3f}'} | {delta} | "
+                         f"{_gib(ev['peak_memory_bytes'])} / {_gib(ev['budget_bytes'])} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(path: str, records: list[dict[str, Any]]) -> None:
+    """PNG of per-subject accuracy with 95% intervals, floors and baselines marked, breaches in red."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ReportError("--mmlu-chart needs matplotlib: pip install 'pytest-mmlu[chart]'") from None
+    from .results import wilson_interval
+
+    rows = []  # (label, accuracy, lo, hi, floor, baseline, breached)
+    for rec in sorted(records, key=lambda r: r["nodeid"]):
+        for ev in rec["evaluations"]:
+            if not ev.get("n"):
+                continue
+            floor = ev.get("floor") or {}
+            per_floor = floor.get("per_subject") or {}
+            base = (ev.get("regression") or {}).get("base_per_subject") or {}
+            for subject, s in ev["per_subject"].items():
+                correct = round(s["accuracy"] * s["n"])
+                lo, hi = wilson_interval(correct, s["n"])
+                f = per_floor.get(subject, floor.get("min"))
+                rows.append((f"{subject} ({ev['shots']}-shot)", s["accuracy"], lo, hi, f,
+                             base.get(subject), f is not None and s["accuracy"] < f))
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
+    for y, (label, acc, lo, hi, f, b, breached) in enumerate(rows):
+        colour = "tab:red" if breached else "tab:blue"
+        ax.errorbar(acc, y, xerr=[[acc - lo], [hi - acc]], fmt="o", color=colour, capsize=3)
+        if f is not None:
+            ax.plot([f, f], [y - 0.4, y + 0.4], color="black", linewidth=2)
+        if b is not None:
+            ax.plot(b, y, marker="x", color="tab:green", markersize=8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy (95% Wilson interval); | floor, x baseline, red = breach")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

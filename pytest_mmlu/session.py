@@ -6,8 +6,10 @@ so that xdist workers can ship them to the controller unchanged.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +31,18 @@ class MmluSession:
         self._evaluator: Any = None
         self.model_info: dict[str, Any] | None = None
         self.records: dict[str, dict[str, Any]] = {}
+        self.notes: list[str] = []  # printed at the end of the terminal summary
+        self._baseline: Any = None
+        self.cache: Any = None
+        self._model_key: str | None | bool = False  # False: not computed yet
+        cache_root = settings.cache_dir or (
+            str(config.cache.mkdir("pytest-mmlu")) if getattr(config, "cache", None) else None)
+        if cache_root and not settings.no_cache:
+            from .cache import ResultCache
+
+            self.cache = ResultCache(Path(cache_root))
+            if settings.cache_dir and config.getoption("cacheclear", False):
+                self.cache.clear()  # --cache-clear clears our folder too when it lives elsewhere
 
     # -- model and data, loaded on first use ----------------------------------------------------
     def loaded_model(self) -> Any:
@@ -66,16 +80,38 @@ class MmluSession:
 
     # -- evaluations ----------------------------------------------------------------------------
     def evaluate(self, item: pytest.Item, spec: EvalSpec, marks: ItemMarks) -> EvaluationResult:
-        progress = self._progress(item.nodeid)
-        result = self.evaluator().evaluate(spec, marks.budget_bytes, progress=progress)
+        key = self._cache_key(spec, marks.budget_bytes)
+        result = self.cache.get(key) if key else None
+        if result is None:
+            progress = self._progress(item.nodeid)
+            result = self.evaluator().evaluate(spec, marks.budget_bytes, progress=progress)
+            if key:
+                self.cache.put(key, result)
         self.record(item, result, marks)
         return result
+
+    def _cache_key(self, spec: EvalSpec, budget: int | None) -> str | None:
+        if self.cache is None:
+            return None
+        if self._model_key is False:
+            self._model_key = self.cache.model_key(self.settings.model, self.settings.revision)
+        if self._model_key is None:
+            return None  # a hub model whose commit cannot be resolved offline: no caching
+        from .loading import resolve_device, resolve_dtype
+
+        device = resolve_device(self.settings.device)
+        return self.cache.key(model=self._model_key, data=self.data().fingerprint(spec.subjects),
+                              subjects=spec.subjects, shots=spec.shots, limit=spec.limit,
+                              device=device, dtype=resolve_dtype(self.settings.dtype, device),
+                              batch_size=self.settings.batch_size, budget=budget)
 
     def record(self, item: pytest.Item, result: EvaluationResult, marks: ItemMarks) -> None:
         entry = result.to_dict()
         entry["floor"] = None if marks.floor is None else {
             "min": marks.floor.overall, "per_subject": dict(marks.floor.per_subject)}
         entry["breaches"] = [b for b in [budget_breach(result), *floor_breaches(result, marks.floor)] if b]
+        if marks.no_regression is not None:
+            self._compare_with_baseline(item.nodeid, entry, marks)
         rec = self.records.setdefault(item.nodeid, {"nodeid": item.nodeid, "outcome": None,
                                                     "evaluations": []})
         rec["evaluations"].append(entry)
@@ -84,8 +120,27 @@ class MmluSession:
                            ("ci95_low", round(lo, 6)), ("ci95_high", round(hi, 6)),
                            ("peak_memory_bytes", result.peak_memory_bytes),
                            ("budget_bytes", result.budget_bytes), ("batch_size", result.batch_size),
-                           ("seconds", round(result.seconds, 3))):
+                           ("seconds", round(result.seconds, 3)), ("from_cache", result.from_cache)):
             item.user_properties.append((f"mmlu_{key}", value))
+
+    def _compare_with_baseline(self, nodeid: str, entry: dict[str, Any], marks: ItemMarks) -> None:
+        from .baseline import HOW_TO_CREATE, Baseline
+
+        if self.settings.update_baseline:
+            entry["regression"] = {"verdict": "recorded", "line": None}
+            return
+        if not self.settings.baseline:
+            line = f"@pytest.mark.mmlu_no_regression needs --mmlu-baseline PATH; {HOW_TO_CREATE}"
+            entry["regression"] = {"verdict": "missing", "line": line}
+            entry["breaches"].append(line)
+            return
+        if self._baseline is None:
+            self._baseline = Baseline.load(self.settings.baseline)
+        outcome = self._baseline.compare(nodeid, entry, marks.no_regression.max_drop,
+                                         marks.no_regression.alpha)
+        entry["regression"] = outcome.to_dict()
+        if outcome.verdict in ("regressed", "missing"):
+            entry["breaches"].append(outcome.line)
 
     def record_failure(self, item: pytest.Item, spec: EvalSpec, marks: ItemMarks, message: str) -> None:
         """An evaluation that could not run (e.g. budget below batch 1): still a summary row."""
@@ -110,15 +165,51 @@ class MmluSession:
         return {"records": list(self.records.values()), "model": self.model_info}
 
     def report(self) -> dict[str, Any]:
+        model = self.model_info or {"model": self.settings.model, "revision": self.settings.revision,
+                                    "loaded": False}
         return {
             "schema": 1,
             "pytest_mmlu_version": __version__,
             "scoring_version": SCORING_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "model": self.model_info,
+            "model": model,
             "data": self.settings.data,
             "tests": [self.records[k] for k in sorted(self.records)],
         }
+
+    def finish(self, exitstatus: int) -> None:
+        """End of the run (controller): report, baseline, GitHub summary, chart."""
+        from . import reports
+
+        records = list(self.records.values())
+        if self.settings.report and records:
+            reports.write_json_atomic(self.settings.report, self.report())
+        if self.settings.update_baseline:
+            if exitstatus != 0:
+                self.notes.append(f"pytest-mmlu: baseline NOT written to {self.settings.baseline}: "
+                                  f"the run did not pass (exit status {int(exitstatus)})")
+            elif records:
+                from .baseline import write_baseline
+
+                n = write_baseline(self.settings.baseline, self.report())
+                self.notes.append(f"pytest-mmlu: wrote baseline {self.settings.baseline}: {n} "
+                                  f"evaluations from {len(records)} tests")
+        improved = [e["regression"]["line"] for r in records for e in r["evaluations"]
+                    if (e.get("regression") or {}).get("verdict") == "improved"]
+        self.notes.extend(f"NOTE {line}" for line in improved)
+        cached = sum(e.get("from_cache", False) for r in records for e in r["evaluations"])
+        if cached:
+            self.notes.append(f"pytest-mmlu: {cached} evaluation(s) served from the result cache "
+                              f"({'model not loaded' if self._loaded is None else 'model loaded for the rest'})")
+        summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary_path and records:
+            with open(summary_path, "a") as f:
+                f.write(reports.github_summary(records))
+        if self.settings.chart and records:
+            try:
+                reports.write_chart(self.settings.chart, records)
+            except reports.ReportError as exc:
+                self.notes.append(f"pytest-mmlu: chart not written: {exc}")
 
     # -- progress -------------------------------------------------------------------------------
     def _progress(self, nodeid: str) -> Callable[[int, int], None] | None:

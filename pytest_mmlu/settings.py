@@ -124,6 +124,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("report", "Write a JSON report of every evaluation to PATH.", _path, metavar="PATH"),
     Option("trust_remote_code", "Allow the model's own Python code from the hub (off by default).",
            _flag, default=False, is_flag=True),
+    Option("baseline", "JSON report of an earlier run (the last release) for "
+           "@pytest.mark.mmlu_no_regression.", _path, metavar="PATH"),
+    Option("update_baseline", "Write the --mmlu-baseline file from this run (only if the run "
+           "passes; entries of tests not run are kept).", _flag, default=False, is_flag=True),
+    Option("cache_dir", "Result cache folder (default: pytest-mmlu/ in pytest's cache).", _path,
+           metavar="DIR"),
+    Option("no_cache", "Neither read nor write the result cache.", _flag, default=False,
+           is_flag=True),
+    Option("chart", "Write a PNG of per-subject accuracy to PATH (needs matplotlib: "
+           "pip install 'pytest-mmlu[chart]').", _path, metavar="PATH"),
     Option("allow_pickle", "Allow loading weights from pickle (.bin/.pt) files; by default only "
            "safetensors are loaded.", _flag, default=False, is_flag=True),
 )
@@ -140,6 +150,11 @@ class Settings:
     report: str | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    baseline: str | None = None
+    update_baseline: bool = False
+    cache_dir: str | None = None
+    no_cache: bool = False
+    chart: str | None = None
     # Where each non-default value came from, for messages ("--mmlu-dtype", "PYTEST_MMLU_DTYPE"...).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -183,4 +198,16 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
             raise pytest.UsageError(f"pytest-mmlu: bad value {raw!r} from {where}: {exc}") from None
         sources[opt.name] = where
     settings = Settings(**values, sources=sources)
+    if settings.update_baseline and not settings.baseline:
+        raise pytest.UsageError("pytest-mmlu: --mmlu-update-baseline needs --mmlu-baseline PATH "
+                                "(the file to write)")
+    if settings.baseline and not settings.update_baseline:
+        from .reports import ReportError, load_report
+
+        try:
+            load_report(settings.baseline)
+        except ReportError as exc:
+            raise pytest.UsageError(
+                f"pytest-mmlu: baseline from {settings.source_of('baseline')}: {exc}; create it "
+                "with --mmlu-update-baseline") from None
     return settings

@@ -79,19 +79,40 @@ def save_model_folder(folder: Path, arch: str = "llama", add_bos: bool = False, 
     return folder
 
 
-def random_question(rng: random.Random) -> list[str]:
+def random_question(rng: random.Random, a_share: float = 0.25) -> list[str]:
     text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))) + "?"
     choices = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) for _ in range(4)]
-    return [text, *choices, rng.choice("ABCD")]
+    answer = "A" if rng.random() < a_share else rng.choice("BCD")
+    return [text, *choices, answer]
+
+
+def save_answer_a_model(folder: Path, boost: float, noise: float = 0.0, seed: int = 0) -> Path:
+    """A tiny phi whose LM-head bias favours ' A' by ``boost``: on data where most answers are A
+    it scores well; boost 0 plus weight noise is the 'deliberately degraded' release."""
+    import torch
+
+    tokenizer = make_tokenizer()
+    model = make_model("phi", len(tokenizer), seed=seed)
+    (a_id,) = tokenizer.encode(" A")
+    with torch.no_grad():
+        model.lm_head.bias[a_id] += boost
+        if noise:
+            gen = torch.Generator().manual_seed(seed + 1)
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * noise)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def write_mmlu_csvs(root: Path, subjects=ALL_SUBJECTS, n_test: int = 6, n_dev: int = 5,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, a_share: float = 0.25) -> Path:
     """The original Hendrycks layout: root/{dev,test}/<subject>_<split>.csv, no header."""
     rng = random.Random(seed)
     for split, n in (("dev", n_dev), ("test", n_test)):
         (root / split).mkdir(parents=True, exist_ok=True)
         for subject in subjects:
             with open(root / split / f"{subject}_{split}.csv", "w", newline="") as f:
-                csv.writer(f).writerows(random_question(rng) for _ in range(n))
+                csv.writer(f).writerows(random_question(rng, a_share) for _ in range(n))
     return root

@@ -203,7 +203,8 @@ def test_markers_are_documented(pytester):
     result = pytester.runpytest_inprocess("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.mmlu(subjects, shots=5, limit=None)*",
                                  "@pytest.mark.mmlu_memory_budget(size)*",
-                                 "@pytest.mark.mmlu_accuracy_floor(min=None, per_subject={})*"])
+                                 "@pytest.mark.mmlu_accuracy_floor(min=None, per_subject={})*",
+                                 "@pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.05)*"])
     help_text = pytester.runpytest_inprocess("--help").stdout.str()
     for flag in ("--mmlu-model", "--mmlu-revision", "--mmlu-data", "--mmlu-dtype", "--mmlu-device",
                  "--mmlu-report", "--mmlu-trust-remote-code"):

@@ -1,0 +1,66 @@
+"""Paired comparison of two runs on the same questions: the exact McNemar test.
+
+Only the discordant questions carry information about a difference: ``lost``
+(right before, wrong now) and ``gained`` (wrong before, right now).  Under the
+null hypothesis of no difference each discordant question is lost or gained
+with probability 1/2, so ``lost ~ Binomial(lost + gained, 1/2)``; the one-sided
+p-value for "worse now" is P(X >= lost).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import comb
+
+
+def binom_tail(k: int, n: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, 1/2), exact."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    return sum(comb(n, i) for i in range(k, n + 1)) / 2**n
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    n: int
+    base_correct: int
+    new_correct: int
+    lost: int
+    gained: int
+
+    @property
+    def base_accuracy(self) -> float:
+        return self.base_correct / self.n if self.n else 0.0
+
+    @property
+    def new_accuracy(self) -> float:
+        return self.new_correct / self.n if self.n else 0.0
+
+    @property
+    def drop(self) -> float:
+        return self.base_accuracy - self.new_accuracy
+
+    @property
+    def p_worse(self) -> float:
+        """One-sided exact McNemar p-value for 'the new run is worse'."""
+        return binom_tail(self.lost, self.lost + self.gained)
+
+    @property
+    def p_better(self) -> float:
+        return binom_tail(self.gained, self.lost + self.gained)
+
+    def regressed(self, max_drop: float, alpha: float) -> bool:
+        return self.drop > max_drop and self.p_worse < alpha
+
+    def improved(self, max_drop: float, alpha: float) -> bool:
+        return -self.drop > max_drop and self.p_better < alpha
+
+
+def compare_paired(base: list[bool], new: list[bool]) -> PairedComparison:
+    if len(base) != len(new):
+        raise ValueError("paired comparison needs the same questions in both runs")
+    lost = sum(b and not w for b, w in zip(base, new))
+    gained = sum(w and not b for b, w in zip(base, new))
+    return PairedComparison(len(base), sum(base), sum(new), lost, gained)
