@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import attention
 from .memory import BatchPlanner, is_oom
 from .prompts import TokenRequest
 
@@ -107,6 +108,9 @@ class ScoringEngine:
         self._can_prefix = self._cache_kw in params and "position_ids" in params
         self._keep_logits = "logits_to_keep" in params
         self._window = _sliding_window(model.config)
+        self._shared_attention = self._can_prefix and self._keep_logits and attention.supported(model)
+        if self._shared_attention:
+            attention.register()
         self.stats = EngineStats()
 
     # -- public seam ---------------------------------------------------------------------------
@@ -126,6 +130,7 @@ class ScoringEngine:
         self.stats.mode = "prefix" if use_prefix else "plain"
         groups = self._group(rows) if use_prefix else [(0, rows)]
         planner = self.planner_factory()
+        planner.shared_prefix = use_prefix and self._shared_attention
         for prefix_len, group_rows in groups:
             planner.check_fits(prefix_len, max(len(r.tokens) for r in group_rows) - prefix_len,
                                max(r.scored for r in group_rows))
@@ -135,15 +140,15 @@ class ScoringEngine:
         with torch.inference_mode():
             for prefix_len, group_rows in groups:
                 self.meter.reset_peak()
-                cache = self._run_prefix(group_rows[0].tokens[:prefix_len]) if prefix_len else None
-                for batch in self._batches(group_rows, prefix_len, cache, planner):
+                prefix = self._run_prefix(group_rows[0].tokens[:prefix_len]) if prefix_len else None
+                for batch in self._batches(group_rows, prefix_len, prefix, planner):
                     for row, scores in batch:
                         for (req_index, _), score in zip(row.targets, scores):
                             results[req_index] = score
                         done += len(row.targets)
                     if progress is not None:
                         progress(done)
-                del cache
+                del prefix
         self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
         self.stats.seconds = time.perf_counter() - start
         return results  # type: ignore[return-value]
@@ -196,7 +201,7 @@ class ScoringEngine:
             groups.append((0, loose))
         return groups
 
-    def _batches(self, rows: list[_Row], prefix_len: int, cache: Any, planner: BatchPlanner):
+    def _batches(self, rows: list[_Row], prefix_len: int, prefix: Any, planner: BatchPlanner):
         """Yield lists of (row, scores), longest suffixes first, sized by the planner."""
         pending = sorted(rows, key=lambda r: len(r.tokens), reverse=True)
         while pending:
@@ -206,7 +211,7 @@ class ScoringEngine:
             batch = pending[:n]
             try:
                 self.meter.reset_peak()
-                scores = self._forward(batch, prefix_len, cache)
+                scores = self._forward(batch, prefix_len, prefix)
             except Exception as exc:
                 if not is_oom(exc) or n == 1:
                     raise
@@ -230,51 +235,70 @@ class ScoringEngine:
         out = self.model(input_ids=ids, use_cache=True, **kwargs)
         self.stats.prefix_tokens += len(tokens)
         self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
-        return getattr(out, "cache", None) or out.past_key_values
+        cache = getattr(out, "cache", None) or out.past_key_values
+        layers = getattr(cache, "layers", None)
+        if self._shared_attention and layers and all(type(x).__name__ == "DynamicLayer" for x in layers):
+            return ("shared", [x.keys for x in layers], [x.values for x in layers])
+        return ("cache", cache)
 
-    def _forward(self, batch: list[_Row], prefix_len: int, cache: Any) -> list[list[Score]]:
+    def _forward(self, batch: list[_Row], prefix_len: int, prefix: Any) -> list[list[Score]]:
+        """Score one batch: packed after a shared prefix, else left-padded rows with a mask."""
         import torch
 
         device = self.model.device
-        n = len(batch)
         suffixes = [r.tokens[prefix_len:] for r in batch]
-        width = max(len(s) for s in suffixes)
-        keep = max(r.scored for r in batch)
-        ids = torch.zeros((n, width), dtype=torch.long)
-        mask = torch.zeros((n, prefix_len + width), dtype=torch.long)
-        mask[:, :prefix_len] = 1
-        positions = torch.zeros((n, width), dtype=torch.long)
-        for i, s in enumerate(suffixes):
-            # Left padding puts every row's last token in the last column, so one
-            # logits_to_keep slice covers the scored positions of all rows.
-            pad = width - len(s)
-            ids[i, pad:] = torch.tensor(s)
-            mask[i, prefix_len + pad:] = 1
-            positions[i, pad:] = torch.arange(prefix_len, prefix_len + len(s))
-        kwargs: dict[str, Any] = {"attention_mask": mask.to(device), "position_ids": positions.to(device)}
-        if cache is not None:
-            kwargs[self._cache_kw] = _expand_cache(cache, n)
-            kwargs["use_cache"] = True
+        if prefix is not None and prefix[0] == "shared":
+            ids = torch.tensor([[t for s in suffixes for t in s]])
+            positions = torch.tensor([[prefix_len + i for s in suffixes for i in range(len(s))]])
+            starts = [sum(len(s) for s in suffixes[:i]) for i in range(len(suffixes))]
+            ends = [start + len(s) for start, s in zip(starts, suffixes)]
+            rows_of = [0] * len(batch)  # every row lives in batch row 0 of the packed input
+            segments = list(zip(starts, map(len, suffixes)))
+            self.stats.padded_tokens += len(ids[0])
         else:
-            kwargs["use_cache"] = False
+            width = max(len(s) for s in suffixes)
+            ids = torch.zeros((len(batch), width), dtype=torch.long)
+            mask = torch.zeros((len(batch), prefix_len + width), dtype=torch.long)
+            mask[:, :prefix_len] = 1
+            positions = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, s in enumerate(suffixes):
+                # Left padding: every row's last token in the last column.
+                ids[i, width - len(s):] = torch.tensor(s)
+                mask[i, prefix_len + width - len(s):] = 1
+                positions[i, width - len(s):] = torch.arange(prefix_len, prefix_len + len(s))
+            ends = [width] * len(batch)
+            rows_of = list(range(len(batch)))
+            self.stats.padded_tokens += len(batch) * width
+        # The LM head runs only on scored columns (their union over the batch's rows).
+        columns = sorted({c for end, r in zip(ends, batch) for c in range(end - r.scored, end)})
+        kwargs: dict[str, Any] = {"position_ids": positions.to(device), "use_cache": False}
         if self._keep_logits:
-            kwargs["logits_to_keep"] = keep
-        logits = self.model(input_ids=ids.to(device), **kwargs).logits[:, -keep:, :]
+            kwargs["logits_to_keep"] = torch.tensor(columns, device=device)
+        if prefix is not None and prefix[0] == "shared":
+            with attention.shared_prefix(self.model, prefix[1], prefix[2], segments):
+                out = self.model(input_ids=ids.to(device), **kwargs)
+        else:
+            kwargs["attention_mask"] = mask.to(device)
+            if prefix is not None:
+                kwargs[self._cache_kw] = _expand_cache(prefix[1], len(batch))
+                kwargs["use_cache"] = True
+            out = self.model(input_ids=ids.to(device), **kwargs)
+        logits = out.logits if self._keep_logits else out.logits[:, columns, :]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         greedy = logprobs.argmax(dim=-1)
+        index = {c: j for j, c in enumerate(columns)}
         self.stats.suffix_tokens += sum(len(s) for s in suffixes)
-        self.stats.padded_tokens += n * width
-        self.stats.scored_positions += n * keep
-        out: list[list[Score]] = []
-        for i, row in enumerate(batch):
+        self.stats.scored_positions += len(columns) * logprobs.shape[0]
+        results: list[list[Score]] = []
+        for row, end, b in zip(batch, ends, rows_of):
             row_scores = []
             for _, cont in row.targets:
-                k = len(cont)
+                cols = torch.tensor([index[c] for c in range(end - len(cont), end)], device=logprobs.device)
                 target = torch.tensor(cont, device=logprobs.device)
-                lp = logprobs[i, keep - k:, :].gather(1, target[:, None]).sum()
-                row_scores.append(Score(float(lp), bool((greedy[i, keep - k:] == target).all())))
-            out.append(row_scores)
-        return out
+                lp = logprobs[b, cols, :].gather(1, target[:, None]).sum()
+                row_scores.append(Score(float(lp), bool((greedy[b, cols] == target).all())))
+            results.append(row_scores)
+        return results
 
 
 def _expand_cache(cache: Any, rows: int) -> Any:

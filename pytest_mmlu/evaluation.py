@@ -15,9 +15,9 @@ from .results import EvaluationResult, QuestionResult, predict
 
 # Without a declared budget, use at most this share of the memory the device has free.
 FREE_MEMORY_SHARE = 0.85
-# Rows x tokens per forward.  On CPU a single row already fills the GEMMs and
-# wider batches measured slower (bench/engine_bench.py), so rows stay few there.
-MAX_BATCH_TOKENS = {"cpu": 512, "cuda": 65536}
+# Tokens per forward pass.  Packed batches carry no padding; on CPU one row already
+# fills the GEMMs (bench/w5_bench.py batches), so wider batches only save overhead there.
+MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 65536}
 
 
 def build_engine(loaded: LoadedModel, meter, batch_size: str | int, budget_bytes: int | None,

@@ -218,7 +218,11 @@ class RowCost:
             logit_bytes=3 * vocab * 4,
         )
 
-    def row_bytes(self, prefix: int, suffix: int, scored: int) -> int:
+    def row_bytes(self, prefix: int, suffix: int, scored: int, shared: bool = False) -> int:
+        """Bytes one row adds; ``shared``: packed after a prefix kept once (attention.py),
+        so a row holds only its own keys and values, and attention is tiled."""
+        if shared:
+            return (self.kv_per_token + self.act_per_token) * suffix + self.logit_bytes * scored
         total = prefix + suffix
         return (self.kv_per_token * total + self.act_per_token * suffix
                 + self.attn_per_pair * suffix * total + self.logit_bytes * scored)
@@ -256,9 +260,13 @@ class BatchPlanner:
         self.fixed = 0
         self._calibration: list[tuple[int, float]] = []  # (rows*row_bytes, measured delta)
         self.oom_cap: int | None = None
+        self.shared_prefix = False  # set by the engine when batches are packed after a shared prefix
+
+    def _row(self, prefix: int, suffix: int, scored: int) -> int:
+        return self.cost.row_bytes(prefix, suffix, scored, self.shared_prefix)
 
     def predicted(self, rows: int, prefix: int, suffix: int, scored: int) -> int:
-        per_row = self.cost.row_bytes(prefix, suffix, scored)
+        per_row = self._row(prefix, suffix, scored)
         return int(self.baseline + self.cost.kv_per_token * prefix + self.fixed
                    + self.scale * rows * per_row)
 
@@ -276,7 +284,7 @@ class BatchPlanner:
         if len(self._calibration) < 2:
             wanted = len(self._calibration) + 1  # calibrate at 1 row, then 2
         else:
-            per_row = self.scale * self.cost.row_bytes(prefix, suffix, scored)
+            per_row = self.scale * self._row(prefix, suffix, scored)
             room = (self.limit - self.baseline) * self.SAFETY - self.fixed \
                 - self.cost.kv_per_token * prefix
             wanted = int(room // per_row) if per_row > 0 else remaining
@@ -292,7 +300,7 @@ class BatchPlanner:
     def observe(self, rows: int, prefix: int, suffix: int, scored: int, peak: int) -> None:
         if self.fixed_rows is not None:
             return
-        x = rows * self.cost.row_bytes(prefix, suffix, scored)
+        x = rows * self._row(prefix, suffix, scored)
         y = peak - self.baseline - self.cost.kv_per_token * prefix
         if len(self._calibration) < 2:
             self._calibration.append((x, y))
