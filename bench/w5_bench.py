@@ -101,8 +101,9 @@ def worker_engine(args: dict) -> dict:
 
 
 def flops_of(evaluator, spec) -> float:
-    """Model FLOPs the unique tokens need: linear layers for every unique token, causal attention
-    over each token's context, and the LM head for the scored positions only."""
+    """Model FLOPs the unique tokens need (each node of the prefix tree once): linear layers for
+    every unique token, causal attention over each token's context, the LM head only at scored
+    positions."""
     from pytest_mmlu.engine import ScoringEngine
 
     cfg = evaluator.loaded.model.config
@@ -115,10 +116,17 @@ def flops_of(evaluator, spec) -> float:
     engine = ScoringEngine(model, evaluator.max_length, None, evaluator.meter)
     rows = engine._rows(requests)
     total = 0.0
-    for prefix, group in engine._group(rows):
-        positions = list(range(prefix)) + [p for r in group for p in range(prefix, len(r.tokens))]
+
+    def visit(node, parent_len):
+        nonlocal total
+        positions = list(range(parent_len, node.prefix_len))  # this node's prefix extension
+        positions += [p for r in node.rows for p in range(node.prefix_len, len(r.tokens))]
         total += sum(2 * linear + 4 * cfg.num_hidden_layers * attn_width * (p + 1) for p in positions)
-        total += sum(2 * head * r.scored for r in group)
+        total += sum(2 * head * r.scored for r in node.rows)
+        for child in node.children:
+            visit(child, node.prefix_len)
+
+    visit(engine._tree(rows, 0), 0)
     return total
 
 

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 model=$(bash scripts/setup.sh | tail -n 1)
 data=${PYTEST_MMLU_DATA:-}
 if [ -z "$data" ] && [ -f ../shared/mmlu/mmlu.zip ]; then data=../shared/mmlu/mmlu.zip; fi
-exec "${PYTEST_MMLU_VENV:-.venv}/bin/python" -m pytest examples/ -p no:cacheprovider \
+exec "${PYTEST_MMLU_VENV:-.venv}/bin/python" -m pytest examples/ \
     --mmlu-model "$model" --mmlu-data "${data:-cais/mmlu}" --mmlu-report mmlu-report.json \
+    --mmlu-baseline examples/mmlu-baseline.json \
     --rootdir examples "$@"

@@ -42,3 +42,9 @@ def test_humanities_per_subject(mmlu):
 @pytest.mark.mmlu_memory_budget("768 MiB")
 def test_fits_the_edge_device(mmlu_result):
     """Our edge target has 768 MiB for the whole process."""
+
+
+@pytest.mark.mmlu(subjects="social_sciences", shots=0, limit=5)
+@pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.05)
+def test_no_regression_vs_last_release(mmlu_result):
+    """Not significantly worse than the last release on the same 60 questions."""

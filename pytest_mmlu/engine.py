@@ -62,6 +62,21 @@ class _Row:
     targets: list[tuple[int, tuple[int, ...]]]  # (request index, continuation tokens)
 
 
+@dataclass
+class _Node:
+    """A shared prefix: rows scored right after it, and longer shared prefixes below it."""
+
+    prefix_len: int
+    tokens: tuple[int, ...]  # the prefix itself
+    rows: list[_Row]
+    children: list[_Node]
+
+    def walk(self):
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
 def resolve_max_length(config: Any, tokenizer: Any = None) -> int:
     """lm-eval's rule: config n_positions / max_position_embeddings / n_ctx, then tokenizer."""
     cfg = getattr(config, "text_config", None) or config
@@ -128,27 +143,33 @@ class ScoringEngine:
         longest = max((len(r.tokens) for r in rows), default=0)
         use_prefix = self._can_prefix and (self._window is None or longest <= self._window)
         self.stats.mode = "prefix" if use_prefix else "plain"
-        groups = self._group(rows) if use_prefix else [(0, rows)]
+        root = self._tree(rows, 0) if use_prefix else _Node(0, (), rows, [])
         planner = self.planner_factory()
         planner.shared_prefix = use_prefix and self._shared_attention
-        for prefix_len, group_rows in groups:
-            planner.check_fits(prefix_len, max(len(r.tokens) for r in group_rows) - prefix_len,
-                               max(r.scored for r in group_rows))
+        for node in root.walk():
+            if node.rows:
+                planner.check_fits(node.prefix_len, max(len(r.tokens) for r in node.rows) - node.prefix_len,
+                                   max(r.scored for r in node.rows))
         results: list[Score | None] = [None] * len(requests)
         done = 0
+
+        def visit(node: _Node, parent: Any) -> None:
+            nonlocal done
+            self.meter.reset_peak()
+            prefix = self._run_prefix(node, parent) if node.prefix_len else None
+            for batch in self._batches(node.rows, node.prefix_len, prefix, planner):
+                for row, scores in batch:
+                    for (req_index, _), score in zip(row.targets, scores):
+                        results[req_index] = score
+                    done += len(row.targets)
+                if progress is not None:
+                    progress(done)
+            for child in node.children:
+                visit(child, prefix)
+
         self.meter.reset_peak()
         with torch.inference_mode():
-            for prefix_len, group_rows in groups:
-                self.meter.reset_peak()
-                prefix = self._run_prefix(group_rows[0].tokens[:prefix_len]) if prefix_len else None
-                for batch in self._batches(group_rows, prefix_len, prefix, planner):
-                    for row, scores in batch:
-                        for (req_index, _), score in zip(row.targets, scores):
-                            results[req_index] = score
-                        done += len(row.targets)
-                    if progress is not None:
-                        progress(done)
-                del prefix
+            visit(root, None)
         self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
         self.stats.seconds = time.perf_counter() - start
         return results  # type: ignore[return-value]
@@ -171,25 +192,30 @@ class ScoringEngine:
         self.stats.rows = len(by_tokens)
         return list(by_tokens.values())
 
-    def _group(self, rows: list[_Row]) -> list[tuple[int, list[_Row]]]:
-        """Split rows into (shared prefix length, rows) groups; prefix 0 = no sharing."""
+    def _tree(self, rows: list[_Row], base: int) -> _Node:
+        """The prefix tree of rows that all share ``tokens[:base]``.
+
+        Consecutive rows (in sorted order) sharing at least MIN_SHARED_PREFIX more tokens form
+        a child whose prefix runs once, on top of this node's (a subject's few-shot block, then
+        a reading passage several questions share); the other rows are scored at this node.
+        """
         rows = sorted(rows, key=lambda r: r.tokens)
-        groups: list[tuple[int, list[_Row]]] = []
-        loose: list[_Row] = []
+        direct: list[_Row] = []
+        children: list[_Node] = []
         current: list[_Row] = []
         shared = 0
 
         def close() -> None:
-            if len(current) > 1 and shared >= MIN_SHARED_PREFIX:
-                groups.append((shared, list(current)))
+            if len(current) > 1 and shared >= base + MIN_SHARED_PREFIX:
+                children.append(self._tree(current, shared))
             else:
-                loose.extend(current)
+                direct.extend(current)
 
         for row in rows:
             room = len(row.tokens) - row.scored  # scored positions must stay in the suffix
             if current:
                 common = _common_prefix(current[-1].tokens, row.tokens, room)
-                if min(shared, common) >= MIN_SHARED_PREFIX:
+                if min(shared, common) >= base + MIN_SHARED_PREFIX:
                     current.append(row)
                     shared = min(shared, common)
                     continue
@@ -197,9 +223,7 @@ class ScoringEngine:
             current, shared = [row], room
         if current:
             close()
-        if loose:
-            groups.append((0, loose))
-        return groups
+        return _Node(base, rows[0].tokens[:base] if rows else (), direct, children)
 
     def _batches(self, rows: list[_Row], prefix_len: int, prefix: Any, planner: BatchPlanner):
         """Yield lists of (row, scores), longest suffixes first, sized by the planner."""
@@ -226,19 +250,27 @@ class ScoringEngine:
             yield list(zip(batch, scores))
 
     # -- model calls ---------------------------------------------------------------------------
-    def _run_prefix(self, tokens: Sequence[int]) -> Any:
+    def _run_prefix(self, node: _Node, parent: Any) -> Any:
+        """Run a node's prefix once, on top of its parent's cache when there is one."""
         import torch
 
         device = self.model.device
-        ids = torch.tensor([list(tokens)], device=device)
-        kwargs = {"logits_to_keep": 1} if self._keep_logits else {}
-        out = self.model(input_ids=ids, use_cache=True, **kwargs)
-        self.stats.prefix_tokens += len(tokens)
+        start = 0 if parent is None else parent[-1].get_seq_length()
+        ids = torch.tensor([list(node.tokens[start:])], device=device)
+        kwargs: dict[str, Any] = {"use_cache": True}
+        if self._keep_logits:
+            kwargs["logits_to_keep"] = 1
+        if parent is not None:
+            # A stride-0 view of the parent's cache: the parent stays intact for its other children.
+            kwargs[self._cache_kw] = _expand_cache(parent[-1], 1)
+            kwargs["position_ids"] = torch.arange(start, node.prefix_len, device=device)[None]
+        out = self.model(input_ids=ids, **kwargs)
+        self.stats.prefix_tokens += ids.shape[1]
         self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
         cache = getattr(out, "cache", None) or out.past_key_values
         layers = getattr(cache, "layers", None)
         if self._shared_attention and layers and all(type(x).__name__ == "DynamicLayer" for x in layers):
-            return ("shared", [x.keys for x in layers], [x.values for x in layers])
+            return ("shared", [x.keys for x in layers], [x.values for x in layers], cache)
         return ("cache", cache)
 
     def _forward(self, batch: list[_Row], prefix_len: int, prefix: Any) -> list[list[Score]]:
@@ -280,7 +312,7 @@ class ScoringEngine:
         else:
             kwargs["attention_mask"] = mask.to(device)
             if prefix is not None:
-                kwargs[self._cache_kw] = _expand_cache(prefix[1], len(batch))
+                kwargs[self._cache_kw] = _expand_cache(prefix[-1], len(batch))
                 kwargs["use_cache"] = True
             out = self.model(input_ids=ids.to(device), **kwargs)
         logits = out.logits if self._keep_logits else out.logits[:, columns, :]

@@ -129,8 +129,10 @@ class MmluSession:
         if self.settings.update_baseline:
             entry["regression"] = {"verdict": "recorded", "line": None}
             return
-        if not self.settings.baseline:
-            line = f"@pytest.mark.mmlu_no_regression needs --mmlu-baseline PATH; {HOW_TO_CREATE}"
+        if not self.settings.baseline or not Path(self.settings.baseline).is_file():
+            line = (f"MMLU baseline {self.settings.baseline} does not exist; {HOW_TO_CREATE}"
+                    if self.settings.baseline else
+                    f"@pytest.mark.mmlu_no_regression needs --mmlu-baseline PATH; {HOW_TO_CREATE}")
             entry["regression"] = {"verdict": "missing", "line": line}
             entry["breaches"].append(line)
             return

@@ -140,3 +140,25 @@ def test_out_of_memory_shrinks_and_completes():
     assert flaky.ooms >= 1
     assert 1 < max(engine.stats.batch_sizes) < 12
     assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
+
+
+def test_nested_prefixes_run_once_and_match_reference():
+    """A few-shot block shared by all rows, and passages shared by some: each runs once."""
+    tok = make_tokenizer()
+    model = make_model("llama", len(tok))
+    rng = random.Random(5)
+    vocab = len(tok)
+    shots = [rng.randrange(3, vocab) for _ in range(80)]
+    reqs, unique = [], set()
+    for passage_rows in (3, 2, 1, 4):
+        passage = [rng.randrange(3, vocab) for _ in range(50)]
+        for _ in range(passage_rows):
+            ctx = tuple(shots + passage + [rng.randrange(3, vocab) for _ in range(rng.randint(4, 9))])
+            reqs += [TokenRequest(ctx, (10 + c,)) for c in range(4)]
+            unique.update(ctx[:i] for i in range(1, len(ctx) + 1))
+    expected = reference_scores(model, reqs, 1024)
+    engine = make_engine(model)
+    got = engine.score(reqs)
+    assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
+    # Every distinct token prefix ran exactly once: the shots once, each shared passage once.
+    assert engine.stats.prefix_tokens + engine.stats.suffix_tokens == len(unique)

@@ -44,8 +44,8 @@ def test_baseline_gate_end_to_end(pytester, world):
     baseline = pytester.path / "baseline.json"
 
     result = run(pytester, world, "good", "data", "--mmlu-baseline", str(baseline))
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*baseline from command line --mmlu-baseline: *no such report file; create it with --mmlu-update-baseline"])
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"MMLU baseline {baseline} does not exist; create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"])
 
     result = run(pytester, world, "good", "data", "--mmlu-baseline", str(baseline), "--mmlu-update-baseline")
     result.assert_outcomes(passed=1)
@@ -153,6 +153,15 @@ def test_chart_without_matplotlib_says_how(pytester, world, monkeypatch):
     result.stdout.fnmatch_lines(["pytest-mmlu: chart not written: --mmlu-chart needs matplotlib: pip install 'pytest-mmlu[chart]'"])
 
 
+def test_foreign_baseline_file_is_a_usage_error(pytester, world):
+    pytester.makepyfile(test_gate=SUITE)
+    bad = pytester.path / "bad.json"
+    bad.write_text('{"schema": 7, "tests": []}')
+    result = run(pytester, world, "good", "data", "--mmlu-baseline", str(bad))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*baseline from command line --mmlu-baseline: *report schema 7 is not supported; this pytest-mmlu reads schema 1*"])
+
+
 def test_old_or_foreign_reports_fail_clearly(tmp_path):
     from pytest_mmlu.reports import ReportError, load_report
 
@@ -164,3 +173,19 @@ def test_old_or_foreign_reports_fail_clearly(tmp_path):
     foreign.write_text("[1, 2]")
     with pytest.raises(ReportError, match="not a pytest-mmlu report"):
         load_report(foreign)
+
+
+def test_cache_lives_in_pytest_cache_and_cache_clear_empties_it(pytester, world):
+    pytester.makepyfile(test_gate=SUITE.replace("@pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.05)\n", ""))
+    report = pytester.path / "r.json"
+
+    def from_cache(*extra):
+        pytester.runpytest_inprocess("--mmlu-model", str(world["good"]), "--mmlu-data", str(world["data"]),
+                                     "--mmlu-report", str(report), *extra).assert_outcomes(passed=1)
+        return json.loads(report.read_text())["tests"][0]["evaluations"][0]["from_cache"]
+
+    assert not from_cache()
+    assert (pytester.path / ".pytest_cache" / "d" / "pytest-mmlu").is_dir()
+    assert from_cache()
+    assert not from_cache("--cache-clear")
+    assert from_cache()
