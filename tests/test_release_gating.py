@@ -180,8 +180,10 @@ def test_cache_lives_in_pytest_cache_and_cache_clear_empties_it(pytester, world)
     report = pytester.path / "r.json"
 
     def from_cache(*extra):
+        # --rootdir: .pytest_cache lives in the test project, as in a real one
         pytester.runpytest_inprocess("--mmlu-model", str(world["good"]), "--mmlu-data", str(world["data"]),
-                                     "--mmlu-report", str(report), *extra).assert_outcomes(passed=1)
+                                     "--mmlu-report", str(report), "--rootdir", str(pytester.path),
+                                     *extra).assert_outcomes(passed=1)
         return json.loads(report.read_text())["tests"][0]["evaluations"][0]["from_cache"]
 
     assert not from_cache()
