@@ -32,6 +32,7 @@ from . import attention
 from .memory import BatchPlanner, is_oom
 from .prompts import TokenRequest
 
+PREFIX_CHUNK = 512  # tokens per forward when running a shared prefix
 MIN_SHARED_PREFIX = 32  # tokens; below this a separate prefix pass costs more than it saves
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither config nor tokenizer says
 
@@ -255,19 +256,21 @@ class ScoringEngine:
         import torch
 
         device = self.model.device
+        cache = None if parent is None else _expand_cache(parent[-1], 1)  # parent stays intact
         start = 0 if parent is None else parent[-1].get_seq_length()
-        ids = torch.tensor([list(node.tokens[start:])], device=device)
-        kwargs: dict[str, Any] = {"use_cache": True}
-        if self._keep_logits:
-            kwargs["logits_to_keep"] = 1
-        if parent is not None:
-            # A stride-0 view of the parent's cache: the parent stays intact for its other children.
-            kwargs[self._cache_kw] = _expand_cache(parent[-1], 1)
-            kwargs["position_ids"] = torch.arange(start, node.prefix_len, device=device)[None]
-        out = self.model(input_ids=ids, **kwargs)
-        self.stats.prefix_tokens += ids.shape[1]
+        # In chunks: a long few-shot block never holds all its activations at once.
+        for begin in range(start, node.prefix_len, PREFIX_CHUNK):
+            end = min(begin + PREFIX_CHUNK, node.prefix_len)
+            kwargs: dict[str, Any] = {"use_cache": True}
+            if self._keep_logits:
+                kwargs["logits_to_keep"] = 1
+            if cache is not None:
+                kwargs[self._cache_kw] = cache
+                kwargs["position_ids"] = torch.arange(begin, end, device=device)[None]
+            out = self.model(input_ids=torch.tensor([list(node.tokens[begin:end])], device=device), **kwargs)
+            cache = getattr(out, "cache", None) or out.past_key_values
+        self.stats.prefix_tokens += node.prefix_len - start
         self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
-        cache = getattr(out, "cache", None) or out.past_key_values
         layers = getattr(cache, "layers", None)
         if self._shared_attention and layers and all(type(x).__name__ == "DynamicLayer" for x in layers):
             return ("shared", [x.keys for x in layers], [x.values for x in layers], cache)

@@ -142,8 +142,11 @@ def test_out_of_memory_shrinks_and_completes():
     assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
 
 
-def test_nested_prefixes_run_once_and_match_reference():
-    """A few-shot block shared by all rows, and passages shared by some: each runs once."""
+@pytest.mark.parametrize("chunk", [512, 16])
+def test_nested_prefixes_run_once_and_match_reference(chunk, monkeypatch):
+    """A few-shot block shared by all rows, and passages shared by some: each runs once
+    (also when prefixes run in several chunks)."""
+    monkeypatch.setattr("pytest_mmlu.engine.PREFIX_CHUNK", chunk)
     tok = make_tokenizer()
     model = make_model("llama", len(tok))
     rng = random.Random(5)
