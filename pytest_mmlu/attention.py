@@ -35,23 +35,29 @@ def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: An
                **_: Any) -> tuple[Any, None]:
     """query [1, H, T, d], key/value [1, KVH, T, d]: suffixes packed end to end; -> [1, T, H, d]."""
     keys, values, segments = _state.current
-    prefix_k = keys[module.layer_idx][0]  # [KVH, P, d]
-    prefix_v = values[module.layer_idx][0]
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     group = query.shape[1] // key.shape[1]
     if group > 1:
         key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
-        prefix_k, prefix_v = prefix_k.repeat_interleave(group, 0), prefix_v.repeat_interleave(group, 0)
     if query.device.type == "cpu" and softcap is None:
         part = _flash_cpu
     else:
         part = functools.partial(_portable, softcap=softcap)
-    # Every packed token sees the whole prefix; within the suffixes, only its own row, causally.
-    out_p, lse_p = part(query[0], prefix_k, prefix_v, scale, causal=False)
-    out_s, lse_s = out_p.new_empty(out_p.shape), lse_p.new_empty(lse_p.shape)
+    # Within the packed suffixes each token sees only its own row, causally ...
+    heads, total, dim = query.shape[1:]
+    out_s = query.new_empty((heads, total, dim), dtype=torch.float32)
+    lse_s = query.new_empty((heads, total), dtype=torch.float32)
     for start, length in segments:
         sl = slice(start, start + length)
         out_s[:, sl], lse_s[:, sl] = part(query[0, :, sl], key[0, :, sl], value[0, :, sl], scale, causal=True)
+    if keys is None:  # rows with no shared prefix: packing alone
+        return out_s.to(query.dtype).transpose(0, 1).unsqueeze(0), None
+    # ... and every packed token sees the whole shared prefix.
+    prefix_k = keys[module.layer_idx][0]  # [KVH, P, d]
+    prefix_v = values[module.layer_idx][0]
+    if group > 1:
+        prefix_k, prefix_v = prefix_k.repeat_interleave(group, 0), prefix_v.repeat_interleave(group, 0)
+    out_p, lse_p = part(query[0], prefix_k, prefix_v, scale, causal=False)
     top = torch.maximum(lse_p, lse_s)
     w_p = (lse_p - top).exp_().unsqueeze(-1)
     w_s = (lse_s - top).exp_().unsqueeze(-1)
@@ -101,10 +107,10 @@ def supported(model: Any) -> bool:
 
 
 @contextlib.contextmanager
-def shared_prefix(model: Any, keys: Sequence[Any], values: Sequence[Any],
+def shared_prefix(model: Any, keys: Sequence[Any] | None, values: Sequence[Any] | None,
                   segments: Sequence[tuple[int, int]]) -> Iterator[None]:
     """Run the model's attention as shared-prefix attention over packed suffixes
-    (``segments``: (start, length) of each row) for the duration of one forward."""
+    (``segments``: (start, length) of each row; ``keys`` None: no prefix) for one forward."""
     config = model.config
     previous = config._attn_implementation
     _state.current = (keys, values, segments)

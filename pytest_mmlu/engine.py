@@ -157,7 +157,10 @@ class ScoringEngine:
         def visit(node: _Node, parent: Any) -> None:
             nonlocal done
             self.meter.reset_peak()
-            prefix = self._run_prefix(node, parent) if node.prefix_len else None
+            if node.prefix_len:
+                prefix = self._run_prefix(node, parent)
+            else:  # packed with no prefix where the attention allows, else padded batches
+                prefix = ("shared", None, None, None) if planner.shared_prefix else None
             for batch in self._batches(node.rows, node.prefix_len, prefix, planner):
                 for row, scores in batch:
                     for (req_index, _), score in zip(row.targets, scores):
@@ -166,7 +169,7 @@ class ScoringEngine:
                 if progress is not None:
                     progress(done)
             for child in node.children:
-                visit(child, prefix)
+                visit(child, prefix if node.prefix_len else None)
 
         self.meter.reset_peak()
         with torch.inference_mode():
