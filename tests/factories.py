@@ -29,6 +29,10 @@ ARCH_CONFIGS: dict[str, dict] = {
     "gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=4, n_positions=1024),
     "gpt_neox": dict(model_type="gpt_neox", hidden_size=32, intermediate_size=64,
                      num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=1024),
+    # Attention logit softcapping: shared-prefix attention takes its portable (matmul) path.
+    "gemma2": dict(model_type="gemma2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                   max_position_embeddings=1024, sliding_window=4096),
     # Sliding window shorter than the prompts: the engine must fall back to plain batches.
     "gemma2_sliding": dict(model_type="gemma2", hidden_size=32, intermediate_size=64,
                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

@@ -165,3 +165,20 @@ def test_nested_prefixes_run_once_and_match_reference(chunk, monkeypatch):
     assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
     # Every distinct token prefix ran exactly once: the shots once, each shared passage once.
     assert engine.stats.prefix_tokens + engine.stats.suffix_tokens == len(unique)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+def test_portable_attention_path_matches_reference(arch, monkeypatch):
+    """The matmul path (used on CUDA and for softcapping) gives the same numbers on CPU."""
+    import functools
+
+    from pytest_mmlu import attention
+
+    monkeypatch.setattr(attention, "_flash_cpu", functools.partial(attention._portable, softcap=None))
+    monkeypatch.setattr(attention, "SCORE_CHUNK_BYTES", 4096)  # many chunks
+    tok = make_tokenizer()
+    model = make_model(arch, len(tok))
+    reqs = mmlu_like_requests(len(tok), multi=True)
+    expected = reference_scores(model, reqs, 1024)
+    got = make_engine(model, rows=8).score(reqs)
+    assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
