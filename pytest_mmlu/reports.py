@@ -160,7 +160,8 @@ def github_summary(records: list[dict[str, Any]]) -> str:
 
 
 def write_chart(path: str, records: list[dict[str, Any]]) -> None:
-    """PNG of per-subject accuracy with 95% intervals, floors and baselines marked, breaches in red."""
+    """PNG of per-subject accuracy with 95% intervals; per-subject floors (bars) and baseline
+    accuracies (x) marked; subjects below their floor in red."""
     try:
         import matplotlib
 
@@ -181,13 +182,15 @@ def write_chart(path: str, records: list[dict[str, Any]]) -> None:
             for subject, s in ev["per_subject"].items():
                 correct = round(s["accuracy"] * s["n"])
                 lo, hi = wilson_interval(correct, s["n"])
-                f = per_floor.get(subject, floor.get("min"))
+                f = per_floor.get(subject)  # an overall floor applies to the total, not per subject
                 rows.append((f"{subject} ({ev['shots']}-shot)", s["accuracy"], lo, hi, f,
                              base.get(subject), f is not None and s["accuracy"] < f))
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
     for y, (label, acc, lo, hi, f, b, breached) in enumerate(rows):
         colour = "tab:red" if breached else "tab:blue"
-        ax.errorbar(acc, y, xerr=[[acc - lo], [hi - acc]], fmt="o", color=colour, capsize=3)
+        # max(0, ...): at 0% or 100% the Wilson bound can sit a rounding error past the point.
+        ax.errorbar(acc, y, xerr=[[max(0.0, acc - lo)], [max(0.0, hi - acc)]], fmt="o",
+                    color=colour, capsize=3)
         if f is not None:
             ax.plot([f, f], [y - 0.4, y + 0.4], color="black", linewidth=2)
         if b is not None:

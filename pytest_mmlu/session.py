@@ -212,6 +212,8 @@ class MmluSession:
                 reports.write_chart(self.settings.chart, records)
             except reports.ReportError as exc:
                 self.notes.append(f"pytest-mmlu: chart not written: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a chart must never turn a gate's verdict into a crash
+                self.notes.append(f"pytest-mmlu: chart not written: {type(exc).__name__}: {exc}")
 
     # -- progress -------------------------------------------------------------------------------
     def _progress(self, nodeid: str) -> Callable[[int, int], None] | None:

@@ -37,3 +37,12 @@ def test_wilson_interval_known_values():
     lo, hi = wilson_interval(50, 100)
     assert round(lo, 4) == 0.4038 and round(hi, 4) == 0.5962
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_chart_handles_zero_and_full_accuracy(tmp_path):
+    from pytest_mmlu.reports import write_chart
+
+    ev = result({"anatomy": (0, 10), "virology": (10, 10)}).to_dict()
+    ev["floor"] = {"min": 0.5, "per_subject": {}}
+    write_chart(str(tmp_path / "c.png"), [{"nodeid": "t", "evaluations": [ev]}])
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
