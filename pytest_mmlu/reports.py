@@ -186,7 +186,7 @@ def write_chart(path: str, records: list[dict[str, Any]]) -> None:
                 rows.append((f"{subject} ({ev['shots']}-shot)", s["accuracy"], lo, hi, f,
                              base.get(subject), f is not None and s["accuracy"] < f))
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
-    for y, (label, acc, lo, hi, f, b, breached) in enumerate(rows):
+    for y, (_, acc, lo, hi, f, b, breached) in enumerate(rows):
         colour = "tab:red" if breached else "tab:blue"
         # max(0, ...): at 0% or 100% the Wilson bound can sit a rounding error past the point.
         ax.errorbar(acc, y, xerr=[[max(0.0, acc - lo)], [max(0.0, hi - acc)]], fmt="o",

@@ -138,8 +138,10 @@ def test_settings_precedence_cli_env_ini_default(pytester, monkeypatch):
     assert s.source_of("batch_size") == "command line --mmlu-batch-size"
     assert s.source_of("dtype") == "environment variable PYTEST_MMLU_DTYPE"
     assert s.source_of("data") == "default"
-    with pytest.raises(Exception):
-        s.dtype = "float32"  # frozen
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.dtype = "float32"
 
 
 def test_missing_model_folder_is_a_usage_error(pytester, tmp_path):
