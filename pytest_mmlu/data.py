@@ -177,6 +177,7 @@ class MmluData:
         self.spec = spec
         self._source = _open_source(spec)
         self._cache: dict[tuple[str, str], list[Question]] = {}
+        self._fingerprints: dict[tuple[str, ...], str] = {}
 
     @property
     def label(self) -> str:
@@ -200,10 +201,15 @@ class MmluData:
         return rows if limit is None else rows[:limit]
 
     def fingerprint(self, subjects: Iterable[str]) -> str:
-        """sha256 over the dev and test questions of these subjects (content, not files)."""
-        h = hashlib.sha256()
-        for subject in sorted(subjects):
-            for split in SPLITS:
-                for q in self.split(subject, split):
-                    h.update(json.dumps([subject, split, q.question, q.choices, q.answer]).encode())
-        return h.hexdigest()
+        """sha256 over the dev and test questions of these subjects (content, not files).
+
+        Kept per subject set: the result cache and the evaluation both ask for it."""
+        key = tuple(sorted(subjects))
+        if key not in self._fingerprints:
+            h = hashlib.sha256()
+            for subject in key:
+                for split in SPLITS:
+                    for q in self.split(subject, split):
+                        h.update(json.dumps([subject, split, q.question, q.choices, q.answer]).encode())
+            self._fingerprints[key] = h.hexdigest()
+        return self._fingerprints[key]

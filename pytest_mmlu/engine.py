@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -288,7 +289,7 @@ class ScoringEngine:
         if prefix is not None and prefix[0] == "shared":
             ids = torch.tensor([[t for s in suffixes for t in s]])
             positions = torch.tensor([[prefix_len + i for s in suffixes for i in range(len(s))]])
-            starts = [sum(len(s) for s in suffixes[:i]) for i in range(len(suffixes))]
+            starts = [0, *itertools.accumulate(len(s) for s in suffixes[:-1])]
             ends = [start + len(s) for start, s in zip(starts, suffixes)]
             rows_of = [0] * len(batch)  # every row lives in batch row 0 of the packed input
             segments = list(zip(starts, map(len, suffixes)))

@@ -56,6 +56,14 @@ def _gib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**30:.2f}"
 
 
+def _figures(ev: dict[str, Any]) -> tuple[str, str, str]:
+    """Label, accuracy and 95% CI of an evaluation entry as text ('-' where it did not run)."""
+    label = ev.get("label") or ",".join(ev["subjects"])
+    acc = "-" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
+    ci = "-" if ev["ci95"] is None else "{:.3f}-{:.3f}".format(*ev["ci95"])
+    return label, acc, ci
+
+
 def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for rec in sorted(records, key=lambda r: r["nodeid"]):
@@ -64,11 +72,10 @@ def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
             floor_text = "-" if floor.get("min") is None else f"{floor['min']:.3f}"
             if floor.get("per_subject"):
                 floor_text += f" +{len(floor['per_subject'])}subj"
-            acc = "-" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
-            ci = "-" if ev["ci95"] is None else "{:.3f}-{:.3f}".format(*ev["ci95"])
+            label, acc, ci = _figures(ev)
             verdict = "BREACH" if ev.get("breaches") else "ok"
             rows.append([
-                rec["nodeid"], ev.get("label") or ",".join(ev["subjects"]), str(ev["shots"]),
+                rec["nodeid"], label, str(ev["shots"]),
                 str(ev["n"]), acc, ci, floor_text,
                 _gib(ev["peak_memory_bytes"]), _gib(ev["budget_bytes"]), str(ev["batch_size"]),
                 "cache" if ev.get("from_cache") else f"{ev['seconds']:.1f}", verdict,
@@ -149,10 +156,9 @@ def github_summary(records: list[dict[str, Any]]) -> str:
             reg = ev.get("regression") or {}
             delta = "-" if "base_accuracy" not in reg else (
                 f"{reg['new_accuracy'] - reg['base_accuracy']:+.3f} ({reg['verdict']})")
-            acc = "-" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
-            ci = "-" if ev["ci95"] is None else "{:.3f}-{:.3f}".format(*ev["ci95"])
+            label, acc, ci = _figures(ev)
             verdict = "❌ " + "; ".join(ev["breaches"]) if ev.get("breaches") else "✅ ok"
-            lines.append(f"| `{rec['nodeid']}` | {ev.get('label') or ','.join(ev['subjects'])} | "
+            lines.append(f"| `{rec['nodeid']}` | {label} | "
                          f"{ev['shots']} | {ev['n']} | {acc} | {ci} | "
                          f"{'-' if floor is None else f'{floor:.3f}'} | {delta} | "
                          f"{_gib(ev['peak_memory_bytes'])} / {_gib(ev['budget_bytes'])} | {verdict} |")

@@ -112,9 +112,7 @@ class MmluSession:
         entry["breaches"] = [b for b in [budget_breach(result), *floor_breaches(result, marks.floor)] if b]
         if marks.no_regression is not None:
             self._compare_with_baseline(item.nodeid, entry, marks)
-        rec = self.records.setdefault(item.nodeid, {"nodeid": item.nodeid, "outcome": None,
-                                                    "evaluations": []})
-        rec["evaluations"].append(entry)
+        self._evaluations_of(item.nodeid).append(entry)
         lo, hi = result.ci95
         for key, value in (("accuracy", round(result.accuracy, 6)), ("n", result.n),
                            ("ci95_low", round(lo, 6)), ("ci95_high", round(hi, 6)),
@@ -150,8 +148,11 @@ class MmluSession:
                  "limit": spec.limit, "n": 0, "accuracy": None, "ci95": None,
                  "peak_memory_bytes": None, "budget_bytes": marks.budget_bytes, "batch_size": 0,
                  "seconds": 0.0, "breaches": [message], "questions": []}
-        self.records.setdefault(item.nodeid, {"nodeid": item.nodeid, "outcome": None,
-                                              "evaluations": []})["evaluations"].append(entry)
+        self._evaluations_of(item.nodeid).append(entry)
+
+    def _evaluations_of(self, nodeid: str) -> list[dict[str, Any]]:
+        record = self.records.setdefault(nodeid, {"nodeid": nodeid, "outcome": None, "evaluations": []})
+        return record["evaluations"]
 
     def set_outcome(self, nodeid: str, outcome: str) -> None:
         if nodeid in self.records:
