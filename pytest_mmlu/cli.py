@@ -56,8 +56,9 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lm-eval"]:
-        from . import lm_eval_adapter  # noqa: F401 - registers --model pytest-mmlu
         from lm_eval.__main__ import cli_evaluate
+
+        from . import lm_eval_adapter  # noqa: F401 - registers --model pytest-mmlu
 
         sys.argv = ["lm_eval", *argv[1:]]
         cli_evaluate()

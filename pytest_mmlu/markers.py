@@ -59,19 +59,19 @@ class NoRegression:
     alpha: float = 0.05
 
 
-def _mmlu(subjects, shots=5, limit=None):  # noqa: ANN001 - signature is the marker's
+def _mmlu(subjects, shots=5, limit=None):
     pass
 
 
-def _budget(size):  # noqa: ANN001
+def _budget(size):
     pass
 
 
-def _floor(min=None, per_subject=None):  # noqa: ANN001,A002
+def _floor(min=None, per_subject=None):
     pass
 
 
-def _no_regression(max_drop=0.02, alpha=0.05):  # noqa: ANN001
+def _no_regression(max_drop=0.02, alpha=0.05):
     pass
 
 

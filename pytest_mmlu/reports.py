@@ -32,7 +32,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
 SCHEMA_VERSION = 1
 
 
@@ -89,7 +88,7 @@ HEADERS = ["test", "subjects", "shots", "n", "acc", "95% CI", "floor", "peak GiB
 
 def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     return [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]
 
 

@@ -32,5 +32,5 @@ def parse_size(value: object) -> int:
     )
 
 
-def format_gib(n: int | float | None) -> str:
+def format_gib(n: float | None) -> str:
     return "-" if n is None else f"{n / 2**30:.2f} GiB"

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from factories import save_model_folder, write_mmlu_csvs
 
 

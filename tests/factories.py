@@ -8,9 +8,7 @@ from pathlib import Path
 
 from pytest_mmlu.subjects import ALL_SUBJECTS
 
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
-         "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu "
-         "what which is the of a an and to in for value theorem cell market law energy").split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "what", "which", "is", "the", "of", "a", "an", "and", "to", "in", "for", "value", "theorem", "cell", "market", "law", "energy"]
 
 # One small config per architecture family; vocab_size is filled in from the tokenizer.
 ARCH_CONFIGS: dict[str, dict] = {
@@ -42,7 +40,14 @@ ARCH_CONFIGS: dict[str, dict] = {
 
 def make_tokenizer(add_bos: bool = False):
     """A byte-level BPE trained on the synthetic vocabulary: real merges, real ' A' tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())

@@ -6,8 +6,8 @@ import random
 
 import pytest
 import torch
-
 from factories import ARCH_CONFIGS, make_model, make_tokenizer
+
 from pytest_mmlu.engine import ScoringEngine, resolve_max_length
 from pytest_mmlu.memory import BatchPlanner, CpuMeter, RowCost
 from pytest_mmlu.prompts import TokenRequest
@@ -85,7 +85,7 @@ def test_predictions_identical_across_batch_sizes(rows):
     base = make_engine(model, rows=1).score(reqs)
     got = make_engine(model, rows=rows).score(reqs)
     assert max(abs(a.loglikelihood - b.loglikelihood) for a, b in zip(base, got)) <= 1e-5
-    preds = lambda s: [max(range(4), key=lambda j: s[i + j].loglikelihood) for i in range(0, 160, 4)]  # noqa: E731
+    preds = lambda s: [max(range(4), key=lambda j: s[i + j].loglikelihood) for i in range(0, 160, 4)]
     assert preds(base) == preds(got)
     again = make_engine(model, rows=rows).score(reqs)
     assert [s.loglikelihood for s in again] == [s.loglikelihood for s in got]

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import mmap
 import os
 from types import SimpleNamespace
 
 import pytest
 
-from pytest_mmlu.memory import BatchPlanner, BudgetTooSmall, CpuMeter, CudaMeter, RowCost, is_oom
+from pytest_mmlu.memory import (
+    BatchPlanner,
+    BudgetTooSmall,
+    CpuMeter,
+    CudaMeter,
+    RowCost,
+    is_oom,
+)
 
 GiB = 2**30
 
@@ -82,12 +90,18 @@ def test_cuda_meter_without_nvml_uses_torch_figures():
 
 
 def test_cpu_meter_resets_high_water_mark():
+    # An anonymous mapping always takes fresh pages and gives them back on close; a
+    # bytearray may reuse heap pages an earlier test in this worker already made resident.
     meter = CpuMeter()
     assert meter.can_reset
-    block = bytearray(300 * 2**20)  # touch 300 MiB
-    block[::4096] = b"x" * len(block[::4096])
+    meter.reset_peak()
+    before = meter.current()
+    block = mmap.mmap(-1, 300 * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1
     high = meter.peak()
-    del block
+    assert high >= before + 290 * 2**20
+    block.close()
     meter.reset_peak()
     assert meter.peak() < high - 200 * 2**20
 
@@ -107,7 +121,7 @@ def _planner(limit, baseline=1 * GiB, declared=True):
 
 def test_planner_calibrates_then_fills_the_headroom():
     p = _planner(limit=2 * GiB)
-    true_per_row = lambda rows: 1 * GiB + 20 * 2**20 + rows * 2 * 11_000 * 100  # noqa: E731
+    true_per_row = lambda rows: 1 * GiB + 20 * 2**20 + rows * 2 * 11_000 * 100
     assert p.rows(0, 100, 1, 1000) == 1
     p.observe(1, 0, 100, 1, true_per_row(1))
     assert p.rows(0, 100, 1, 1000) == 2

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from factories import save_answer_a_model, write_mmlu_csvs
 
 SUITE = '''
