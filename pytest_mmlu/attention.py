@@ -2,12 +2,15 @@
 
 A batch's suffixes (the questions after a shared few-shot prefix) are packed
 end to end into one sequence: no padding at all.  In every layer the packed
-queries attend (1) to the prefix keys and values, which are kept once for the
-whole batch instead of copied per row, and (2) causally to their own row's
-segment only; the two partial results are merged by their log-sum-exp.  That
-is exactly softmax attention over [prefix, own suffix], up to float rounding.
+queries attend (1) causally to their own row's segment only and (2) to each
+piece of the shared prefix (a subject's few-shot block, then a reading passage
+several questions share), whose keys and values are kept once for the whole
+batch, never copied per row or per piece; the partial results are merged by
+their log-sum-exp.  That is exactly softmax attention over [prefix, own
+suffix], up to float rounding.  A prefix is itself run this way, one chunk at
+a time, and its keys and values are captured for the batches that follow.
 
-On CPU both parts use torch's tiled flash-attention kernel, which returns the
+On CPU every part uses torch's tiled flash-attention kernel, which returns the
 log-sum-exp; elsewhere (and for logit softcapping) chunked matrix products.
 It plugs into transformers as an attention implementation, switched on for one
 forward by :func:`shared_prefix`.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -34,35 +37,48 @@ def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: An
                scaling: float | None = None, dropout: float = 0.0, softcap: float | None = None,
                **_: Any) -> tuple[Any, None]:
     """query [1, H, T, d], key/value [1, KVH, T, d]: suffixes packed end to end; -> [1, T, H, d]."""
-    keys, values, segments = _state.current
+    keys, values, segments, capture = _state.current
+    layer = module.layer_idx
+    if capture is not None:  # a prefix chunk: its keys and values serve what follows
+        capture(layer, key[0], value[0])
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     group = query.shape[1] // key.shape[1]
-    if group > 1:
-        key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
     if query.device.type == "cpu" and softcap is None:
         part = _flash_cpu
     else:
         part = functools.partial(_portable, softcap=softcap)
     # Within the packed suffixes each token sees only its own row, causally ...
+    if group > 1:
+        key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
     heads, total, dim = query.shape[1:]
-    out_s = query.new_empty((heads, total, dim), dtype=torch.float32)
-    lse_s = query.new_empty((heads, total), dtype=torch.float32)
+    out = query.new_empty((heads, total, dim), dtype=torch.float32)
+    lse = query.new_empty((heads, total), dtype=torch.float32)
     for start, length in segments:
         sl = slice(start, start + length)
-        out_s[:, sl], lse_s[:, sl] = part(query[0, :, sl], key[0, :, sl], value[0, :, sl], scale, causal=True)
-    if keys is None:  # rows with no shared prefix: packing alone
-        return out_s.to(query.dtype).transpose(0, 1).unsqueeze(0), None
-    # ... and every packed token sees the whole shared prefix.
-    prefix_k = keys[module.layer_idx][0]  # [KVH, P, d]
-    prefix_v = values[module.layer_idx][0]
-    if group > 1:
-        prefix_k, prefix_v = prefix_k.repeat_interleave(group, 0), prefix_v.repeat_interleave(group, 0)
-    out_p, lse_p = part(query[0], prefix_k, prefix_v, scale, causal=False)
-    top = torch.maximum(lse_p, lse_s)
-    w_p = (lse_p - top).exp_().unsqueeze(-1)
-    w_s = (lse_s - top).exp_().unsqueeze(-1)
-    out = (out_p * w_p + out_s * w_s) / (w_p + w_s)
+        out[:, sl], lse[:, sl] = part(query[0, :, sl], key[0, :, sl], value[0, :, sl], scale, causal=True)
+    # ... and every packed token sees every piece of the shared prefix.
+    for piece_k, piece_v in zip(keys[layer], values[layer]) if keys is not None else ():
+        out, lse = _merge(out, lse, *_grouped(part, query[0], piece_k, piece_v, scale))
     return out.to(query.dtype).transpose(0, 1).unsqueeze(0), None
+
+
+def _grouped(part: Any, q: Any, k: Any, v: Any, scale: float) -> tuple[Any, Any]:
+    """Non-causal attention of q [H, T, d] to k/v [KVH, P, d] without repeating k and v:
+    the query heads that share a key head are stacked into one longer query block."""
+    heads, total, dim = q.shape
+    kv_heads = k.shape[0]
+    out, lse = part(q.reshape(kv_heads, heads // kv_heads * total, dim), k, v, scale, causal=False)
+    return out.reshape(heads, total, dim), lse.reshape(heads, total)
+
+
+def _merge(out_a: Any, lse_a: Any, out_b: Any, lse_b: Any) -> tuple[Any, Any]:
+    """Softmax attention over the union of two key sets, from each part's output and LSE."""
+    top = torch.maximum(lse_a, lse_b)
+    w_a = (lse_a - top).exp_()
+    w_b = (lse_b - top).exp_()
+    norm = w_a + w_b
+    out = out_a.mul_((w_a / norm).unsqueeze(-1)).add_(out_b.mul_((w_b / norm).unsqueeze(-1)))
+    return out, top.add_(norm.log_())
 
 
 def _flash_cpu(q: Any, k: Any, v: Any, scale: float, causal: bool) -> tuple[Any, Any]:
@@ -107,13 +123,18 @@ def supported(model: Any) -> bool:
 
 
 @contextlib.contextmanager
-def shared_prefix(model: Any, keys: Sequence[Any] | None, values: Sequence[Any] | None,
-                  segments: Sequence[tuple[int, int]]) -> Iterator[None]:
-    """Run the model's attention as shared-prefix attention over packed suffixes
-    (``segments``: (start, length) of each row; ``keys`` None: no prefix) for one forward."""
+def shared_prefix(model: Any, keys: Sequence[Sequence[Any]] | None, values: Sequence[Sequence[Any]] | None,
+                  segments: Sequence[tuple[int, int]],
+                  capture: Callable[[int, Any, Any], None] | None = None) -> Iterator[None]:
+    """Run the model's attention as shared-prefix attention over packed suffixes for one forward.
+
+    ``keys``/``values``: per layer, the prefix pieces [KVH, P_i, d] (None: no prefix);
+    ``segments``: (start, length) of each packed row; ``capture``: called with each layer's
+    index, keys and values [KVH, T, d] of the packed tokens, when a prefix chunk is run.
+    """
     config = model.config
     previous = config._attn_implementation
-    _state.current = (keys, values, segments)
+    _state.current = (keys, values, segments, capture)
     config._attn_implementation = NAME
     try:
         yield

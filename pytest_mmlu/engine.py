@@ -6,14 +6,15 @@ work and memory:
 
 1. Requests with the same input row (the four choices of a question) share
    one row; only their target tokens differ.
-2. Rows are sorted and grouped by their longest common token prefix (the
-   description and few-shot examples of a subject).  The prefix runs once and
-   its KV cache is shared, as stride-0 views, by every row of the group.
+2. Rows are sorted into a tree of shared token prefixes (a subject's description
+   and few-shot examples, then a reading passage several questions share).  Each
+   prefix runs once, in chunks; its keys and values are kept once, as pieces that
+   every row below it attends to (``attention.py``), never copied per row.
 3. Only the scored positions reach the LM head (``logits_to_keep``): no
    full-vocabulary logits for the prefix or the question text.
-4. Suffixes of similar length are batched, left-padded between the prefix and
-   the suffix (attention mask and explicit positions keep the math exact);
-   rows per batch come from the memory planner (``memory.py``).
+4. Suffixes are packed end to end with no padding, longest first; rows per batch
+   come from the memory planner (``memory.py``).  Models whose attention cannot be
+   swapped run the prefix into their own KV cache and left-pad the suffixes.
 5. Models that cannot take a shared cache (sliding-window attention shorter
    than the rows, or no cache/position inputs) are scored in plain batches
    with no prefix: same answers, more work.
@@ -77,6 +78,32 @@ class _Node:
         yield self
         for child in self.children:
             yield from child.walk()
+
+    def held_tokens(self, shared: bool, above: int = 0) -> dict[int, int]:
+        """Prefix tokens whose keys and values are held while each node's rows run (by node id):
+        shared attention keeps each piece once; a model's own cache copies its parent's."""
+        held = {id(self): self.prefix_len + (0 if shared else above)}
+        for child in self.children:
+            held.update(child.held_tokens(shared, held[id(self)]))
+        return held
+
+
+@dataclass
+class _SharedPrefix:
+    """A prefix run through shared-prefix attention: its keys and values, per layer, as the
+    pieces the tree added (few-shot block, then a shared passage); never copied."""
+
+    keys: list[list[Any]] | None  # per layer: pieces [KVH, P_i, d]; None: no prefix
+    values: list[list[Any]] | None
+    length: int
+
+
+@dataclass
+class _CachePrefix:
+    """A prefix run into the model's own KV cache (models without shared-prefix attention)."""
+
+    cache: Any
+    length: int
 
 
 def resolve_max_length(config: Any, tokenizer: Any = None) -> int:
@@ -147,22 +174,23 @@ class ScoringEngine:
         self.stats.mode = "prefix" if use_prefix else "plain"
         root = self._tree(rows, 0) if use_prefix else _Node(0, (), rows, [])
         planner = self.planner_factory()
-        planner.shared_prefix = use_prefix and self._shared_attention
+        shared = planner.shared_prefix = use_prefix and self._shared_attention
+        held = root.held_tokens(shared)
         for node in root.walk():
             if node.rows:
                 planner.check_fits(node.prefix_len, max(len(r.tokens) for r in node.rows) - node.prefix_len,
-                                   max(r.scored for r in node.rows))
+                                   max(r.scored for r in node.rows), held[id(node)])
         results: list[Score | None] = [None] * len(requests)
         done = 0
 
-        def visit(node: _Node, parent: Any) -> None:
+        def visit(node: _Node, parent: _SharedPrefix | _CachePrefix | None) -> None:
             nonlocal done
             self.meter.reset_peak()
             if node.prefix_len:
-                prefix = self._run_prefix(node, parent)
+                prefix = self._run_prefix(node, parent, shared)
             else:  # packed with no prefix where the attention allows, else padded batches
-                prefix = ("shared", None, None, None) if planner.shared_prefix else None
-            for batch in self._batches(node.rows, node.prefix_len, prefix, planner):
+                prefix = _SharedPrefix(None, None, 0) if shared else None
+            for batch in self._batches(node.rows, node.prefix_len, held[id(node)], prefix, planner):
                 for row, scores in batch:
                     for (req_index, _), score in zip(row.targets, scores):
                         results[req_index] = score
@@ -230,13 +258,14 @@ class ScoringEngine:
             close()
         return _Node(base, rows[0].tokens[:base] if rows else (), direct, children)
 
-    def _batches(self, rows: list[_Row], prefix_len: int, prefix: Any, planner: BatchPlanner):
+    def _batches(self, rows: list[_Row], prefix_len: int, held: int,
+                 prefix: _SharedPrefix | _CachePrefix | None, planner: BatchPlanner):
         """Yield lists of (row, scores), longest suffixes first, sized by the planner."""
         pending = sorted(rows, key=lambda r: len(r.tokens), reverse=True)
         while pending:
             suffix = len(pending[0].tokens) - prefix_len
             scored = max(r.scored for r in pending[:64])
-            n = planner.rows(prefix_len, suffix, scored, len(pending))
+            n = planner.rows(prefix_len, suffix, scored, len(pending), held)
             batch = pending[:n]
             try:
                 self.meter.reset_peak()
@@ -249,44 +278,74 @@ class ScoringEngine:
                 continue
             peak = self.meter.peak()
             self.stats.peak_bytes = max(self.stats.peak_bytes, peak)
-            planner.observe(n, prefix_len, suffix, scored, peak)
+            planner.observe(n, prefix_len, suffix, scored, peak, held)
             self.stats.batch_sizes.append(n)
             del pending[:n]
             yield list(zip(batch, scores))
 
     # -- model calls ---------------------------------------------------------------------------
-    def _run_prefix(self, node: _Node, parent: Any) -> Any:
-        """Run a node's prefix once, on top of its parent's cache when there is one."""
+    def _run_prefix(self, node: _Node, parent: _SharedPrefix | _CachePrefix | None,
+                    shared: bool) -> _SharedPrefix | _CachePrefix:
+        """Run a node's prefix once, on top of its parent's when there is one, in chunks:
+        a long few-shot block never holds all its activations at once."""
         import torch
 
         device = self.model.device
-        cache = None if parent is None else _expand_cache(parent[-1], 1)  # parent stays intact
-        start = 0 if parent is None else parent[-1].get_seq_length()
-        # In chunks: a long few-shot block never holds all its activations at once.
-        for begin in range(start, node.prefix_len, PREFIX_CHUNK):
-            end = min(begin + PREFIX_CHUNK, node.prefix_len)
-            kwargs: dict[str, Any] = {"use_cache": True}
-            if self._keep_logits:
-                kwargs["logits_to_keep"] = 1
-            if cache is not None:
-                kwargs[self._cache_kw] = cache
-                kwargs["position_ids"] = torch.arange(begin, end, device=device)[None]
-            out = self.model(input_ids=torch.tensor([list(node.tokens[begin:end])], device=device), **kwargs)
-            cache = getattr(out, "cache", None) or out.past_key_values
+        start = 0 if parent is None else parent.length
+        if shared:
+            base_k = parent.keys if parent is not None else None
+            base_v = parent.values if parent is not None else None
+            # This node's keys and values go straight into one buffer per layer: chunks kept
+            # as separate small tensors would fragment the heap and inflate resident memory.
+            own_k: dict[int, Any] = {}
+            own_v: dict[int, Any] = {}
+            offset = 0
+
+            def keep(layer: int, k: Any, v: Any) -> None:
+                if layer not in own_k:
+                    shape = (k.shape[0], node.prefix_len - start, k.shape[2])
+                    own_k[layer], own_v[layer] = k.new_empty(shape), v.new_empty(shape)
+                own_k[layer][:, offset:offset + k.shape[1]].copy_(k)
+                own_v[layer][:, offset:offset + v.shape[1]].copy_(v)
+
+            for begin in range(start, node.prefix_len, PREFIX_CHUNK):
+                end = min(begin + PREFIX_CHUNK, node.prefix_len)
+                offset = begin - start
+                done_k = {layer: buf[:, :offset] for layer, buf in own_k.items()}
+                done_v = {layer: buf[:, :offset] for layer, buf in own_v.items()}
+                with attention.shared_prefix(self.model, _pieces(base_k, done_k), _pieces(base_v, done_v),
+                                             [(0, end - begin)], keep):
+                    self.model(input_ids=torch.tensor([list(node.tokens[begin:end])], device=device),
+                               position_ids=torch.arange(begin, end, device=device)[None],
+                               use_cache=False, logits_to_keep=1)
+            prefix: _SharedPrefix | _CachePrefix = _SharedPrefix(
+                _pieces(base_k, own_k), _pieces(base_v, own_v), node.prefix_len)
+        else:
+            cache = None if parent is None else _expand_cache(parent.cache, 1)  # parent stays intact
+            for begin in range(start, node.prefix_len, PREFIX_CHUNK):
+                end = min(begin + PREFIX_CHUNK, node.prefix_len)
+                kwargs: dict[str, Any] = {"use_cache": True}
+                if self._keep_logits:
+                    kwargs["logits_to_keep"] = 1
+                if cache is not None:
+                    kwargs[self._cache_kw] = cache
+                    kwargs["position_ids"] = torch.arange(begin, end, device=device)[None]
+                out = self.model(input_ids=torch.tensor([list(node.tokens[begin:end])], device=device),
+                                 **kwargs)
+                cache = getattr(out, "cache", None) or out.past_key_values
+            prefix = _CachePrefix(cache, node.prefix_len)
         self.stats.prefix_tokens += node.prefix_len - start
         self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
-        layers = getattr(cache, "layers", None)
-        if self._shared_attention and layers and all(type(x).__name__ == "DynamicLayer" for x in layers):
-            return ("shared", [x.keys for x in layers], [x.values for x in layers], cache)
-        return ("cache", cache)
+        return prefix
 
-    def _forward(self, batch: list[_Row], prefix_len: int, prefix: Any) -> list[list[Score]]:
+    def _forward(self, batch: list[_Row], prefix_len: int,
+                 prefix: _SharedPrefix | _CachePrefix | None) -> list[list[Score]]:
         """Score one batch: packed after a shared prefix, else left-padded rows with a mask."""
         import torch
 
         device = self.model.device
         suffixes = [r.tokens[prefix_len:] for r in batch]
-        if prefix is not None and prefix[0] == "shared":
+        if isinstance(prefix, _SharedPrefix):
             ids = torch.tensor([[t for s in suffixes for t in s]])
             positions = torch.tensor([[prefix_len + i for s in suffixes for i in range(len(s))]])
             starts = [0, *itertools.accumulate(len(s) for s in suffixes[:-1])]
@@ -313,13 +372,13 @@ class ScoringEngine:
         kwargs: dict[str, Any] = {"position_ids": positions.to(device), "use_cache": False}
         if self._keep_logits:
             kwargs["logits_to_keep"] = torch.tensor(columns, device=device)
-        if prefix is not None and prefix[0] == "shared":
-            with attention.shared_prefix(self.model, prefix[1], prefix[2], segments):
+        if isinstance(prefix, _SharedPrefix):
+            with attention.shared_prefix(self.model, prefix.keys, prefix.values, segments):
                 out = self.model(input_ids=ids.to(device), **kwargs)
         else:
             kwargs["attention_mask"] = mask.to(device)
             if prefix is not None:
-                kwargs[self._cache_kw] = _expand_cache(prefix[-1], len(batch))
+                kwargs[self._cache_kw] = _expand_cache(prefix.cache, len(batch))
                 kwargs["use_cache"] = True
             out = self.model(input_ids=ids.to(device), **kwargs)
         logits = out.logits if self._keep_logits else out.logits[:, columns, :]
@@ -338,6 +397,15 @@ class ScoringEngine:
                 row_scores.append(Score(float(lp), bool((greedy[b, cols] == target).all())))
             results.append(row_scores)
         return results
+
+
+def _pieces(base: list[list[Any]] | None, own: dict[int, Any]) -> list[list[Any]] | None:
+    """Per layer, the parent's prefix pieces followed by this node's (if it has any yet)."""
+    if not own:
+        return base
+    layers = max(own) + 1
+    return [(list(base[layer]) if base is not None else []) + ([own[layer]] if layer in own else [])
+            for layer in range(layers)]
 
 
 def _expand_cache(cache: Any, rows: int) -> Any:

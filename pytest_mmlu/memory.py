@@ -228,6 +228,10 @@ class RowCost:
                 + self.attn_per_pair * suffix * total + self.logit_bytes * scored)
 
 
+def _held(prefix: int, held: int | None) -> int:
+    return prefix if held is None else held
+
+
 def _first(cfg: Any, *names: str) -> int:
     for n in names:
         v = getattr(cfg, n, None)
@@ -239,7 +243,8 @@ def _first(cfg: Any, *names: str) -> int:
 class BatchPlanner:
     """Chooses rows per batch so that the measured peak stays under ``limit``.
 
-    peak ~= baseline + prefix_cache + fixed + scale * rows * row_bytes(P, S, k).
+    peak ~= baseline + prefix_cache + fixed + scale * rows * row_bytes(P, S, k),
+    where prefix_cache covers the ``held`` prefix tokens (default: the P tokens).
     ``scale`` starts at 1.0 and ``fixed`` at 0, and both are re-fitted from the
     measured peaks: after the first two batches at 1 and 2 rows, and upward
     after any batch that used more than predicted.
@@ -265,20 +270,20 @@ class BatchPlanner:
     def _row(self, prefix: int, suffix: int, scored: int) -> int:
         return self.cost.row_bytes(prefix, suffix, scored, self.shared_prefix)
 
-    def predicted(self, rows: int, prefix: int, suffix: int, scored: int) -> int:
+    def predicted(self, rows: int, prefix: int, suffix: int, scored: int, held: int | None = None) -> int:
         per_row = self._row(prefix, suffix, scored)
-        return int(self.baseline + self.cost.kv_per_token * prefix + self.fixed
+        return int(self.baseline + self.cost.kv_per_token * _held(prefix, held) + self.fixed
                    + self.scale * rows * per_row)
 
-    def check_fits(self, prefix: int, suffix: int, scored: int) -> None:
+    def check_fits(self, prefix: int, suffix: int, scored: int, held: int | None = None) -> None:
         """Raise BudgetTooSmall if one row of this shape cannot fit."""
-        need = self.predicted(1, prefix, suffix, scored)
+        need = self.predicted(1, prefix, suffix, scored, held)
         if need > self.limit and (self.budget_declared or self.fixed_rows is None):
             detail = (f"model and runtime {format_gib(self.baseline)} + one row of "
                       f"{prefix + suffix} tokens")
             raise BudgetTooSmall(self.limit, need, self.device, detail)
 
-    def rows(self, prefix: int, suffix: int, scored: int, remaining: int) -> int:
+    def rows(self, prefix: int, suffix: int, scored: int, remaining: int, held: int | None = None) -> int:
         if self.fixed_rows is not None:
             return max(1, min(self.fixed_rows, remaining))
         if len(self._calibration) < 2:
@@ -286,22 +291,23 @@ class BatchPlanner:
         else:
             per_row = self.scale * self._row(prefix, suffix, scored)
             room = (self.limit - self.baseline) * self.SAFETY - self.fixed \
-                - self.cost.kv_per_token * prefix
+                - self.cost.kv_per_token * _held(prefix, held)
             wanted = int(room // per_row) if per_row > 0 else remaining
         token_cap = max(1, self.max_batch_tokens // max(1, suffix))
         rows = min(wanted, token_cap, remaining)
         if self.oom_cap is not None:
             rows = min(rows, self.oom_cap)
         # Calibration batches must fit too: shrink until the prediction does.
-        while rows > 1 and self.predicted(rows, prefix, suffix, scored) > self.limit:
+        while rows > 1 and self.predicted(rows, prefix, suffix, scored, held) > self.limit:
             rows -= 1
         return max(1, rows)
 
-    def observe(self, rows: int, prefix: int, suffix: int, scored: int, peak: int) -> None:
+    def observe(self, rows: int, prefix: int, suffix: int, scored: int, peak: int,
+                held: int | None = None) -> None:
         if self.fixed_rows is not None:
             return
         x = rows * self._row(prefix, suffix, scored)
-        y = peak - self.baseline - self.cost.kv_per_token * prefix
+        y = peak - self.baseline - self.cost.kv_per_token * _held(prefix, held)
         if len(self._calibration) < 2:
             self._calibration.append((x, y))
             if len(self._calibration) == 2:

@@ -142,15 +142,9 @@ def test_out_of_memory_shrinks_and_completes():
     assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
 
 
-@pytest.mark.parametrize("chunk", [512, 16])
-def test_nested_prefixes_run_once_and_match_reference(chunk, monkeypatch):
-    """A few-shot block shared by all rows, and passages shared by some: each runs once
-    (also when prefixes run in several chunks)."""
-    monkeypatch.setattr("pytest_mmlu.engine.PREFIX_CHUNK", chunk)
-    tok = make_tokenizer()
-    model = make_model("llama", len(tok))
+def nested_requests(vocab):
+    """A few-shot block shared by all rows, then passages shared by 3, 2, 1 and 4 rows."""
     rng = random.Random(5)
-    vocab = len(tok)
     shots = [rng.randrange(3, vocab) for _ in range(80)]
     reqs, unique = [], set()
     for passage_rows in (3, 2, 1, 4):
@@ -159,12 +153,44 @@ def test_nested_prefixes_run_once_and_match_reference(chunk, monkeypatch):
             ctx = tuple(shots + passage + [rng.randrange(3, vocab) for _ in range(rng.randint(4, 9))])
             reqs += [TokenRequest(ctx, (10 + c,)) for c in range(4)]
             unique.update(ctx[:i] for i in range(1, len(ctx) + 1))
+    return reqs, unique
+
+
+@pytest.mark.parametrize(("arch", "chunk"), [("llama", 512), ("llama", 16), ("gpt2", 16),
+                                             ("gpt_neox", 16), ("gemma2", 16)])
+def test_nested_prefixes_run_once_and_match_reference(arch, chunk, monkeypatch):
+    """Each shared prefix runs once (also when it runs in several chunks), on top of its parent."""
+    monkeypatch.setattr("pytest_mmlu.engine.PREFIX_CHUNK", chunk)
+    tok = make_tokenizer()
+    model = make_model(arch, len(tok))
+    reqs, unique = nested_requests(len(tok))
     expected = reference_scores(model, reqs, 1024)
     engine = make_engine(model)
     got = engine.score(reqs)
     assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
     # Every distinct token prefix ran exactly once: the shots once, each shared passage once.
     assert engine.stats.prefix_tokens + engine.stats.suffix_tokens == len(unique)
+
+
+def test_prefix_pieces_are_kept_once(monkeypatch):
+    """A passage's prefix holds its parent's keys and values by reference, never a copy, so
+    the memory held is the prefix's own tokens (what the planner counts)."""
+    monkeypatch.setattr("pytest_mmlu.engine.PREFIX_CHUNK", 16)
+    tok = make_tokenizer()
+    model = make_model("llama", len(tok))
+    engine = make_engine(model)
+    root = engine._tree(engine._rows(nested_requests(len(tok))[0]), 0)
+    (shots,) = root.children
+    with torch.inference_mode():
+        parent = engine._run_prefix(shots, None, shared=True)
+        child = engine._run_prefix(shots.children[0], parent, shared=True)
+    layers = model.config.num_hidden_layers
+    assert len(parent.keys) == layers and all(len(p) == 1 for p in parent.keys)
+    assert all(c[0] is p[0] for c, p in zip(child.keys, parent.keys))
+    assert all(c[1].shape[1] == shots.children[0].prefix_len - shots.prefix_len for c in child.keys)
+    assert root.held_tokens(shared=True)[id(shots.children[0])] == shots.children[0].prefix_len
+    # A model's own cache copies the parent's into the child's: both are held.
+    assert root.held_tokens(shared=False)[id(shots.children[0])] == shots.prefix_len + shots.children[0].prefix_len
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "gpt2"])

@@ -144,3 +144,10 @@ def test_budget_below_batch_one_names_the_minimum():
     p = _planner(limit=int(1.2 * GiB), baseline=int(1.1 * GiB))
     with pytest.raises(BudgetTooSmall, match=r"MMLU memory budget 1.20 GiB is too small on cpu: batch 1 needs about .*the minimum that would work is"):
         p.check_fits(0, 20_000, 1)
+
+
+def test_planner_counts_every_prefix_token_held():
+    p = _planner(limit=2 * GiB)
+    assert p.predicted(1, 100, 10, 1, held=300) - p.predicted(1, 100, 10, 1) == 200 * 1000
+    room = p.rows(100, 10, 1, 10**6, held=10**6)
+    assert room < p.rows(100, 10, 1, 10**6) or room == 1
