@@ -167,7 +167,14 @@ def _open_source(spec: str):
             f"{path}: not an MMLU folder (expected dev/ and test/ CSV folders, data/ holding "
             "them, or <subject>/<split>-*.parquet)"
         )
+    if _looks_local(spec):  # a hub id is "name" or "namespace/name"
+        raise DataError(f"{spec}: no such file or folder")
     return _HubDataset(spec)
+
+
+def _looks_local(spec: str) -> bool:
+    return (spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or "\\" in spec
+            or spec.endswith((".zip", ".tar", ".tar.gz", ".tgz", ".csv", ".parquet")))
 
 
 class MmluData:

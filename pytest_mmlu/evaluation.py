@@ -9,7 +9,13 @@ from .data import MmluData
 from .engine import ScoringEngine, resolve_max_length
 from .loading import LoadedModel
 from .markers import EvalSpec
-from .memory import BatchPlanner, RowCost, configure_cpu_allocator, make_meter
+from .memory import (
+    BatchPlanner,
+    RowCost,
+    configure_cpu_allocator,
+    make_meter,
+    release_cpu_memory,
+)
 from .prompts import LmEvalTokenizer, TokenRequest
 from .results import EvaluationResult, QuestionResult, predict
 
@@ -23,13 +29,20 @@ MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 65536}
 def build_engine(loaded: LoadedModel, meter, batch_size: str | int, budget_bytes: int | None,
                  row_cost: RowCost, max_length: int) -> ScoringEngine:
     """An engine whose batches fit ``budget_bytes`` (else the device's free memory)."""
+    kind = "cuda" if loaded.device.startswith("cuda") else "cpu"
+    # The baseline is what is live now, not what earlier evaluations freed but kept.
     gc.collect()
+    if kind == "cpu":
+        release_cpu_memory()
+    else:
+        import torch
+
+        torch.cuda.empty_cache()
     baseline = meter.current()
     if budget_bytes is not None:
         limit = budget_bytes
     else:
         limit = baseline + int(meter.available() * FREE_MEMORY_SHARE)
-    kind = "cuda" if loaded.device.startswith("cuda") else "cpu"
     fixed = batch_size if isinstance(batch_size, int) else None
 
     def planner() -> BatchPlanner:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shutil
 import tarfile
 import zipfile
@@ -84,3 +85,10 @@ def test_hub_without_network_says_what_to_do(monkeypatch):
     data = MmluData("cais/mmlu")
     with pytest.raises(DataError, match=r"cannot download MMLU subject 'anatomy' .* --mmlu-data=PATH"):
         data.test_questions("anatomy", 3)
+
+
+@pytest.mark.parametrize("spec", ["/no/such/mmlu.zip", "./mmlu", "data/mmlu/extra", "mmlu.tar"])
+def test_missing_local_path_is_named_not_fetched(spec, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"^{re.escape(spec)}: no such file or folder$"):
+        MmluData(spec)

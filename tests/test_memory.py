@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -151,3 +153,23 @@ def test_planner_counts_every_prefix_token_held():
     assert p.predicted(1, 100, 10, 1, held=300) - p.predicted(1, 100, 10, 1) == 200 * 1000
     room = p.rows(100, 10, 1, 10**6, held=10**6)
     assert room < p.rows(100, 10, 1, 10**6) or room == 1
+
+
+def test_heap_freed_by_earlier_work_is_released_before_an_evaluation():
+    """Blocks under the mmap threshold are kept by the heap for reuse (no page faults), and a
+    live block above them stops the automatic trim; release_cpu_memory hands them back."""
+    script = """
+from pytest_mmlu.memory import CpuMeter, configure_cpu_allocator, release_cpu_memory
+configure_cpu_allocator()
+meter = CpuMeter()
+blocks = [bytearray(2**20) for _ in range(300)]
+for b in blocks:
+    b[::4096] = b"x" * len(b[::4096])
+keep = bytearray(2**20)  # live, above the freed blocks
+del blocks
+before = meter.current()
+release_cpu_memory()
+print(before - meter.current())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 200 * 2**20
