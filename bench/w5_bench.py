@@ -3,7 +3,7 @@
 Every measurement runs in a fresh subprocess, so each peak RSS is that run's alone.
 
     python bench/w5_bench.py compare   # W5: lm-eval hf batch 8 vs this engine, side by side
-    python bench/w5_bench.py budgets   # W5 under 1.0 / 1.5 / 3 GB budgets
+    python bench/w5_bench.py budgets   # W5 under 1.0 / 1.5 / 3 GB; 3 x 30 under binding budgets
     python bench/w5_bench.py shots     # 3 subjects x 100 questions: 0-shot vs 5-shot
     python bench/w5_bench.py batches   # predictions at batch 1, 4, 16, 32 and a repeat
 
@@ -176,16 +176,20 @@ def bench_compare(model: str, data: str) -> None:
 
 def bench_budgets(model: str, data: str) -> None:
     print(f"machine: {machine()}")
-    for gb in (1.0, 1.5, 3.0):
-        budget = int(gb * 1e9)
-        r = run("engine", model=model, data=data, subjects=W5, shots=5, limit=10, budget=budget)
-        if "error" in r:
-            print(f"budget {gb} GB: refused before running: {r['error']}")
-            continue
-        use = (r["eval_peak"] - r["baseline"]) / (budget - r["baseline"])
-        print(f"budget {gb} GB: peak {r['eval_peak'] / 1e9:.3f} GB (<= budget: {r['eval_peak'] <= budget}); "
-              f"baseline {r['baseline'] / 1e9:.3f} GB; headroom used {100 * use:.0f}%; "
-              f"batches {r['batch_sizes']}; {r['seconds']:.1f} s")
+    # W5 at the budgets; then 3 x 30 questions under budgets tight enough to bind.
+    for limit, budgets in ((10, (1.0e9, 1.5e9, 3.0e9)), (30, (1.05 * 2**30, 1.1 * 2**30, 1.25 * 2**30))):
+        for budget in map(int, budgets):
+            label = f"{budget / 1e9:.1f} GB" if limit == 10 else f"{budget / 2**30:.2f} GiB"
+            r = run("engine", model=model, data=data, subjects=W5, shots=5, limit=limit, budget=budget)
+            if "error" in r:
+                print(f"{limit}/subject, budget {label}: refused before running: {r['error']}")
+                continue
+            use = (r["eval_peak"] - r["baseline"]) / (budget - r["baseline"])
+            sizes = r["batch_sizes"]
+            print(f"{limit}/subject, budget {label}: peak {r['eval_peak'] / 1e9:.3f} GB "
+                  f"(<= budget: {r['eval_peak'] <= budget}); baseline {r['baseline'] / 1e9:.3f} GB; "
+                  f"headroom used {100 * use:.0f}%; {len(sizes)} batches, largest {max(sizes)}; "
+                  f"{r['seconds']:.1f} s")
 
 
 def bench_shots(model: str, data: str) -> None:
