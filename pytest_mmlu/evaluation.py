@@ -10,6 +10,7 @@ from .engine import ScoringEngine, resolve_max_length
 from .loading import LoadedModel
 from .markers import EvalSpec
 from .memory import (
+    HEAP_TRIM_THRESHOLD,
     BatchPlanner,
     RowCost,
     configure_cpu_allocator,
@@ -48,7 +49,8 @@ def build_engine(loaded: LoadedModel, meter, batch_size: str | int, budget_bytes
     def planner() -> BatchPlanner:
         return BatchPlanner(row_cost, baseline, limit, meter.describe(),
                             budget_declared=budget_bytes is not None,
-                            max_batch_tokens=MAX_BATCH_TOKENS[kind], fixed_rows=fixed)
+                            max_batch_tokens=MAX_BATCH_TOKENS[kind], fixed_rows=fixed,
+                            slack=HEAP_TRIM_THRESHOLD if kind == "cpu" else 0)
 
     return ScoringEngine(loaded.model, max_length, planner, meter)
 

@@ -72,6 +72,11 @@ def _libc() -> Any:
         return None
 
 
+HEAP_MMAP_THRESHOLD = 32 << 20
+# Freed memory the heap may keep resident at its top: the planner counts it until measured.
+HEAP_TRIM_THRESHOLD = 64 << 20
+
+
 def configure_cpu_allocator() -> None:
     """Fix glibc's thresholds so that resident memory follows what is live, at speed.
 
@@ -84,8 +89,8 @@ def configure_cpu_allocator() -> None:
     libc = _libc()
     if libc is not None:
         m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 32 << 20)
-        libc.mallopt(m_trim_threshold, 64 << 20)
+        libc.mallopt(m_mmap_threshold, HEAP_MMAP_THRESHOLD)
+        libc.mallopt(m_trim_threshold, HEAP_TRIM_THRESHOLD)
 
 
 def release_cpu_memory() -> None:
@@ -260,7 +265,7 @@ class BatchPlanner:
 
     peak ~= baseline + prefix_cache + fixed + scale * rows * row_bytes(P, S, k),
     where prefix_cache covers the ``held`` prefix tokens (default: the P tokens).
-    ``scale`` starts at 1.0 and ``fixed`` at 0, and both are re-fitted from the
+    ``scale`` starts at 1.0 and ``fixed`` at the allocator's slack, and both are re-fitted from the
     measured peaks: after the first two batches at 1 and 2 rows, and upward
     after any batch that used more than predicted.
     """
@@ -268,7 +273,8 @@ class BatchPlanner:
     SAFETY = 0.92  # plan to this share of the headroom; the rest absorbs measurement noise
 
     def __init__(self, cost: RowCost, baseline: int, limit: int, device: str,
-                 budget_declared: bool, max_batch_tokens: int, fixed_rows: int | None = None) -> None:
+                 budget_declared: bool, max_batch_tokens: int, fixed_rows: int | None = None,
+                 slack: int = 0) -> None:
         self.cost = cost
         self.baseline = baseline
         self.limit = limit
@@ -277,7 +283,7 @@ class BatchPlanner:
         self.max_batch_tokens = max_batch_tokens
         self.fixed_rows = fixed_rows
         self.scale = 1.0
-        self.fixed = 0
+        self.fixed = slack  # allocator slack, until the first batches measure the real overhead
         self._calibration: list[tuple[int, float]] = []  # (rows*row_bytes, measured delta)
         self.oom_cap: int | None = None
         self.shared_prefix = False  # set by the engine when batches are packed after a shared prefix
@@ -296,6 +302,8 @@ class BatchPlanner:
         if need > self.limit and (self.budget_declared or self.fixed_rows is None):
             detail = (f"model and runtime {format_gib(self.baseline)} + one row of "
                       f"{prefix + suffix} tokens")
+            if self.fixed:
+                detail += f" + allocator slack {format_gib(self.fixed)}"
             raise BudgetTooSmall(self.limit, need, self.device, detail)
 
     def rows(self, prefix: int, suffix: int, scored: int, remaining: int, held: int | None = None) -> int:

@@ -173,3 +173,22 @@ print(before - meter.current())
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert int(out.stdout) > 200 * 2**20
+
+
+def test_allocator_slack_counts_until_measured():
+    cost = RowCost(kv_per_token=1000, act_per_token=10_000, attn_per_pair=0, logit_bytes=0)
+    row = 11_000 * 100
+
+    def planner(slack):
+        return BatchPlanner(cost, 1 * GiB, GiB + row + 32 * 2**20, "cpu", budget_declared=True,
+                            max_batch_tokens=10**9, slack=slack)
+
+    planner(0).check_fits(0, 100, 1)
+    with pytest.raises(BudgetTooSmall, match=r"\+ allocator slack 0.06 GiB\)"):
+        planner(64 * 2**20).check_fits(0, 100, 1)
+    # Measured batches replace the assumed slack with the overhead they show.
+    p = _planner(limit=2 * GiB)
+    p.fixed = 64 * 2**20
+    p.observe(1, 0, 100, 1, 1 * GiB + 5 * 2**20 + row)
+    p.observe(2, 0, 100, 1, 1 * GiB + 5 * 2**20 + 2 * row)
+    assert p.fixed == 5 * 2**20
