@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import attention
-from .memory import BatchPlanner, is_oom
+from .memory import BatchPlanner, is_oom, release_memory
 from .prompts import TokenRequest
 
 PREFIX_CHUNK = 512  # tokens per forward when running a shared prefix
@@ -274,7 +274,7 @@ class ScoringEngine:
                 if not is_oom(exc) or n == 1:
                     raise
                 planner.on_oom(n)
-                _free_device_memory()
+                release_memory(str(self.model.device))
                 continue
             peak = self.meter.peak()
             self.stats.peak_bytes = max(self.stats.peak_bytes, peak)
@@ -286,57 +286,64 @@ class ScoringEngine:
     # -- model calls ---------------------------------------------------------------------------
     def _run_prefix(self, node: _Node, parent: _SharedPrefix | _CachePrefix | None,
                     shared: bool) -> _SharedPrefix | _CachePrefix:
-        """Run a node's prefix once, on top of its parent's when there is one, in chunks:
+        """Run a node's prefix once, on top of its parent's when there is one."""
+        start = 0 if parent is None else parent.length
+        if shared:
+            prefix: _SharedPrefix | _CachePrefix = self._run_shared_prefix(node, parent, start)
+        else:
+            prefix = self._run_cached_prefix(node, parent, start)
+        self.stats.prefix_tokens += node.prefix_len - start
+        self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
+        return prefix
+
+    def _prefix_chunks(self, node: _Node, start: int):
+        """(first position, input ids, position ids) of each chunk of the prefix after ``start``:
         a long few-shot block never holds all its activations at once."""
         import torch
 
         device = self.model.device
-        start = 0 if parent is None else parent.length
-        if shared:
-            base_k = parent.keys if parent is not None else None
-            base_v = parent.values if parent is not None else None
-            # This node's keys and values go straight into one buffer per layer: chunks kept
-            # as separate small tensors would fragment the heap and inflate resident memory.
-            own_k: dict[int, Any] = {}
-            own_v: dict[int, Any] = {}
-            offset = 0
+        for begin in range(start, node.prefix_len, PREFIX_CHUNK):
+            end = min(begin + PREFIX_CHUNK, node.prefix_len)
+            yield (begin, torch.tensor([list(node.tokens[begin:end])], device=device),
+                   torch.arange(begin, end, device=device)[None])
 
-            def keep(layer: int, k: Any, v: Any) -> None:
-                if layer not in own_k:
-                    shape = (k.shape[0], node.prefix_len - start, k.shape[2])
-                    own_k[layer], own_v[layer] = k.new_empty(shape), v.new_empty(shape)
-                own_k[layer][:, offset:offset + k.shape[1]].copy_(k)
-                own_v[layer][:, offset:offset + v.shape[1]].copy_(v)
+    def _run_shared_prefix(self, node: _Node, parent: _SharedPrefix | None, start: int) -> _SharedPrefix:
+        base_k = parent.keys if parent is not None else None
+        base_v = parent.values if parent is not None else None
+        # This node's keys and values go straight into one buffer per layer: chunks kept
+        # as separate small tensors would fragment the heap and inflate resident memory.
+        own_k: dict[int, Any] = {}
+        own_v: dict[int, Any] = {}
+        offset = 0
 
-            for begin in range(start, node.prefix_len, PREFIX_CHUNK):
-                end = min(begin + PREFIX_CHUNK, node.prefix_len)
-                offset = begin - start
-                done_k = {layer: buf[:, :offset] for layer, buf in own_k.items()}
-                done_v = {layer: buf[:, :offset] for layer, buf in own_v.items()}
-                with attention.shared_prefix(self.model, _pieces(base_k, done_k), _pieces(base_v, done_v),
-                                             [(0, end - begin)], keep):
-                    self.model(input_ids=torch.tensor([list(node.tokens[begin:end])], device=device),
-                               position_ids=torch.arange(begin, end, device=device)[None],
-                               use_cache=False, logits_to_keep=1)
-            prefix: _SharedPrefix | _CachePrefix = _SharedPrefix(
-                _pieces(base_k, own_k), _pieces(base_v, own_v), node.prefix_len)
-        else:
-            cache = None if parent is None else _expand_cache(parent.cache, 1)  # parent stays intact
-            for begin in range(start, node.prefix_len, PREFIX_CHUNK):
-                end = min(begin + PREFIX_CHUNK, node.prefix_len)
-                kwargs: dict[str, Any] = {"use_cache": True}
-                if self._keep_logits:
-                    kwargs["logits_to_keep"] = 1
-                if cache is not None:
-                    kwargs[self._cache_kw] = cache
-                    kwargs["position_ids"] = torch.arange(begin, end, device=device)[None]
-                out = self.model(input_ids=torch.tensor([list(node.tokens[begin:end])], device=device),
-                                 **kwargs)
-                cache = getattr(out, "cache", None) or out.past_key_values
-            prefix = _CachePrefix(cache, node.prefix_len)
-        self.stats.prefix_tokens += node.prefix_len - start
-        self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
-        return prefix
+        def keep(layer: int, k: Any, v: Any) -> None:
+            if layer not in own_k:
+                shape = (k.shape[0], node.prefix_len - start, k.shape[2])
+                own_k[layer], own_v[layer] = k.new_empty(shape), v.new_empty(shape)
+            own_k[layer][:, offset:offset + k.shape[1]].copy_(k)
+            own_v[layer][:, offset:offset + v.shape[1]].copy_(v)
+
+        for begin, ids, positions in self._prefix_chunks(node, start):
+            offset = begin - start
+            done_k = {layer: buf[:, :offset] for layer, buf in own_k.items()}
+            done_v = {layer: buf[:, :offset] for layer, buf in own_v.items()}
+            with attention.shared_prefix(self.model, _pieces(base_k, done_k), _pieces(base_v, done_v),
+                                         [(0, ids.shape[1])], keep):
+                self.model(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=1)
+        return _SharedPrefix(_pieces(base_k, own_k), _pieces(base_v, own_v), node.prefix_len)
+
+    def _run_cached_prefix(self, node: _Node, parent: _CachePrefix | None, start: int) -> _CachePrefix:
+        cache = None if parent is None else _expand_cache(parent.cache, 1)  # parent stays intact
+        for _, ids, positions in self._prefix_chunks(node, start):
+            kwargs: dict[str, Any] = {"use_cache": True}
+            if self._keep_logits:
+                kwargs["logits_to_keep"] = 1
+            if cache is not None:
+                kwargs[self._cache_kw] = cache
+                kwargs["position_ids"] = positions
+            out = self.model(input_ids=ids, **kwargs)
+            cache = getattr(out, "cache", None) or out.past_key_values
+        return _CachePrefix(cache, node.prefix_len)
 
     def _forward(self, batch: list[_Row], prefix_len: int,
                  prefix: _SharedPrefix | _CachePrefix | None) -> list[list[Score]]:
@@ -427,13 +434,3 @@ def _expand_cache(cache: Any, rows: int) -> Any:
     expanded = copy.deepcopy(cache)
     expanded.batch_repeat_interleave(rows)
     return expanded
-
-
-def _free_device_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 
 from .data import MmluData
@@ -15,7 +14,7 @@ from .memory import (
     RowCost,
     configure_cpu_allocator,
     make_meter,
-    release_cpu_memory,
+    release_memory,
 )
 from .prompts import LmEvalTokenizer, TokenRequest
 from .results import EvaluationResult, QuestionResult, predict
@@ -31,14 +30,7 @@ def build_engine(loaded: LoadedModel, meter, batch_size: str | int, budget_bytes
                  row_cost: RowCost, max_length: int) -> ScoringEngine:
     """An engine whose batches fit ``budget_bytes`` (else the device's free memory)."""
     kind = "cuda" if loaded.device.startswith("cuda") else "cpu"
-    # The baseline is what is live now, not what earlier evaluations freed but kept.
-    gc.collect()
-    if kind == "cpu":
-        release_cpu_memory()
-    else:
-        import torch
-
-        torch.cuda.empty_cache()
+    release_memory(loaded.device)  # the baseline: what is live now, not what was freed but kept
     baseline = meter.current()
     if budget_bytes is not None:
         limit = budget_bytes

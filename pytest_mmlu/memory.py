@@ -16,6 +16,7 @@ measured peaks of the first batches, then checked after every batch.
 from __future__ import annotations
 
 import ctypes
+import gc
 import math
 import os
 from dataclasses import dataclass
@@ -94,11 +95,23 @@ def configure_cpu_allocator() -> None:
 
 
 def release_cpu_memory() -> None:
-    """Hand the heap's free pages back to the OS (``malloc_trim``) before an evaluation,
-    so that its baseline is what is live now, not what earlier evaluations freed."""
+    """Hand the heap's free pages back to the OS (``malloc_trim``)."""
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def release_memory(device: str) -> None:
+    """Free what nothing uses: Python's garbage, then the free memory the allocator keeps
+    (glibc's heap on CPU, torch's cache on CUDA).  Before an evaluation, so that its
+    baseline is what is live now; after an out-of-memory error, before the retry."""
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+    else:
+        release_cpu_memory()
 
 
 class CpuMeter:
@@ -248,10 +261,6 @@ class RowCost:
                 + self.attn_per_pair * suffix * total + self.logit_bytes * scored)
 
 
-def _held(prefix: int, held: int | None) -> int:
-    return prefix if held is None else held
-
-
 def _first(cfg: Any, *names: str) -> int:
     for n in names:
         v = getattr(cfg, n, None)
@@ -291,9 +300,13 @@ class BatchPlanner:
     def _row(self, prefix: int, suffix: int, scored: int) -> int:
         return self.cost.row_bytes(prefix, suffix, scored, self.shared_prefix)
 
+    def _prefix_cache(self, prefix: int, held: int | None) -> int:
+        """Bytes of the prefix keys and values held (``held`` tokens, else the P tokens)."""
+        return self.cost.kv_per_token * (prefix if held is None else held)
+
     def predicted(self, rows: int, prefix: int, suffix: int, scored: int, held: int | None = None) -> int:
         per_row = self._row(prefix, suffix, scored)
-        return int(self.baseline + self.cost.kv_per_token * _held(prefix, held) + self.fixed
+        return int(self.baseline + self._prefix_cache(prefix, held) + self.fixed
                    + self.scale * rows * per_row)
 
     def check_fits(self, prefix: int, suffix: int, scored: int, held: int | None = None) -> None:
@@ -314,7 +327,7 @@ class BatchPlanner:
         else:
             per_row = self.scale * self._row(prefix, suffix, scored)
             room = (self.limit - self.baseline) * self.SAFETY - self.fixed \
-                - self.cost.kv_per_token * _held(prefix, held)
+                - self._prefix_cache(prefix, held)
             wanted = int(room // per_row) if per_row > 0 else remaining
         token_cap = max(1, self.max_batch_tokens // max(1, suffix))
         rows = min(wanted, token_cap, remaining)
@@ -330,7 +343,7 @@ class BatchPlanner:
         if self.fixed_rows is not None:
             return
         x = rows * self._row(prefix, suffix, scored)
-        y = peak - self.baseline - self.cost.kv_per_token * _held(prefix, held)
+        y = peak - self.baseline - self._prefix_cache(prefix, held)
         if len(self._calibration) < 2:
             self._calibration.append((x, y))
             if len(self._calibration) == 2:
