@@ -59,9 +59,12 @@ class LmEvalTokenizer:
         self._bos_text = tokenizer.decode(prefix_id) if prefix_id is not None else None
 
     def encode(self, text: str) -> list[int]:
-        if self._bos_text is not None and text.startswith(self._bos_text):
-            return self.tokenizer.encode(text, add_special_tokens=False)
-        return self.tokenizer.encode(text)
+        return self.encode_all([text])[0]
+
+    def encode_all(self, texts: Sequence[str]) -> list[list[int]]:
+        """Encode texts that start alike (same special-token rule) in one tokenizer call."""
+        special = self._bos_text is None or not texts[0].startswith(self._bos_text)
+        return self.tokenizer(list(texts), add_special_tokens=special)["input_ids"]
 
     def request(self, context_text: str, continuation_text: str) -> TokenRequest:
         if context_text == "":
@@ -78,11 +81,8 @@ class LmEvalTokenizer:
         return TokenRequest(tuple(ctx), tuple(whole[len(ctx):]))
 
     def mmlu_requests(self, q: Question, shots: Sequence[Question]) -> list[TokenRequest]:
-        """The four requests (A-D) of one question; the context is encoded once."""
+        """The four requests (A-D) of one question; the context is encoded once, and the
+        five texts in one tokenizer call."""
         ctx_text = context(q, shots)
-        ctx = self.encode(ctx_text)
-        out = []
-        for cont in CONTINUATIONS:
-            whole = self.encode(ctx_text + cont)
-            out.append(TokenRequest(tuple(ctx), tuple(whole[len(ctx):])))
-        return out
+        ctx, *wholes = self.encode_all([ctx_text, *(ctx_text + cont for cont in CONTINUATIONS)])
+        return [TokenRequest(tuple(ctx), tuple(whole[len(ctx):])) for whole in wholes]
