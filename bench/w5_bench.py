@@ -188,7 +188,7 @@ def bench_compare(model: str, data: str) -> None:
 def bench_budgets(model: str, data: str) -> None:
     print(f"machine: {machine()}")
     # W5 at the budgets; then 3 x 30 questions under budgets tight enough to bind.
-    for limit, budgets in ((10, (1.0e9, 1.5e9, 3.0e9)), (30, (1.05 * 2**30, 1.1 * 2**30, 1.25 * 2**30))):
+    for limit, budgets in ((10, (1.0e9, 1.5e9, 3.0e9)), (30, (1.05 * 2**30, 1.15 * 2**30, 1.25 * 2**30))):
         for budget in map(int, budgets):
             label = f"{budget / 1e9:.1f} GB" if limit == 10 else f"{budget / 2**30:.2f} GiB"
             r = run("engine", model=model, data=data, subjects=W5, shots=5, limit=limit, budget=budget)
