@@ -75,16 +75,22 @@ def worker_lm_eval(args: dict) -> dict:
     return {"seconds": seconds, "peak_rss": peak_rss(), "loglikelihoods": lls}
 
 
-def worker_engine(args: dict) -> dict:
+def make_evaluator(args: dict):
+    """The plugin's evaluator on the bench's model and data (batch size from ``args``, else auto)."""
     from pytest_mmlu.data import MmluData
     from pytest_mmlu.evaluation import Evaluator
     from pytest_mmlu.loading import load_model
-    from pytest_mmlu.markers import make_eval_spec
-    from pytest_mmlu.memory import BudgetTooSmall
     from pytest_mmlu.settings import Settings
 
-    evaluator = Evaluator(load_model(Settings(model=args["model"])), MmluData(args["data"]),
-                          batch_size=args.get("batch_size", "auto"))
+    return Evaluator(load_model(Settings(model=args["model"])), MmluData(args["data"]),
+                     batch_size=args.get("batch_size", "auto"))
+
+
+def worker_engine(args: dict) -> dict:
+    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.memory import BudgetTooSmall
+
+    evaluator = make_evaluator(args)
     spec = make_eval_spec(args["subjects"], args["shots"], args["limit"])
     # Read the data before the clock starts, as lm-eval's task objects do (the worker builds
     # them before its clock); prompts are built and tokenized again inside the timed call.
@@ -203,8 +209,8 @@ def bench_budgets(model: str, data: str) -> None:
                   f"{r['seconds']:.1f} s")
 
 
-def bench_shots(model: str, data: str, subjects: list[str] | None = None) -> None:
-    subjects = subjects or W5
+def bench_shots(model: str, data: str, *subjects: str) -> None:
+    subjects = list(subjects) or W5
     print(f"machine: {machine()}")
     print(f"subjects: {', '.join(subjects)}, first 100 test questions each")
     # Two alternating rounds (0, 5, 0, 5): the machine drifts by ~10% within minutes.
@@ -225,14 +231,10 @@ def bench_shots(model: str, data: str, subjects: list[str] | None = None) -> Non
 
 
 def worker_flops(args: dict) -> dict:
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
-    from pytest_mmlu.loading import load_model
     from pytest_mmlu.markers import make_eval_spec
-    from pytest_mmlu.settings import Settings
     from pytest_mmlu.subjects import ALL_SUBJECTS
 
-    evaluator = Evaluator(load_model(Settings(model=args["model"])), MmluData(args["data"]))
+    evaluator = make_evaluator(args)
     return {subject: [flops_of(evaluator, make_eval_spec([subject], shots, args["limit"])) for shots in (0, 5)]
             for subject in ALL_SUBJECTS}
 
@@ -276,10 +278,7 @@ def main() -> None:
     model, data = model_path(), data_path()
     print(f"$ python bench/w5_bench.py {' '.join(sys.argv[1:])}   "
           f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
-    if sys.argv[1] == "shots":
-        bench_shots(model, data, sys.argv[2:])
-    else:
-        benches[sys.argv[1]](model, data)
+    benches[sys.argv[1]](model, data, *sys.argv[2:])  # only `shots` takes more (its subjects)
 
 
 if __name__ == "__main__":
