@@ -12,7 +12,6 @@ from .memory import (
     HEAP_TRIM_THRESHOLD,
     BatchPlanner,
     RowCost,
-    configure_cpu_allocator,
     make_meter,
     release_memory,
 )
@@ -55,8 +54,6 @@ class Evaluator:
         self.data = data
         self.batch_size = batch_size
         self.meter = make_meter(loaded.device)
-        if loaded.device == "cpu":
-            configure_cpu_allocator()
         self.tokenizer = LmEvalTokenizer(loaded.tokenizer)
         self.max_length = resolve_max_length(loaded.model.config, loaded.tokenizer)
         dtype_bytes = loaded.model.dtype.itemsize

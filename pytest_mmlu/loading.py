@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .memory import configure_cpu_allocator
 from .settings import Settings, looks_like_path
 
 
@@ -90,6 +91,8 @@ def load_model(settings: Settings) -> LoadedModel:
     where = f"model folder {name}" if local else f"model {name!r} from the Hugging Face hub"
     common: dict[str, Any] = {"revision": settings.revision,
                               "trust_remote_code": settings.trust_remote_code}
+    if not device.startswith("cuda"):
+        configure_cpu_allocator()
     start = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **common)

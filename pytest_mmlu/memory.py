@@ -86,6 +86,8 @@ def configure_cpu_allocator() -> None:
     at its top are free.  Fixed values, not glibc's history-dependent dynamic
     ones.  A small threshold (1 MiB, tried) mapped almost every tensor anew: 4 M
     page faults, a quarter of W5's time.
+    Called by ``load_model`` for a CPU model, so every way in (the plugin, the
+    bench, the lm-eval adapter) runs with the same allocator.
     """
     libc = _libc()
     if libc is not None:

@@ -192,3 +192,21 @@ def test_allocator_slack_counts_until_measured():
     p.observe(1, 0, 100, 1, 1 * GiB + 5 * 2**20 + row)
     p.observe(2, 0, 100, 1, 1 * GiB + 5 * 2**20 + 2 * row)
     assert p.fixed == 5 * 2**20
+
+
+def test_loading_a_cpu_model_fixes_the_allocator_before_loading(tiny_model_dir, monkeypatch):
+    """Every way in (plugin, bench, lm-eval adapter) loads through load_model, so each gets the
+    allocator its budgets were measured with, already while the weights are read."""
+    import transformers
+
+    import pytest_mmlu.loading as loading
+    from pytest_mmlu.settings import Settings
+
+    events = []
+    monkeypatch.setattr(loading, "configure_cpu_allocator", lambda: events.append("allocator"))
+    real = transformers.AutoTokenizer.from_pretrained
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda *a, **k: events.append("load") or real(*a, **k))
+    loaded = loading.load_model(Settings(model=str(tiny_model_dir), device="cpu"))
+    assert loaded.device == "cpu"
+    assert events == ["allocator", "load"]
