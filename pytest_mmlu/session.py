@@ -94,16 +94,21 @@ class MmluSession:
         if self.cache is None:
             return None
         if self._model_key is False:
-            self._model_key = self.cache.model_key(self.settings.model, self.settings.revision)
+            found = self.cache.model_key(self.settings.model, self.settings.revision)
+            self._model_key = found.key
+            if found.note:  # e.g. the hub was unreachable: keyed by the local snapshot
+                self.notes.append(found.note)
         if self._model_key is None:
-            return None  # a hub model whose commit cannot be resolved offline: no caching
+            return None  # a hub model whose commit cannot be resolved: no caching
         from .loading import resolve_device, resolve_dtype
 
         device = resolve_device(self.settings.device)
-        return self.cache.key(model=self._model_key, data=self.data().fingerprint(spec.subjects),
-                              subjects=spec.subjects, shots=spec.shots, limit=spec.limit,
-                              device=device, dtype=resolve_dtype(self.settings.dtype, device),
-                              batch_size=self.settings.batch_size, budget=budget)
+        return self.cache.evaluation_key(
+            self._model_key, device, data=self.data().fingerprint(spec.subjects),
+            subjects=spec.subjects, shots=spec.shots, limit=spec.limit,
+            dtype=resolve_dtype(self.settings.dtype, device), batch_size=self.settings.batch_size,
+            budget=budget, trust_remote_code=self.settings.trust_remote_code,
+            allow_pickle=self.settings.allow_pickle)
 
     def record(self, item: pytest.Item, result: EvaluationResult, marks: ItemMarks) -> None:
         entry = result.to_dict()
