@@ -1,7 +1,8 @@
 """``pytest-mmlu`` command line.
 
 - ``pytest-mmlu compare OLD.json NEW.json [--max-drop 0.02] [--alpha 0.05]``: per-subject
-  accuracy diff and the McNemar verdict of every evaluation the two reports share.
+  accuracy diff and the McNemar verdict of every evaluation the two reports share. Exit
+  status 1 on a regression, 2 when nothing was comparable (or a report cannot be read).
 - ``pytest-mmlu lm-eval ARGS...``: lm-eval's command line with ``--model pytest-mmlu``.
 """
 
@@ -23,7 +24,7 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
         return 2
     baseline = Baseline(old, old_path)
     old_keys = {evaluation_key(t["nodeid"], e) for t in old["tests"] for e in t["evaluations"] if e.get("n")}
-    regressed = 0
+    regressed = compared = 0
     for test in new["tests"]:
         for ev in test["evaluations"]:
             if not ev.get("n"):
@@ -35,6 +36,7 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
                 print(f"  not comparable: {outcome.line}")
                 continue
             old_keys.discard(key)
+            compared += 1
             rows = []
             for subject, acc in sorted(ev["per_subject"].items()):
                 before = (outcome.base_per_subject or {}).get(subject)
@@ -50,6 +52,11 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
             regressed += outcome.verdict == "regressed"
     for nodeid, subjects, shots, limit in sorted(old_keys):
         print(f"\nonly in {old_path}: {nodeid} ({','.join(subjects)}, {shots}-shot, limit {limit})")
+    if not compared:
+        # No verdict is not a pass: a script checking the exit status must not read "no regression".
+        print(f"pytest-mmlu compare: nothing comparable: no evaluation of {new_path} matches one of "
+              f"{old_path} (same test, subjects, shots, limit, data and questions)", file=sys.stderr)
+        return 2
     return 1 if regressed else 0
 
 
