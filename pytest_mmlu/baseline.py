@@ -81,12 +81,33 @@ class Baseline:
         return RegressionOutcome("unchanged", None, c, per_subject)
 
 
+class BaselineWriteError(Exception):
+    """The baseline could not be updated (file unreadable, lock not obtained); it is untouched."""
+
+
+LOCK_TIMEOUT_S = 120.0
+
+
 def write_baseline(path: str, report: dict[str, Any]) -> int:
-    """Write ``report`` as the baseline, keeping entries of tests this run did not cover."""
+    """Write ``report`` as the baseline, keeping entries of tests this run did not cover.
+
+    Read, merge and write happen under a lock file beside it, so that parallel jobs (or two
+    pytest runs) updating one baseline never lose each other's entries. An existing file that
+    cannot be read is never overwritten."""
     from pathlib import Path
 
-    from .reports import write_json_atomic
+    from filelock import FileLock, Timeout
 
-    merged = merge_reports(load_report(path), report) if Path(path).is_file() else report
-    write_json_atomic(path, merged)
+    from .reports import ReportError, write_json_atomic
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S):
+            try:
+                merged = merge_reports(load_report(path), report) if Path(path).is_file() else report
+            except ReportError as exc:
+                raise BaselineWriteError(f"{exc}; not overwriting a file it cannot read") from None
+            write_json_atomic(path, merged)
+    except Timeout:
+        raise BaselineWriteError(f"lock {path}.lock still held after {LOCK_TIMEOUT_S:.0f} s") from None
     return sum(len(t["evaluations"]) for t in report["tests"])
