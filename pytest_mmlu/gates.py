@@ -49,3 +49,19 @@ def floor_uncovered(results: list[EvaluationResult], floor: Floor | None) -> lis
         f"MMLU accuracy floor for {s!r} cannot be checked: no evaluation of this test covers it"
         for s in floor.per_subject if s not in covered
     ]
+
+
+def model_required(n_tests: int, source: str) -> str:
+    """The usage error of a run that must not pass by skipping its gates (CI without a model)."""
+    return (f"pytest-mmlu: {n_tests} MMLU test(s) collected but no model given, and a model is "
+            f"required (--mmlu-require-model, from {source}): pass --mmlu-model=ORG/NAME or a "
+            f"local folder, or set PYTEST_MMLU_MODEL; --mmlu-allow-skip lets them skip")
+
+
+def skipped_without_model(n_tests: int) -> str:
+    """Summary line: skipped gates are counted, never silently green."""
+    return f"pytest-mmlu: {n_tests} MMLU test(s) skipped: no model (pass --mmlu-model)"
+
+
+def output_not_written(what: str, path: str, why: str) -> str:
+    return f"pytest-mmlu: {what} NOT written to {path}: {why}"

@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 
 from . import markers, reports, settings
-from .gates import floor_uncovered
+from .gates import floor_uncovered, model_required, skipped_without_model
 from .results import EvaluationResult
 from .session import MmluSession
 
 SESSION = pytest.StashKey[MmluSession]()
 MARKS = pytest.StashKey[markers.ItemMarks]()
 DEFERRED = pytest.StashKey[list]()  # failures found during setup, raised in the call phase
+NEEDS_MODEL = pytest.StashKey[bool]()  # an MMLU test collected without a model
+REQUIRED = pytest.StashKey[str]()  # xdist worker: the missing-model error its MMLU tests fail with
 MMLU_FIXTURES = {"mmlu", "mmlu_result", "mmlu_model"}
 SKIP_REASON = ("MMLU test needs a model: pass --mmlu-model=ORG/NAME (a Hugging Face id) or a "
                "local folder, or set PYTEST_MMLU_MODEL")
@@ -62,6 +64,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             fixturenames.append("mmlu_result")  # the marker alone declares the evaluation
         if not has_model and (item_marks.uses_mmlu or MMLU_FIXTURES & set(fixturenames)):
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+            item.stash[NEEDS_MODEL] = True
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # After deselection (-k, -m): only the MMLU tests that would run count.
+    mmlu_settings = session.config.stash[SESSION].settings
+    if not mmlu_settings.require_model or session.config.option.collectonly:
+        return
+    n = sum(item.stash.get(NEEDS_MODEL, False) for item in session.items)
+    if not n:
+        return
+    message = model_required(n, mmlu_settings.source_of("require_model"))
+    if hasattr(session.config, "workerinput"):
+        # An xdist worker's usage error is an INTERNALERROR traceback on the controller: each
+        # test errors with the message instead (every worker collects all tests, so n is right).
+        session.config.stash[REQUIRED] = message
+        return
+    raise pytest.UsageError(message)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    message = item.config.stash.get(REQUIRED, None)
+    if message and item.stash.get(NEEDS_MODEL, False):
+        pytest.fail(message, pytrace=False)  # before the skip mark is evaluated
 
 
 # -- fixtures -----------------------------------------------------------------------------------
@@ -126,10 +153,10 @@ def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec) -> tuple[Evaluati
     except BudgetTooSmall as exc:
         sess.record_failure(item, spec, item_marks, str(exc))
         return None, [str(exc)]
-    except DataError as exc:
-        pytest.fail(f"pytest-mmlu: MMLU data error: {exc}", pytrace=False)
-    except ModelLoadError as exc:
-        pytest.fail(f"pytest-mmlu: {exc}", pytrace=False)
+    except (DataError, ModelLoadError) as exc:
+        line = f"pytest-mmlu: {'MMLU data error: ' if isinstance(exc, DataError) else ''}{exc}"
+        sess.record_failure(item, spec, item_marks, line)  # a report row, not a silent gap
+        pytest.fail(line, pytrace=False)
     return result, sess.records[item.nodeid]["evaluations"][-1]["breaches"]
 
 
@@ -158,6 +185,11 @@ def pytest_runtest_call(item: pytest.Item):
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     sess = item.config.stash[SESSION]
+    if (report.when == "setup" and report.failed and sess.load_error is not None
+            and "mmlu_model" in getattr(item, "fixturenames", ()) and item.nodeid not in sess.records):
+        # The session-scoped mmlu_model fixture failed: the test still gets a report row.
+        sess.record_failure(item, item.stash[MARKS].spec, item.stash[MARKS],
+                            f"pytest-mmlu: {sess.load_error}")
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome = report.outcome if report.when == "call" else (
             "skipped" if report.skipped else "error")
@@ -168,10 +200,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     sess = config.stash[SESSION]
     lines = reports.summary_lines(list(sess.records.values()))
-    if lines or sess.notes:
+    # Counted from the reporter's reports, so that an xdist controller counts its workers' skips.
+    skipped = sum(_skipped_for_want_of_model(r) for r in terminalreporter.stats.get("skipped", []))
+    notes = [*sess.notes, *([skipped_without_model(skipped)] if skipped else [])]
+    if lines or notes:
         terminalreporter.write_sep("=", "MMLU summary")
-        for line in [*lines, *sess.notes]:
+        for line in [*lines, *notes]:
             terminalreporter.write_line(line)
+
+
+def _skipped_for_want_of_model(report: Any) -> bool:
+    longrepr = getattr(report, "longrepr", None)  # (path, line, "Skipped: reason") for a skip mark
+    return isinstance(longrepr, (tuple, list)) and str(longrepr[-1]).endswith(SKIP_REASON)
 
 
 @pytest.hookimpl(trylast=True)
@@ -181,7 +221,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(config, "workerinput"):  # xdist worker: ship records to the controller
         config.workeroutput["pytest_mmlu"] = sess.payload()
         return
-    sess.finish(exitstatus)
+    if not sess.finish(exitstatus) and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a run whose verdict was not written did not pass
 
 
 class _XdistController:

@@ -21,7 +21,10 @@ JSON report (``--mmlu-report PATH``), schema 1::
                                                 "loglikelihoods": [4 floats, A-D]}]}]}]}
 
 ``index`` is the 0-based row in the subject's test split; ``target`` and
-``prediction`` are 0-3 (A-D).
+``prediction`` are 0-3 (A-D). An evaluation that could not run (budget below batch 1,
+model load or data error) is an entry with ``n`` 0, ``accuracy`` and ``ci95`` null, and the
+error line as its breach; ``subjects`` is empty and ``shots`` null for a test that declared
+no evaluation (the ``mmlu_model`` fixture alone).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
             label, acc, ci = _figures(ev)
             verdict = "BREACH" if ev.get("breaches") else "ok"
             rows.append([
-                rec["nodeid"], label, str(ev["shots"]),
+                rec["nodeid"], label, "-" if ev["shots"] is None else str(ev["shots"]),
                 str(ev["n"]), acc, ci, floor_text,
                 _gib(ev["peak_memory_bytes"]), _gib(ev["budget_bytes"]), str(ev["batch_size"]),
                 "cache" if ev.get("from_cache") else f"{ev['seconds']:.1f}", verdict,
@@ -158,7 +161,7 @@ def github_summary(records: list[dict[str, Any]]) -> str:
             label, acc, ci = _figures(ev)
             verdict = "❌ " + "; ".join(ev["breaches"]) if ev.get("breaches") else "✅ ok"
             lines.append(f"| `{rec['nodeid']}` | {label} | "
-                         f"{ev['shots']} | {ev['n']} | {acc} | {ci} | "
+                         f"{'-' if ev['shots'] is None else ev['shots']} | {ev['n']} | {acc} | {ci} | "
                          f"{'-' if floor is None else f'{floor:.3f}'} | {delta} | "
                          f"{_gib(ev['peak_memory_bytes'])} / {_gib(ev['budget_bytes'])} | {verdict} |")
     return "\n".join(lines) + "\n"

@@ -21,6 +21,13 @@ from .results import EvaluationResult
 from .settings import Settings
 
 
+def _why(exc: Exception) -> str:
+    """One line for an OSError (strerror and file), or the message of our own errors."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
+
+
 class MmluSession:
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
@@ -63,6 +70,11 @@ class MmluSession:
                 "weight_bytes": lm.weight_bytes, "load_seconds": round(lm.load_seconds, 3),
             }
         return self._loaded
+
+    @property
+    def load_error(self) -> str | None:
+        """Why the model could not be loaded (once tried), else None."""
+        return self._load_error
 
     def data(self) -> Any:
         from .data import MmluData
@@ -147,10 +159,12 @@ class MmluSession:
         if outcome.verdict in ("regressed", "missing"):
             entry["breaches"].append(outcome.line)
 
-    def record_failure(self, item: pytest.Item, spec: EvalSpec, marks: ItemMarks, message: str) -> None:
-        """An evaluation that could not run (e.g. budget below batch 1): still a summary row."""
-        entry = {"subjects": list(spec.subjects), "label": spec.label, "shots": spec.shots,
-                 "limit": spec.limit, "n": 0, "accuracy": None, "ci95": None,
+    def record_failure(self, item: pytest.Item, spec: EvalSpec | None, marks: ItemMarks,
+                       message: str) -> None:
+        """An evaluation that could not run (budget below batch 1, model or data error): still a
+        summary and report row. ``spec`` is None when the test declared none (mmlu_model alone)."""
+        entry = {"subjects": list(spec.subjects) if spec else [], "label": spec.label if spec else "-",
+                 "shots": spec.shots if spec else None, "limit": spec.limit if spec else None, "n": 0, "accuracy": None, "ci95": None,
                  "peak_memory_bytes": None, "budget_bytes": marks.budget_bytes, "batch_size": 0,
                  "seconds": 0.0, "breaches": [message], "questions": []}
         self._evaluations_of(item.nodeid).append(entry)
@@ -185,23 +199,35 @@ class MmluSession:
             "tests": [self.records[k] for k in sorted(self.records)],
         }
 
-    def finish(self, exitstatus: int) -> None:
-        """End of the run (controller): report, baseline, GitHub summary, chart."""
+    def finish(self, exitstatus: int) -> bool:
+        """End of the run (controller): report, baseline, GitHub summary, chart. False when a
+        report or baseline that was asked for could not be written (said in the notes)."""
         from . import reports
+        from .gates import output_not_written
 
+        written = True
         records = list(self.records.values())
         if self.settings.report and records:
-            reports.write_json_atomic(self.settings.report, self.report())
+            try:
+                reports.write_json_atomic(self.settings.report, self.report())
+            except OSError as exc:  # checked at start-up; the disk can still change under a run
+                self.notes.append(output_not_written("report", self.settings.report, _why(exc)))
+                written = False
         if self.settings.update_baseline:
             if exitstatus != 0:
-                self.notes.append(f"pytest-mmlu: baseline NOT written to {self.settings.baseline}: "
-                                  f"the run did not pass (exit status {int(exitstatus)})")
+                self.notes.append(output_not_written("baseline", self.settings.baseline,
+                                                     f"the run did not pass (exit status {int(exitstatus)})"))
             elif records:
-                from .baseline import write_baseline
+                from .baseline import BaselineWriteError, write_baseline
 
-                n = write_baseline(self.settings.baseline, self.report())
-                self.notes.append(f"pytest-mmlu: wrote baseline {self.settings.baseline}: {n} "
-                                  f"evaluations from {len(records)} tests")
+                try:
+                    n = write_baseline(self.settings.baseline, self.report())
+                except (OSError, BaselineWriteError) as exc:
+                    self.notes.append(output_not_written("baseline", self.settings.baseline, _why(exc)))
+                    written = False
+                else:
+                    self.notes.append(f"pytest-mmlu: wrote baseline {self.settings.baseline}: {n} "
+                                      f"evaluations from {len(records)} tests")
         improved = [e["regression"]["line"] for r in records for e in r["evaluations"]
                     if (e.get("regression") or {}).get("verdict") == "improved"]
         self.notes.extend(f"NOTE {line}" for line in improved)
@@ -211,8 +237,11 @@ class MmluSession:
                               f"({'model not loaded' if self._loaded is None else 'model loaded for the rest'})")
         summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary_path and records:
-            with open(summary_path, "a") as f:
-                f.write(reports.github_summary(records))
+            try:
+                with open(summary_path, "a") as f:
+                    f.write(reports.github_summary(records))
+            except OSError as exc:
+                self.notes.append(output_not_written("GitHub step summary", summary_path, _why(exc)))
         if self.settings.chart and records:
             try:
                 reports.write_chart(self.settings.chart, records)
@@ -220,6 +249,7 @@ class MmluSession:
                 self.notes.append(f"pytest-mmlu: chart not written: {exc}")
             except Exception as exc:  # noqa: BLE001 - a chart must never turn a gate's verdict into a crash
                 self.notes.append(f"pytest-mmlu: chart not written: {type(exc).__name__}: {exc}")
+        return written
 
     # -- progress -------------------------------------------------------------------------------
     def _progress(self, nodeid: str) -> Callable[[int, int], None] | None:

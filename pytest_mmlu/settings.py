@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,11 @@ OPTIONS: tuple[Option, ...] = (
            "pip install 'pytest-mmlu[chart]').", _path, metavar="PATH"),
     Option("allow_pickle", "Allow loading weights from pickle (.bin/.pt) files; by default only "
            "safetensors are loaded.", _flag, default=False, is_flag=True),
+    Option("require_model", "Without --mmlu-model, stop with a usage error when MMLU tests were "
+           "collected instead of skipping them (on by default when the environment variable CI "
+           "is true).", _flag, default=False, is_flag=True),
+    Option("allow_skip", "Let MMLU tests skip without a model even in CI (turns "
+           "--mmlu-require-model off).", _flag, default=False, is_flag=True),
 )
 
 
@@ -155,6 +161,8 @@ class Settings:
     cache_dir: str | None = None
     no_cache: bool = False
     chart: str | None = None
+    require_model: bool = False  # effective: --mmlu-allow-skip already applied
+    allow_skip: bool = False
     # Where each non-default value came from, for messages ("--mmlu-dtype", "PYTEST_MMLU_DTYPE"...).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -197,18 +205,54 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
         except ValueError as exc:
             raise pytest.UsageError(f"pytest-mmlu: bad value {raw!r} from {where}: {exc}") from None
         sources[opt.name] = where
+    if "require_model" not in sources and environ.get("CI", "").strip().lower() in TRUE_WORDS:
+        # A CI job whose model variable is unset must not pass by skipping every gate.
+        values["require_model"], sources["require_model"] = True, "environment variable CI"
+    if values["allow_skip"]:
+        values["require_model"] = False  # the explicit escape hatch wins over CI and ini
     settings = Settings(**values, sources=sources)
     if settings.update_baseline and not settings.baseline:
         raise pytest.UsageError("pytest-mmlu: --mmlu-update-baseline needs --mmlu-baseline PATH "
                                 "(the file to write)")
-    if settings.baseline and not settings.update_baseline and Path(settings.baseline).exists():
+    if settings.baseline and Path(settings.baseline).exists():
         # A missing file fails the tests that need it (saying how to create it); an
-        # unreadable or foreign one is a configuration error for the whole run.
+        # unreadable or foreign one is a configuration error for the whole run, and
+        # --mmlu-update-baseline must not overwrite what it cannot read (and merge).
         from .reports import ReportError, load_report
 
         try:
             load_report(settings.baseline)
         except ReportError as exc:
-            raise pytest.UsageError(
-                f"pytest-mmlu: baseline from {settings.source_of('baseline')}: {exc}") from None
+            refuse = ("; --mmlu-update-baseline does not overwrite a file it cannot read: fix it "
+                      "or move it away" if settings.update_baseline else "")
+            raise pytest.UsageError(f"pytest-mmlu: baseline from {settings.source_of('baseline')}: "
+                                    f"{exc}{refuse}") from None
+    # Outputs are checked now, not at the end: a run must not evaluate for an hour and
+    # then fail to write its verdict.
+    for name, wanted in (("report", True), ("baseline", settings.update_baseline)):
+        path = getattr(settings, name)
+        problem = unwritable(path) if path and wanted else None
+        if problem:
+            raise pytest.UsageError(f"pytest-mmlu: {name} path {path} from "
+                                    f"{settings.source_of(name)} cannot be written: {problem}")
     return settings
+
+
+def unwritable(path: str) -> str | None:
+    """Why a file cannot be created or replaced at ``path`` (None if it can), touching nothing."""
+    target = Path(path)
+    if target.is_dir():
+        return "it is a directory"
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # missing folders are created at the end: check the first existing one
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    try:
+        # A real probe (an unnamed temporary file, gone on close): access() is wrong for root
+        # and for some network file systems.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot create files in {folder} ({exc.strerror or exc})"
+    return None

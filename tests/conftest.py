@@ -4,6 +4,14 @@ import pytest
 from factories import save_model_folder, write_mmlu_csvs
 
 
+@pytest.fixture(autouse=True)
+def _not_in_ci(monkeypatch):
+    """pytester runs inherit the environment: CI=true (as our CI sets it) would turn every
+    expected skip into a usage error. Tests of that behaviour set CI themselves."""
+    for name in ("CI", "PYTEST_MMLU_REQUIRE_MODEL", "PYTEST_MMLU_ALLOW_SKIP"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def mmlu_csv_dir(tmp_path_factory):
     """Synthetic MMLU in the original layout for all 57 subjects (6 test, 5 dev questions each)."""

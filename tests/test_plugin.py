@@ -190,7 +190,9 @@ def test_malformed_data_is_a_test_error_naming_file_and_line(pytester, tiny_mode
                                           "-p", "no:cacheprovider", "-k", "passes", "--mmlu-report", str(report))
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*MMLU data error: *anatomy_test.csv:1: expected 6 columns (question,A,B,C,D,answer), found 3"])
-    assert not report.exists()
+    # The errored test still has its row (n=0, the error as its breach): no silent gap in the report.
+    (test,) = json.loads(report.read_text())["tests"]
+    assert test["outcome"] == "error" and test["evaluations"][0]["n"] == 0
 
 
 def test_gates_without_an_evaluation_fail(pytester, tiny_model_dir, mmlu_csv_dir):
