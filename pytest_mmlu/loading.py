@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .memory import configure_cpu_allocator
+from .memory import configure_cpu_allocator, set_gpu_sharers, xdist_worker
 from .settings import Settings, looks_like_path
 
 
@@ -28,14 +29,36 @@ class LoadedModel:
     commit: str | None  # hub commit hash when loaded from the hub
 
 
+def _gpu_range(count: int) -> str:
+    return "cuda:0" if count == 1 else f"cuda:0-cuda:{count - 1}"
+
+
 def resolve_device(setting: str) -> str:
+    """The device to run on.  Under pytest-xdist, ``auto``/``cuda`` put worker i on GPU i mod N,
+    and the number of workers on each GPU is noted for the meter (they split its free memory)."""
     import torch
 
-    if setting == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if setting.startswith("cuda") and not torch.cuda.is_available():
+    if setting == "cpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        if setting == "auto":
+            return "cpu"
         raise ModelLoadError(f"--mmlu-device={setting}: CUDA is not available in this environment")
-    return "cuda:0" if setting == "cuda" else setting
+    count = torch.cuda.device_count()
+    worker, workers = xdist_worker()
+    if setting in ("auto", "cuda"):
+        index = worker % count
+        set_gpu_sharers(index, len(range(index, workers, count)))
+        return f"cuda:{index}"
+    index = int(setting.split(":")[1])
+    if index >= count:  # checked here: CUDA would fail later with a traceback
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hint = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+        raise ModelLoadError(
+            f"--mmlu-device={setting}: this machine has {count} CUDA GPU{'s' if count != 1 else ''}"
+            f"{hint}: use one of {_gpu_range(count)}, or 'cuda'")
+    set_gpu_sharers(index, workers)  # every worker was given this same GPU
+    return setting
 
 
 def resolve_dtype(setting: str, device: str) -> str:
@@ -61,8 +84,6 @@ def weight_bytes(model: Any) -> int:
 
 def _share_cpu_threads() -> None:
     """Under pytest-xdist each worker takes its share of the cores, or they thrash."""
-    import os
-
     import torch
 
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)

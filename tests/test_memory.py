@@ -76,7 +76,7 @@ def test_cuda_peak_is_torch_reserved_plus_what_nvml_sees_outside_it():
     meter.reset_peak()
     cuda.max_reserved = 7 * GiB
     assert meter.peak() == int(7.5 * GiB)
-    assert meter.describe() == "cuda:0 (NVIDIA H100 80GB HBM3, 80.00 GiB)"
+    assert meter.describe() == "cuda:0 (NVIDIA H100 80GB HBM3, 80.00 GiB; torch + NVML per process)"
     assert meter.available() == 60 * GiB
 
 
@@ -88,7 +88,7 @@ def test_cuda_meter_without_nvml_uses_torch_figures():
     cuda = FakeCuda()
     meter = CudaMeter(0, nvml=Broken(0), torch_cuda=cuda)
     assert meter.peak() == 5 * GiB
-    assert meter.describe() == "cuda:0 (fake, 80.00 GiB)"
+    assert meter.describe() == "cuda:0 (fake, 80.00 GiB; torch only: NVML unavailable: NVML Shared Library Not Found)"
 
 
 def test_cpu_meter_resets_high_water_mark():

@@ -1,0 +1,212 @@
+"""Device edge cases: missing GPUs, containers, MIG, non-Linux CPUs, xdist workers on GPUs.
+
+No GPU here: torch.cuda and pynvml are faked at their boundary (as in test_memory.py).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+from types import SimpleNamespace
+
+import pytest
+from test_memory import FakeCuda, FakeNvml
+
+import pytest_mmlu.memory as memory
+from pytest_mmlu.loading import ModelLoadError, load_model, resolve_device
+from pytest_mmlu.memory import CudaMeter, make_meter
+from pytest_mmlu.settings import Settings
+
+GiB = 2**30
+
+
+@pytest.fixture
+def gpus(monkeypatch):
+    """A machine with ``n`` visible GPUs (default 2), outside xdist unless a test says so."""
+    import torch
+
+    def install(n: int = 2) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    monkeypatch.setattr(memory, "_gpu_sharers", {}, raising=False)
+    install()
+    return install
+
+
+def xdist(monkeypatch, worker: int, workers: int) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{worker}")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(workers))
+
+
+# -- a device that does not exist -----------------------------------------------------------------
+def test_a_gpu_index_beyond_the_visible_gpus_is_one_clear_line(gpus):
+    with pytest.raises(ModelLoadError) as info:
+        resolve_device("cuda:7")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "--mmlu-device=cuda:7" in message and "2 CUDA GPUs" in message and "cuda:0-cuda:1" in message
+
+
+def test_loading_on_a_missing_gpu_fails_before_touching_cuda(gpus, tiny_model_dir):
+    with pytest.raises(ModelLoadError, match=r"--mmlu-device=cuda:2: .*2 CUDA GPUs"):
+        load_model(Settings(model=str(tiny_model_dir), device="cuda:2"))
+
+
+# -- xdist workers ---------------------------------------------------------------------------------
+def test_xdist_workers_spread_over_the_gpus(gpus, monkeypatch):
+    xdist(monkeypatch, worker=3, workers=4)
+    assert resolve_device("auto") == "cuda:1"
+    assert resolve_device("cuda") == "cuda:1"
+    assert resolve_device("cuda:0") == "cuda:0"  # an explicit GPU is the user's choice
+    xdist(monkeypatch, worker=2, workers=4)
+    assert resolve_device("auto") == "cuda:0"
+
+
+def test_workers_sharing_a_gpu_share_its_free_memory(gpus, monkeypatch):
+    cuda = FakeCuda()  # 60 GiB free
+    assert CudaMeter(0, nvml=FakeNvml(0), torch_cuda=cuda).available() == 60 * GiB
+    xdist(monkeypatch, worker=3, workers=4)
+    device = resolve_device("auto")  # gw1 and gw3 on cuda:1
+    assert CudaMeter(int(device[-1]), nvml=FakeNvml(0), torch_cuda=cuda).available() == 30 * GiB
+    resolve_device("cuda:0")  # every worker was told cuda:0
+    assert CudaMeter(0, nvml=FakeNvml(0), torch_cuda=cuda).available() == 15 * GiB
+
+
+def test_odd_worker_counts_divide_by_the_workers_on_that_gpu(gpus, monkeypatch):
+    gpus(2)
+    xdist(monkeypatch, worker=0, workers=3)  # gw0, gw2 on cuda:0; gw1 alone on cuda:1
+    assert CudaMeter(int(resolve_device("auto")[-1]), nvml=FakeNvml(0), torch_cuda=FakeCuda()).available() == 30 * GiB
+    xdist(monkeypatch, worker=1, workers=3)
+    assert CudaMeter(int(resolve_device("auto")[-1]), nvml=FakeNvml(0), torch_cuda=FakeCuda()).available() == 60 * GiB
+
+
+# -- NVML does not list this process (containers: PID namespaces) ---------------------------------
+class HostPidNvml(FakeNvml):
+    """NVML in a container lists host PIDs: this process appears under another number."""
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [SimpleNamespace(pid=os.getpid() + 100_000, usedGpuMemory=self.used)]
+
+
+class DeviceCuda(FakeCuda):
+    """FakeCuda whose free memory follows what torch reserves plus memory outside torch."""
+
+    def __init__(self):
+        super().__init__()
+        self.others, self.outside = 10 * GiB, 512 * 2**20  # other processes; our context
+
+    def mem_get_info(self, index):
+        return 80 * GiB - self.others - self.reserved - self.outside, 80 * GiB
+
+
+def test_process_missing_from_nvml_falls_back_to_mem_get_info_deltas(gpus):
+    cuda = DeviceCuda()
+    meter = CudaMeter(0, nvml=HostPidNvml(used=int(3.5 * GiB)), torch_cuda=cuda)
+    meter.reset_peak()
+    assert meter.current() == 3 * GiB  # the start: nothing outside torch counted yet
+    cuda.outside += 1 * GiB  # e.g. cuBLAS workspaces
+    cuda.reserved = cuda.max_reserved = 4 * GiB
+    assert meter.current() == 5 * GiB
+    assert meter.peak() == 5 * GiB
+    assert "mem_get_info" in meter.describe() and "not in NVML's process list" in meter.describe()
+
+
+def test_shared_gpu_without_pid_match_uses_torch_figures_and_says_so(gpus, monkeypatch):
+    gpus(1)
+    xdist(monkeypatch, worker=0, workers=2)
+    resolve_device("auto")
+    cuda = DeviceCuda()
+    meter = CudaMeter(0, nvml=HostPidNvml(used=int(3.5 * GiB)), torch_cuda=cuda)
+    meter.reset_peak()
+    cuda.others += 8 * GiB  # the other worker grows: not ours
+    assert meter.current() == 3 * GiB
+    assert "torch only" in meter.describe() and "2 workers" in meter.describe()
+
+
+def test_before_cuda_is_used_an_unlisted_process_keeps_nvml(gpus):
+    cuda = DeviceCuda()
+    cuda.reserved = 0  # the header's meter: no context yet, so NVML cannot list us
+    meter = CudaMeter(0, nvml=HostPidNvml(used=0), torch_cuda=cuda)
+    assert meter.current() == 0
+    assert "NVML" in meter.describe() and "mem_get_info" not in meter.describe()
+
+
+# -- MIG ---------------------------------------------------------------------------------------------
+class MigNvml(FakeNvml):
+    """A MIG instance: found by its MIG- UUID only, no per-process memory without privileges."""
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        if uuid != "MIG-1234":
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
+        return "mig-handle"
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle):
+        return handle == "mig-handle"
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [SimpleNamespace(pid=os.getpid(), usedGpuMemory=None)]
+
+    def nvmlDeviceGetName(self, handle):
+        return "NVIDIA A100-SXM4-40GB MIG 3g.20gb"
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return SimpleNamespace(total=20 * GiB)
+
+
+def test_mig_instance_without_process_memory_falls_back_and_says_so(gpus):
+    cuda = DeviceCuda()
+    meter = CudaMeter(0, nvml=MigNvml(0), torch_cuda=cuda)
+    meter.reset_peak()
+    cuda.outside += GiB
+    assert meter.current() == 4 * GiB
+    text = meter.describe()
+    assert text.startswith("cuda:0 (NVIDIA A100-SXM4-40GB MIG 3g.20gb, 20.00 GiB")
+    assert "MIG" in text and "mem_get_info" in text
+
+
+def test_mig_instance_nvml_cannot_find_is_torch_only_and_says_so(gpus):
+    class Unknown(MigNvml):
+        def nvmlDeviceGetHandleByUUID(self, uuid):
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
+
+    meter = CudaMeter(0, nvml=Unknown(0), torch_cuda=FakeCuda())
+    assert meter.peak() == 5 * GiB
+    assert meter.describe() == "cuda:0 (fake, 80.00 GiB; torch only: NVML has no device 1234 (MIG instance?))"
+
+
+def test_describe_names_the_nvml_method(gpus):
+    meter = CudaMeter(0, nvml=FakeNvml(int(3.5 * GiB)), torch_cuda=FakeCuda())
+    meter.current()
+    assert meter.describe() == "cuda:0 (NVIDIA H100 80GB HBM3, 80.00 GiB; torch + NVML per process)"
+
+
+# -- CPU without /proc (macOS, Windows) ------------------------------------------------------------
+def test_cpu_meter_without_proc_uses_psutil(tmp_path, monkeypatch):
+    pytest.importorskip("psutil")
+    monkeypatch.setattr(memory, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"), raising=False)
+    meter = make_meter("cpu")
+    assert "psutil" in meter.describe()
+    meter.reset_peak()
+    before = meter.current()
+    block = mmap.mmap(-1, 300 * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1
+    high = meter.peak()
+    assert high >= before + 290 * 2**20
+    block.close()
+    meter.reset_peak()
+    assert meter.peak() < high - 200 * 2**20
+    assert meter.available() > 0
+
+
+def test_cpu_meter_without_proc_or_psutil_names_the_platform(tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"), raising=False)
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    meter = make_meter("cpu")
+    assert "no memory meter" in meter.describe()  # the header still prints
+    with pytest.raises(RuntimeError, match=rf"cannot measure memory on {sys.platform}: .*pip install psutil"):
+        meter.current()
