@@ -13,7 +13,11 @@ a time, and its keys and values are captured for the batches that follow.
 On CPU every part uses torch's tiled flash-attention kernel, which returns the
 log-sum-exp; elsewhere (and for logit softcapping) chunked matrix products.
 It plugs into transformers as an attention implementation, switched on for one
-forward by :func:`shared_prefix`.
+forward by :func:`shared_prefix`.  A model whose own code computes attention
+(remote code, ALiBi models) never calls it: :func:`shared_prefix` checks after
+every forward that each attention layer came through here and raises
+:class:`AttentionBypassed` otherwise, so such a model is never scored without
+its prefix.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,12 +38,34 @@ SCORE_CHUNK_BYTES = 8 * 2**20
 _state = threading.local()
 
 
+class AttentionBypassed(Exception):
+    """A forward ran without our attention in some layers: its prefix keys were never seen."""
+
+    def __init__(self, missing: Sequence[int], expected: int) -> None:
+        self.missing = sorted(missing)
+        super().__init__(f"attention of {len(self.missing)} of {expected} layers bypassed the "
+                         f"attention interface (layers {self.missing[:8]})")
+
+
+@dataclass
+class _Forward:
+    """What one shared-prefix forward needs, and which layers actually came through."""
+
+    keys: Sequence[Sequence[Any]] | None
+    values: Sequence[Sequence[Any]] | None
+    segments: Sequence[tuple[int, int]]
+    capture: Callable[[int, Any, Any], None] | None
+    seen: set[int] = field(default_factory=set)
+
+
 def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
                scaling: float | None = None, dropout: float = 0.0, softcap: float | None = None,
                **_: Any) -> tuple[Any, None]:
     """query [1, H, T, d], key/value [1, KVH, T, d]: suffixes packed end to end; -> [1, T, H, d]."""
-    keys, values, segments, capture = _state.current
+    call: _Forward = _state.current
+    keys, values, segments, capture = call.keys, call.values, call.segments, call.capture
     layer = module.layer_idx
+    call.seen.add(layer)
     if capture is not None:  # a prefix chunk: its keys and values serve what follows
         capture(layer, key[0], value[0])
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
@@ -116,28 +143,36 @@ def register() -> None:
     AttentionInterface.register(NAME, _attention)
 
 
-def supported(model: Any) -> bool:
-    """Every attention module must know its layer index (to find its prefix K/V)."""
-    layers = [m for name, m in model.named_modules() if name.endswith(("self_attn", ".attn", ".attention"))]
-    return bool(layers) and all(isinstance(getattr(m, "layer_idx", None), int) for m in layers)
+def attention_layers(model: Any) -> frozenset[int] | None:
+    """The layer indices of the model's attention modules, or None when some module has none
+    (it could not find its prefix keys and values)."""
+    modules = [m for name, m in model.named_modules() if name.endswith(("self_attn", ".attn", ".attention"))]
+    indices = [getattr(m, "layer_idx", None) for m in modules]
+    if not modules or not all(isinstance(i, int) for i in indices):
+        return None
+    return frozenset(indices)
 
 
 @contextlib.contextmanager
-def shared_prefix(model: Any, keys: Sequence[Sequence[Any]] | None, values: Sequence[Sequence[Any]] | None,
-                  segments: Sequence[tuple[int, int]],
+def shared_prefix(model: Any, layers: frozenset[int], keys: Sequence[Sequence[Any]] | None,
+                  values: Sequence[Sequence[Any]] | None, segments: Sequence[tuple[int, int]],
                   capture: Callable[[int, Any, Any], None] | None = None) -> Iterator[None]:
     """Run the model's attention as shared-prefix attention over packed suffixes for one forward.
 
+    ``layers``: the attention layers that must come through (:func:`attention_layers`);
     ``keys``/``values``: per layer, the prefix pieces [KVH, P_i, d] (None: no prefix);
     ``segments``: (start, length) of each packed row; ``capture``: called with each layer's
     index, keys and values [KVH, T, d] of the packed tokens, when a prefix chunk is run.
+    Raises :class:`AttentionBypassed` after a forward in which some layer did not.
     """
     config = model.config
     previous = config._attn_implementation
-    _state.current = (keys, values, segments, capture)
+    call = _state.current = _Forward(keys, values, segments, capture)
     config._attn_implementation = NAME
     try:
         yield
     finally:
         config._attn_implementation = previous
         _state.current = None
+    if call.seen != layers:
+        raise AttentionBypassed(layers - call.seen, len(layers))

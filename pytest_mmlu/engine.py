@@ -17,7 +17,10 @@ work and memory:
    swapped run the prefix into their own KV cache and left-pad the suffixes.
 5. Models that cannot take a shared cache (sliding-window attention shorter
    than the rows, or no cache/position inputs) are scored in plain batches
-   with no prefix: same answers, more work.
+   with no prefix: same answers, more work.  So is a model whose own code
+   computes attention (``attention.AttentionBypassed``): every shared-prefix
+   forward checks that each layer came through our attention, and the first
+   that did not restarts the evaluation in plain batches.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class EngineStats:
     peak_bytes: int = 0
     seconds: float = 0.0
     mode: str = "prefix"
+    mode_reason: str | None = None  # why an evaluation ran in plain batches, where it could not share
 
 
 @dataclass
@@ -152,7 +156,9 @@ class ScoringEngine:
         self._can_prefix = self._cache_kw in params and "position_ids" in params
         self._keep_logits = "logits_to_keep" in params
         self._window = _sliding_window(model.config)
-        self._shared_attention = self._can_prefix and self._keep_logits and attention.supported(model)
+        self._layers = attention.attention_layers(model)
+        self._shared_attention = self._can_prefix and self._keep_logits and self._layers is not None
+        self._bypassed: str | None = None  # set once the model's own code was seen computing attention
         if self._shared_attention:
             attention.register()
         self.stats = EngineStats()
@@ -164,13 +170,33 @@ class ScoringEngine:
 
         ``progress`` is called with the number of requests finished so far.
         """
+        start = time.perf_counter()
+        try:
+            results = self._score(requests, progress)
+        except attention.AttentionBypassed as exc:
+            # Scores computed so far saw no prefix: drop them all and score without sharing.
+            self._bypassed = f"the model's own code computes attention ({exc})"
+            self._shared_attention = False
+            results = self._score(requests, progress)
+        self.stats.seconds = time.perf_counter() - start
+        return results
+
+    def _score(self, requests: Sequence[TokenRequest],
+               progress: Callable[[int], None] | None) -> list[Score]:
         import torch
 
-        start = time.perf_counter()
         self.stats = EngineStats()
         rows = self._rows(requests)
         longest = max((len(r.tokens) for r in rows), default=0)
-        use_prefix = self._can_prefix and (self._window is None or longest <= self._window)
+        if self._bypassed:
+            use_prefix, self.stats.mode_reason = False, self._bypassed
+        elif not self._can_prefix:
+            use_prefix, self.stats.mode_reason = False, "the model takes no cache or position ids"
+        elif self._window is not None and longest > self._window:
+            use_prefix = False
+            self.stats.mode_reason = f"sliding window {self._window} < longest row {longest}"
+        else:
+            use_prefix = True
         self.stats.mode = "prefix" if use_prefix else "plain"
         root = self._tree(rows, 0) if use_prefix else _Node(0, (), rows, [])
         planner = self.planner_factory()
@@ -204,7 +230,6 @@ class ScoringEngine:
         with torch.inference_mode():
             visit(root, None)
         self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
-        self.stats.seconds = time.perf_counter() - start
         return results  # type: ignore[return-value]
 
     # -- planning ------------------------------------------------------------------------------
@@ -327,8 +352,8 @@ class ScoringEngine:
             offset = begin - start
             done_k = {layer: buf[:, :offset] for layer, buf in own_k.items()}
             done_v = {layer: buf[:, :offset] for layer, buf in own_v.items()}
-            with attention.shared_prefix(self.model, _pieces(base_k, done_k), _pieces(base_v, done_v),
-                                         [(0, ids.shape[1])], keep):
+            with attention.shared_prefix(self.model, self._layers, _pieces(base_k, done_k),
+                                         _pieces(base_v, done_v), [(0, ids.shape[1])], keep):
                 self.model(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=1)
         return _SharedPrefix(_pieces(base_k, own_k), _pieces(base_v, own_v), node.prefix_len)
 
@@ -380,7 +405,7 @@ class ScoringEngine:
         if self._keep_logits:
             kwargs["logits_to_keep"] = torch.tensor(columns, device=device)
         if isinstance(prefix, _SharedPrefix):
-            with attention.shared_prefix(self.model, prefix.keys, prefix.values, segments):
+            with attention.shared_prefix(self.model, self._layers, prefix.keys, prefix.values, segments):
                 out = self.model(input_ids=ids.to(device), **kwargs)
         else:
             kwargs["attention_mask"] = mask.to(device)

@@ -125,3 +125,74 @@ def write_mmlu_csvs(root: Path, subjects=ALL_SUBJECTS, n_test: int = 6, n_dev: i
             with open(root / split / f"{subject}_{split}.csv", "w", newline="") as f:
                 csv.writer(f).writerows(random_question(rng, a_share) for _ in range(n))
     return root
+
+
+# A remote-code model (loaded with trust_remote_code) whose modeling file computes attention
+# itself, as many hub models do: transformers' attention interface is never called.
+REMOTE_CONFIG_PY = '''
+from transformers import LlamaConfig
+
+
+class OwnAttentionConfig(LlamaConfig):
+    model_type = "own_attention_llama"
+'''
+
+REMOTE_MODELING_PY = '''
+import torch
+from transformers import LlamaForCausalLM
+from transformers.models.llama.modeling_llama import LlamaAttention, apply_rotary_pos_emb
+
+from .configuration_own_attention import OwnAttentionConfig
+
+
+class OwnAttention(LlamaAttention):
+    """Softmax attention written out here; never asks transformers for an implementation."""
+
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        batch, length, _ = hidden_states.shape
+        shape = (batch, length, -1, self.head_dim)
+        q = self.q_proj(hidden_states).view(shape).transpose(1, 2)
+        k = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+        v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, *position_embeddings)
+        k = k.repeat_interleave(self.num_key_value_groups, dim=1)
+        v = v.repeat_interleave(self.num_key_value_groups, dim=1)
+        scores = torch.matmul(q, k.transpose(2, 3)) * self.scaling
+        causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+        allowed = causal[None, None]
+        if attention_mask is not None and attention_mask.dim() == 4:  # padding, as built for us
+            mask = attention_mask[..., -length:]
+            allowed = allowed & (mask if mask.dtype == torch.bool else mask == 0)
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+        out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, length, -1)
+        return self.o_proj(out), None
+
+
+class OwnAttentionForCausalLM(LlamaForCausalLM):
+    config_class = OwnAttentionConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        for layer in self.model.layers:
+            layer.self_attn.__class__ = OwnAttention
+'''
+
+
+def save_remote_code_model(folder: Path, seed: int = 0) -> Path:
+    """A llama-shaped model with ``auto_map`` to its own modeling file (needs trust_remote_code)."""
+    import json
+
+    tokenizer = make_tokenizer()
+    model = make_model("llama", len(tokenizer), seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    (folder / "configuration_own_attention.py").write_text(REMOTE_CONFIG_PY)
+    (folder / "modeling_own_attention.py").write_text(REMOTE_MODELING_PY)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="own_attention_llama", architectures=["OwnAttentionForCausalLM"],
+                  auto_map={"AutoConfig": "configuration_own_attention.OwnAttentionConfig",
+                            "AutoModelForCausalLM": "modeling_own_attention.OwnAttentionForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder

@@ -1,0 +1,50 @@
+"""The truth every scoring path is held to: one unpadded float64 forward per input row.
+
+No batching, no padding, no shared prefix, no custom attention: a float64 copy of
+the model runs each request's row (lm-eval's rule: ``(context + continuation)
+[-(max_length + 1):][:-1]``) on its own with transformers' eager attention, and
+the continuation's log-probabilities are summed in float64.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+
+def float64_copy(model: Any) -> Any:
+    """A float64 copy of ``model`` on the CPU with plain eager attention."""
+    import torch
+
+    truth = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+    truth.config._attn_implementation = "eager"
+    for module in truth.modules():  # sub-configs (vision towers, text configs) too
+        cfg = getattr(module, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            cfg._attn_implementation = "eager"
+    return truth
+
+
+def truth_loglikelihoods(model: Any, requests: Sequence[Any], max_length: int,
+                         truth: Any = None) -> list[float]:
+    """Each request's continuation log-likelihood from one unpadded float64 forward of its row.
+
+    Requests sharing a row (a question's four choices) share that row's forward.
+    ``truth`` may pass an already-made :func:`float64_copy`.
+    """
+    import torch
+
+    truth = truth if truth is not None else float64_copy(model)
+    rows: dict[tuple[int, ...], Any] = {}
+    out = []
+    with torch.inference_mode():
+        for req in requests:
+            tokens = tuple((req.context + req.continuation)[-(max_length + 1):][:-1])
+            if tokens not in rows:
+                logits = truth(input_ids=torch.tensor([tokens]), use_cache=False).logits[0]
+                rows[tokens] = torch.log_softmax(logits.double(), dim=-1)
+            logprobs = rows[tokens][-len(req.continuation):]
+            cont = torch.tensor(req.continuation)
+            out.append(float(logprobs.gather(1, cont[:, None]).sum()))
+    return out
