@@ -10,7 +10,8 @@ The key hashes everything that can change a result or a peak:
 - the data's content (the questions' fingerprint) and every evaluation setting
   (subjects, shots, limit, dtype, batch size, budget, remote code, pickle).
 Entries are JSON files named by the key; an entry that does not parse or whose
-stored key differs is ignored and overwritten.
+stored key differs is ignored and overwritten. Results with NaN or inf scores are
+never stored nor served.
 """
 
 from __future__ import annotations
@@ -201,10 +202,14 @@ class ResultCache:
             result = EvaluationResult.from_dict(entry["result"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # missing, corrupt or foreign: recompute and overwrite
+        if result.non_finite_questions:
+            return None  # never serve NaN/inf scores: a fixed engine must get to run again
         result.from_cache = True
         return result
 
     def put(self, key: str, result: EvaluationResult) -> None:
+        if result.non_finite_questions:
+            return  # an error, not a result: not kept
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.root / f"{key}.json", {"key": key, "result": result.to_dict()})
 

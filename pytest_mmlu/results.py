@@ -27,6 +27,9 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+NO_ANSWER = -1  # the prediction of a question whose scores are not finite: never correct
+
+
 @dataclass(frozen=True)
 class QuestionResult:
     subject: str
@@ -35,9 +38,22 @@ class QuestionResult:
     prediction: int
     loglikelihoods: tuple[float, float, float, float]
 
+    @classmethod
+    def scored(cls, subject: str, index: int, target: int,
+               loglikelihoods: tuple[float, float, float, float]) -> QuestionResult:
+        """A question and its answer; NaN/inf scores give NO_ANSWER (gates.non_finite fails
+        the evaluation) instead of an exception that would lose the other questions."""
+        finite = all(math.isfinite(ll) for ll in loglikelihoods)
+        return cls(subject, index, target, predict(loglikelihoods) if finite else NO_ANSWER,
+                   tuple(loglikelihoods))
+
     @property
     def correct(self) -> bool:
         return self.prediction == self.target
+
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(ll) for ll in self.loglikelihoods)
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,11 @@ class Accuracy:
 
 
 def predict(loglikelihoods: Sequence[float]) -> int:
-    """argmax, first on ties (numpy's rule, which lm-eval uses)."""
+    """argmax, first on ties (numpy's rule, which lm-eval uses).
+
+    NaN or inf is refused: ``>`` is false against NaN, so a NaN row would silently answer A."""
+    if not all(math.isfinite(ll) for ll in loglikelihoods):
+        raise ValueError(f"cannot predict from non-finite log-likelihoods {tuple(loglikelihoods)}")
     best = 0
     for i, ll in enumerate(loglikelihoods):
         if ll > loglikelihoods[best]:
@@ -96,6 +116,11 @@ class EvaluationResult:
     @property
     def accuracy(self) -> float:
         return Accuracy(self.correct, self.n).accuracy
+
+    @property
+    def non_finite_questions(self) -> list[QuestionResult]:
+        """Questions with a NaN or inf log-likelihood: no answer can be read from them."""
+        return [q for q in self.questions if not q.finite]
 
     @property
     def ci95(self) -> tuple[float, float]:

@@ -225,3 +225,25 @@ def test_a_new_torch_misses_end_to_end(pytester, tiny_model_dir, mmlu_csv_dir, t
     assert from_cache()
     monkeypatch.setattr(torch, "__version__", torch.__version__ + ".post1")
     assert not from_cache()
+
+
+def test_results_with_non_finite_scores_are_never_stored_nor_served(tmp_path):
+    import dataclasses
+    import math
+
+    from pytest_mmlu.cache import ResultCache
+    from pytest_mmlu.results import EvaluationResult, QuestionResult
+
+    finite = EvaluationResult(("anatomy",), 0, 2, "anatomy", [QuestionResult("anatomy", 0, 0, 0, (0.0, -1.0, -2.0, -3.0))],
+                              1, None, 1, [1], 0.1, 10, "cpu", "float32")
+    nan = dataclasses.replace(finite, questions=[QuestionResult("anatomy", 0, 0, 0, (math.nan, -1.0, -2.0, -3.0))])
+    cache = ResultCache(tmp_path)
+    cache.put("k", nan)
+    assert cache.get("k") is None and not (tmp_path / "k.json").exists()
+    cache.put("k", finite)
+    assert cache.get("k").from_cache
+    # An entry written before this rule (or by hand) is not served either.
+    entry = json.loads((tmp_path / "k.json").read_text())
+    entry["result"]["questions"][0]["loglikelihoods"][0] = math.nan
+    (tmp_path / "k.json").write_text(json.dumps(entry))
+    assert cache.get("k") is None
