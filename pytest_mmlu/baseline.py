@@ -1,52 +1,31 @@
-"""Baselines: an earlier run's JSON report, compared question by question with this run.
+"""Baselines: an earlier run's JSON report, indexed for comparison with this run.
 
-An evaluation matches its baseline entry by test id, subjects, shots and limit;
-it must also have the same data fingerprint and the same questions, or the
-comparison is refused (and the test fails, saying how to make a baseline).
+An evaluation matches its baseline entry by test id, subjects, shots and limit; whether
+the entry can answer for it (same data, same questions) and what the comparison means
+is judged in ``gates.regression``, which holds every line a person reads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from .reports import load_report, merge_reports
-from .stats import PairedComparison, compare_paired
-
-HOW_TO_CREATE = "create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"
 
 
 def evaluation_key(nodeid: str, ev: dict[str, Any]) -> tuple:
     return (nodeid, tuple(ev["subjects"]), ev["shots"], ev["limit"])
 
 
-def describe(ev: dict[str, Any]) -> str:
-    limit = "" if ev["limit"] is None else f", limit {ev['limit']}"
-    return f"{ev.get('label') or ','.join(ev['subjects'])}, {ev['shots']}-shot{limit}"
-
-
-@dataclass(frozen=True)
-class RegressionOutcome:
-    verdict: str  # "regressed" | "improved" | "unchanged" | "missing"
-    line: str | None  # failure line (regressed / missing) or summary note (improved)
-    comparison: PairedComparison | None = None
-    base_per_subject: dict[str, float] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        c = self.comparison
-        out: dict[str, Any] = {"verdict": self.verdict, "line": self.line}
-        if c is not None:
-            out.update(base_accuracy=c.base_accuracy, new_accuracy=c.new_accuracy, n=c.n,
-                       lost=c.lost, gained=c.gained, p_worse=c.p_worse, p_better=c.p_better,
-                       base_per_subject=self.base_per_subject)
-        return out
-
-
 class Baseline:
-    def __init__(self, report: dict[str, Any], path: str) -> None:
+    """The baseline a run compares with: a loaded report, a path with no file yet, no path
+    at all (``path`` None), or ``recording`` (this run writes it: nothing to compare)."""
+
+    def __init__(self, report: dict[str, Any] | None, path: str | None, recording: bool = False) -> None:
         self.path = path
+        self.exists = report is not None
+        self.recording = recording
         self._index: dict[tuple, dict[str, Any]] = {}
-        for test in report["tests"]:
+        for test in (report or {}).get("tests", []):
             for ev in test["evaluations"]:
                 if ev.get("n"):
                     self._index[evaluation_key(test["nodeid"], ev)] = ev
@@ -55,30 +34,9 @@ class Baseline:
     def load(cls, path: str) -> Baseline:
         return cls(load_report(path), path)
 
-    def compare(self, nodeid: str, ev: dict[str, Any], max_drop: float, alpha: float) -> RegressionOutcome:
-        base = self._index.get(evaluation_key(nodeid, ev))
-        where = f"{nodeid} ({describe(ev)})"
-        if base is None:
-            return RegressionOutcome("missing", f"MMLU baseline {self.path} has no entry for {where}; {HOW_TO_CREATE}")
-        if base.get("data_fingerprint") != ev.get("data_fingerprint"):
-            return RegressionOutcome("missing", f"MMLU baseline entry for {where} was made on other data "
-                                                f"(fingerprint differs); {HOW_TO_CREATE}")
-        base_q = {(q["subject"], q["index"]): q["prediction"] == q["target"] for q in base["questions"]}
-        new_q = {(q["subject"], q["index"]): q["prediction"] == q["target"] for q in ev["questions"]}
-        if base_q.keys() != new_q.keys():
-            return RegressionOutcome("missing", f"MMLU baseline entry for {where} covers other questions; "
-                                                f"{HOW_TO_CREATE}")
-        keys = sorted(new_q)
-        c = compare_paired([base_q[k] for k in keys], [new_q[k] for k in keys])
-        per_subject = {s: v["accuracy"] for s, v in base.get("per_subject", {}).items()}
-        summary = (f"{c.base_accuracy:.3f} -> {c.new_accuracy:.3f} (n={c.n}; {c.lost} lost, "
-                   f"{c.gained} gained; McNemar p=")
-        if c.regressed(max_drop, alpha):
-            return RegressionOutcome("regressed", f"MMLU regression vs baseline: {summary}{c.p_worse:.3f} < {alpha:g})", c, per_subject)
-        if c.improved(max_drop, alpha):
-            return RegressionOutcome("improved", f"MMLU improved significantly vs baseline (baseline is stale): "
-                                                 f"{summary}{c.p_better:.3f} < {alpha:g})", c, per_subject)
-        return RegressionOutcome("unchanged", None, c, per_subject)
+    def entry(self, nodeid: str, ev: dict[str, Any]) -> dict[str, Any] | None:
+        """The baseline's evaluation of the same test, subjects, shots and limit, if any."""
+        return self._index.get(evaluation_key(nodeid, ev))
 
 
 class BaselineWriteError(Exception):

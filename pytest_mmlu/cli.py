@@ -15,7 +15,9 @@ from .reports import ReportError, format_table, load_report
 
 
 def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
-    from .baseline import Baseline, describe, evaluation_key
+    from .baseline import Baseline, evaluation_key
+    from .gates import describe, regression
+    from .markers import NoRegression
 
     try:
         old, new = load_report(old_path), load_report(new_path)
@@ -23,6 +25,7 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
         print(f"pytest-mmlu compare: {exc}", file=sys.stderr)
         return 2
     baseline = Baseline(old, old_path)
+    rule = NoRegression(max_drop, alpha)
     old_keys = {evaluation_key(t["nodeid"], e) for t in old["tests"] for e in t["evaluations"] if e.get("n")}
     regressed = compared = 0
     for test in new["tests"]:
@@ -31,25 +34,25 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
                 continue
             key = evaluation_key(test["nodeid"], ev)
             print(f"\n{test['nodeid']} ({describe(ev)})")
-            outcome = baseline.compare(test["nodeid"], ev, max_drop, alpha)
-            if outcome.comparison is None:
-                print(f"  not comparable: {outcome.line}")
+            verdict = regression(test["nodeid"], ev, rule, baseline)
+            if verdict.kind == "missing-baseline":
+                print(f"  not comparable: {verdict.line}")
                 continue
             old_keys.discard(key)
             compared += 1
+            c = verdict.detail
             rows = []
             for subject, acc in sorted(ev["per_subject"].items()):
-                before = (outcome.base_per_subject or {}).get(subject)
+                before = c["base_per_subject"].get(subject)
                 rows.append([subject, str(acc["n"]), "-" if before is None else f"{before:.3f}",
                              f"{acc['accuracy']:.3f}",
                              "-" if before is None else f"{acc['accuracy'] - before:+.3f}"])
             print("\n".join("  " + ln for ln in format_table(["subject", "n", "old", "new", "delta"], rows)))
-            c = outcome.comparison
-            verdict = {"regressed": "REGRESSED", "improved": "IMPROVED", "unchanged": "no significant change"}
-            print(f"  overall {c.base_accuracy:.3f} -> {c.new_accuracy:.3f} (n={c.n}; {c.lost} lost, "
-                  f"{c.gained} gained; McNemar p(worse)={c.p_worse:.4f}, p(better)={c.p_better:.4f}): "
-                  f"{verdict[outcome.verdict]}")
-            regressed += outcome.verdict == "regressed"
+            word = {"regression": "REGRESSED", "improved": "IMPROVED", "unchanged": "no significant change"}
+            print(f"  overall {c['base_accuracy']:.3f} -> {c['new_accuracy']:.3f} (n={c['n']}; {c['lost']} lost, "
+                  f"{c['gained']} gained; McNemar p(worse)={c['p_worse']:.4f}, p(better)={c['p_better']:.4f}): "
+                  f"{word[verdict.kind]}")
+            regressed += verdict.kind == "regression"
     for nodeid, subjects, shots, limit in sorted(old_keys):
         print(f"\nonly in {old_path}: {nodeid} ({','.join(subjects)}, {shots}-shot, limit {limit})")
     if not compared:

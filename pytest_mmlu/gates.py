@@ -1,56 +1,204 @@
-"""Release gates: turn a result and a test's markers into failure lines."""
+"""Release gates: pure functions of (result, marks, baseline) -> verdicts. All failure text lives here.
+
+A ``Verdict`` is what one gate concluded about one evaluation: ``kind`` names the gate,
+``line`` is the one line a person reads, ``detail`` the figures behind it (JSON-able; the
+regression verdict's detail is the report's ``regression`` entry). Only the kinds in
+``FAILING`` fail a test; "improved" is a note, "unchanged" and "recorded" pass.
+Nothing here reads pytest state, files or the session: the plugin and ``pytest-mmlu
+compare`` judge the same way.
+"""
 
 from __future__ import annotations
 
-from .markers import Floor
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .baseline import Baseline
+from .markers import Floor, ItemMarks, NoRegression
 from .results import Accuracy, EvaluationResult
 from .sizes import format_gib
+from .stats import compare_paired
+
+FAILING = frozenset({"budget", "floor", "regression", "missing-baseline", "non-finite", "error"})
+# What ``regression`` can conclude; its detail is the report's ``regression`` entry.
+REGRESSION_KINDS = frozenset({"regression", "missing-baseline", "improved", "unchanged", "recorded"})
+HOW_TO_CREATE = "create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"
+NON_FINITE_SHOWN = 5  # questions named in the non-finite line; the rest is "..."
 
 
-def budget_breach(result: EvaluationResult) -> str | None:
+@dataclass(frozen=True)
+class Verdict:
+    kind: str
+    line: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def fails(self) -> bool:
+        return self.kind in FAILING
+
+
+def judge(nodeid: str, result: EvaluationResult, marks: ItemMarks,
+          baseline: Baseline | None = None) -> list[Verdict]:
+    """Every verdict on one evaluation, failures first in the order people read them."""
+    bad = non_finite(result)
+    if bad is not None:
+        # NaN accuracy is no accuracy: floors and baselines would judge garbage.
+        return [bad, *filter(None, [budget(result)])]
+    verdicts = [v for v in [budget(result), *floors(result, marks.floor)] if v]
+    if marks.no_regression is not None:
+        verdicts.append(regression(nodeid, result.to_dict(), marks.no_regression, baseline))
+    return verdicts
+
+
+def non_finite(result: EvaluationResult) -> Verdict | None:
+    """An evaluation with NaN or inf scores has no answers: an error, never a prediction."""
+    bad = result.non_finite_questions
+    if not bad:
+        return None
+    values = [ll for q in bad for ll in q.loglikelihoods]
+    nan, inf = any(math.isnan(v) for v in values), any(math.isinf(v) for v in values)
+    what = "NaN/inf" if nan and inf else ("NaN" if nan else "inf")
+    names = [f"{q.subject}#{q.index}" for q in bad]
+    shown = ", ".join(names[:NON_FINITE_SHOWN]) + (", ..." if len(names) > NON_FINITE_SHOWN else "")
+    return Verdict("non-finite", (
+        f"MMLU scores are not finite ({what}) for {len(bad)} of {result.n} questions: {shown} "
+        f"(dtype {result.dtype}, device {result.device})"),
+        {"questions": names, "n": result.n, "values": what})
+
+
+def budget(result: EvaluationResult) -> Verdict | None:
     if result.budget_bytes is None or result.peak_memory_bytes <= result.budget_bytes:
         return None
-    return (
+    return Verdict("budget", (
         f"MMLU memory budget exceeded: peak {format_gib(result.peak_memory_bytes)} > budget "
         f"{format_gib(result.budget_bytes)} on {result.device} (weights "
-        f"{format_gib(result.weight_bytes)}, batch {result.batch_size}, {result.shots}-shot)"
-    )
+        f"{format_gib(result.weight_bytes)}, batch {result.batch_size}, {result.shots}-shot)"),
+        {"peak_bytes": result.peak_memory_bytes, "budget_bytes": result.budget_bytes})
 
 
-def _floor_line(acc: Accuracy, floor: float, shots: int, what: str) -> str:
+def _floor(acc: Accuracy, minimum: float, shots: int, what: str) -> Verdict:
     lo, hi = acc.ci95
-    return (f"MMLU accuracy {acc.accuracy:.3f} < floor {floor:.3f} (n={acc.n}, 95% CI "
-            f"{lo:.3f}-{hi:.3f}; {shots}-shot, {what})")
+    return Verdict("floor", (
+        f"MMLU accuracy {acc.accuracy:.3f} < floor {minimum:.3f} (n={acc.n}, 95% CI "
+        f"{lo:.3f}-{hi:.3f}; {shots}-shot, {what})"),
+        {"what": what, "accuracy": acc.accuracy, "floor": minimum, "n": acc.n})
 
 
-def floor_breaches(result: EvaluationResult, floor: Floor | None) -> list[str]:
+def floors(result: EvaluationResult, floor: Floor | None) -> list[Verdict]:
     if floor is None:
         return []
-    lines = []
+    verdicts = []
     overall = Accuracy(result.correct, result.n)
     if floor.overall is not None and overall.accuracy < floor.overall:
-        lines.append(_floor_line(overall, floor.overall, result.shots, result.label))
+        verdicts.append(_floor(overall, floor.overall, result.shots, result.label))
     per_subject = result.per_subject
     for subject, minimum in floor.per_subject.items():
         acc = per_subject.get(subject)
-        if acc is None:
-            continue  # this evaluation did not cover the subject
-        if acc.accuracy < minimum:
-            lines.append(_floor_line(acc, minimum, result.shots, subject))
-    return lines
+        if acc is not None and acc.accuracy < minimum:  # None: this evaluation did not cover it
+            verdicts.append(_floor(acc, minimum, result.shots, subject))
+    return verdicts
 
 
-def floor_uncovered(results: list[EvaluationResult], floor: Floor | None) -> list[str]:
+def floor_uncovered(results: list[EvaluationResult], floor: Floor | None) -> list[Verdict]:
     """Per-subject floors that no evaluation of the test covered: a misconfigured gate."""
     if floor is None or not results:
         return []
     covered = {s for r in results for s in r.subjects}
-    return [
-        f"MMLU accuracy floor for {s!r} cannot be checked: no evaluation of this test covers it"
-        for s in floor.per_subject if s not in covered
-    ]
+    return [Verdict("floor", f"MMLU accuracy floor for {s!r} cannot be checked: no evaluation of "
+                             f"this test covers it", {"what": s})
+            for s in floor.per_subject if s not in covered]
 
 
+# -- regression against a baseline --------------------------------------------------------------
+def describe(ev: Mapping[str, Any]) -> str:
+    limit = "" if ev["limit"] is None else f", limit {ev['limit']}"
+    return f"{ev.get('label') or ','.join(ev['subjects'])}, {ev['shots']}-shot{limit}"
+
+
+def _missing(line: str) -> Verdict:
+    return Verdict("missing-baseline", line, {"verdict": "missing", "line": line})
+
+
+def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression,
+               baseline: Baseline | None) -> Verdict:
+    """Compare one evaluation (a report entry) with its baseline entry, question by question.
+
+    Fails ("regression") only when accuracy dropped by more than ``rule.max_drop`` and the
+    exact McNemar test is significant at ``rule.alpha``; a baseline that cannot answer for
+    this evaluation fails too ("missing-baseline"): nothing passes by checking nothing."""
+    if baseline is not None and baseline.recording:  # this run writes the baseline
+        return Verdict("recorded", "", {"verdict": "recorded", "line": None})
+    if baseline is None or baseline.path is None:
+        return _missing(f"@pytest.mark.mmlu_no_regression needs --mmlu-baseline PATH; {HOW_TO_CREATE}")
+    if not baseline.exists:
+        return _missing(f"MMLU baseline {baseline.path} does not exist; {HOW_TO_CREATE}")
+    base = baseline.entry(nodeid, ev)
+    where = f"{nodeid} ({describe(ev)})"
+    if base is None:
+        return _missing(f"MMLU baseline {baseline.path} has no entry for {where}; {HOW_TO_CREATE}")
+    if base.get("data_fingerprint") != ev.get("data_fingerprint"):
+        return _missing(f"MMLU baseline entry for {where} was made on other data "
+                        f"(fingerprint differs); {HOW_TO_CREATE}")
+    base_q, new_q = _right_or_wrong(base), _right_or_wrong(ev)
+    if base_q.keys() != new_q.keys():
+        return _missing(f"MMLU baseline entry for {where} covers other questions; {HOW_TO_CREATE}")
+    keys = sorted(new_q)
+    c = compare_paired([base_q[k] for k in keys], [new_q[k] for k in keys])
+    summary = (f"{c.base_accuracy:.3f} -> {c.new_accuracy:.3f} (n={c.n}; {c.lost} lost, "
+               f"{c.gained} gained; McNemar p=")
+    if c.regressed(rule.max_drop, rule.alpha):
+        kind, word, line = "regression", "regressed", (
+            f"MMLU regression vs baseline: {summary}{c.p_worse:.3f} < {rule.alpha:g})")
+    elif c.improved(rule.max_drop, rule.alpha):
+        kind, word, line = "improved", "improved", (
+            f"MMLU improved significantly vs baseline (baseline is stale): "
+            f"{summary}{c.p_better:.3f} < {rule.alpha:g})")
+    else:
+        kind, word, line = "unchanged", "unchanged", ""
+    return Verdict(kind, line, {
+        "verdict": word, "line": line or None, "base_accuracy": c.base_accuracy,
+        "new_accuracy": c.new_accuracy, "n": c.n, "lost": c.lost, "gained": c.gained,
+        "p_worse": c.p_worse, "p_better": c.p_better,
+        "base_per_subject": {s: v["accuracy"] for s, v in base.get("per_subject", {}).items()}})
+
+
+def _right_or_wrong(ev: Mapping[str, Any]) -> dict[tuple[str, int], bool]:
+    return {(q["subject"], q["index"]): q["prediction"] == q["target"] for q in ev["questions"]}
+
+
+# -- evaluations that could not run, and misused gates ------------------------------------------
+def error(exc: Exception) -> Verdict:
+    """An evaluation that could not run: a budget below batch 1, a model or data error."""
+    from .data import DataError
+    from .memory import BudgetTooSmall
+
+    if isinstance(exc, BudgetTooSmall):
+        return Verdict("budget", str(exc))
+    prefix = "MMLU data error: " if isinstance(exc, DataError) else ""
+    return Verdict("error", f"pytest-mmlu: {prefix}{exc}")
+
+
+def model_not_loaded(why: str) -> Verdict:
+    return Verdict("error", f"pytest-mmlu: {why}")
+
+
+def no_evaluation() -> Verdict:
+    return Verdict("error", "pytest-mmlu: this test declares MMLU gates but made no evaluation: add "
+                            "@pytest.mark.mmlu(subjects=...) or call mmlu.evaluate()")
+
+
+def no_mmlu_marker() -> Verdict:
+    return Verdict("error", "pytest-mmlu: the mmlu_result fixture needs @pytest.mark.mmlu(subjects=...) "
+                            "on the test")
+
+
+def bad_evaluate_call(why: str) -> Verdict:
+    return Verdict("error", f"pytest-mmlu: mmlu.evaluate(): {why}")
+
+
+# -- run-level lines ----------------------------------------------------------------------------
 def model_required(n_tests: int, source: str) -> str:
     """The usage error of a run that must not pass by skipping its gates (CI without a model)."""
     return (f"pytest-mmlu: {n_tests} MMLU test(s) collected but no model given, and a model is "

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from . import markers, reports, settings
-from .gates import floor_uncovered, model_required, skipped_without_model
+from . import gates, markers, outputs, reports, settings
 from .results import EvaluationResult
 from .session import MmluSession
 
 SESSION = pytest.StashKey[MmluSession]()
 MARKS = pytest.StashKey[markers.ItemMarks]()
-DEFERRED = pytest.StashKey[list]()  # failures found during setup, raised in the call phase
+DEFERRED = pytest.StashKey[list]()  # failing verdicts found during setup, raised in the call phase
+EVALUATED = pytest.StashKey[list]()  # the test's evaluations: a result, or None where one could not run
 NEEDS_MODEL = pytest.StashKey[bool]()  # an MMLU test collected without a model
 REQUIRED = pytest.StashKey[str]()  # xdist worker: the missing-model error its MMLU tests fail with
 MMLU_FIXTURES = {"mmlu", "mmlu_result", "mmlu_model"}
@@ -75,7 +75,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     n = sum(item.stash.get(NEEDS_MODEL, False) for item in session.items)
     if not n:
         return
-    message = model_required(n, mmlu_settings.source_of("require_model"))
+    message = gates.model_required(n, mmlu_settings.source_of("require_model"))
     if hasattr(session.config, "workerinput"):
         # An xdist worker's usage error is an INTERNALERROR traceback on the controller: each
         # test errors with the message instead (every worker collects all tests, so n is right).
@@ -101,7 +101,7 @@ def mmlu_model(request: pytest.FixtureRequest) -> Any:
     try:
         return request.config.stash[SESSION].loaded_model()
     except ModelLoadError as exc:
-        pytest.fail(f"pytest-mmlu: {exc}", pytrace=False)
+        _fail([gates.error(exc)])
 
 
 class MmluFixture:
@@ -114,10 +114,10 @@ class MmluFixture:
         try:
             spec = markers.make_eval_spec(subjects, shots, limit)
         except markers.MarkerError as exc:
-            pytest.fail(f"pytest-mmlu: mmlu.evaluate(): {exc}", pytrace=False)
+            _fail([gates.bad_evaluate_call(str(exc))])
         result, failures = _run_evaluation(self._item, spec)
         if failures:
-            pytest.fail("\n".join(failures), pytrace=False)
+            _fail(failures)
         return result
 
 
@@ -133,31 +133,42 @@ def mmlu_result(request: pytest.FixtureRequest) -> EvaluationResult | None:
     item = request.node
     spec = item.stash[MARKS].spec
     if spec is None:
-        pytest.fail("pytest-mmlu: the mmlu_result fixture needs @pytest.mark.mmlu(subjects=...) "
-                    "on the test", pytrace=False)
+        _fail([gates.no_mmlu_marker()])
     result, failures = _run_evaluation(item, spec)
-    # Breaches fail the test (not an error in setup): they are raised in the call phase.
+    # Failing verdicts fail the test (not an error in setup): they are raised in the call phase.
     item.stash.setdefault(DEFERRED, []).extend(failures)
     return result
 
 
-def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec) -> tuple[EvaluationResult | None, list[str]]:
+def _run_evaluation(item: pytest.Item,
+                    spec: markers.EvalSpec) -> tuple[EvaluationResult | None, list[gates.Verdict]]:
+    """Evaluate (or read from the cache), judge, record; return the result and its failing verdicts."""
     from .data import DataError
     from .loading import ModelLoadError
     from .memory import BudgetTooSmall
 
     sess = item.config.stash[SESSION]
     item_marks = item.stash[MARKS]
+    evaluated = item.stash.setdefault(EVALUATED, [])
     try:
-        result = sess.evaluate(item, spec, item_marks)
-    except BudgetTooSmall as exc:
-        sess.record_failure(item, spec, item_marks, str(exc))
-        return None, [str(exc)]
-    except (DataError, ModelLoadError) as exc:
-        line = f"pytest-mmlu: {'MMLU data error: ' if isinstance(exc, DataError) else ''}{exc}"
-        sess.record_failure(item, spec, item_marks, line)  # a report row, not a silent gap
-        pytest.fail(line, pytrace=False)
-    return result, sess.records[item.nodeid]["evaluations"][-1]["breaches"]
+        result = sess.evaluate(spec, item_marks.budget_bytes, outputs.progress(item.config, item.nodeid))
+    except (BudgetTooSmall, DataError, ModelLoadError) as exc:
+        verdict = gates.error(exc)
+        sess.record_failure(item.nodeid, spec, item_marks, verdict)  # a report row, not a silent gap
+        evaluated.append(None)
+        if verdict.kind == "error":
+            _fail([verdict])  # no model or no data: stop now (an error in setup, a failure in the body)
+        return None, [verdict]  # a budget below batch 1 fails like any other gate
+    baseline = sess.baseline() if item_marks.no_regression is not None else None
+    verdicts = gates.judge(item.nodeid, result, item_marks, baseline)
+    sess.record(item.nodeid, result, item_marks, verdicts)
+    item.user_properties.extend(outputs.junit_properties(result))
+    evaluated.append(result)
+    return result, [v for v in verdicts if v.fails]
+
+
+def _fail(verdicts: list[gates.Verdict]) -> None:
+    pytest.fail("\n".join(v.line for v in verdicts), pytrace=False)
 
 
 # -- test phases --------------------------------------------------------------------------------
@@ -165,19 +176,16 @@ def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec) -> tuple[Evaluati
 def pytest_runtest_call(item: pytest.Item):
     deferred = item.stash.get(DEFERRED, [])
     if deferred:
-        pytest.fail("\n".join(deferred), pytrace=False)
+        _fail(deferred)
     result = yield
     item_marks = item.stash.get(MARKS, None)
     if item_marks is not None and item_marks.uses_mmlu:
-        sess = item.config.stash[SESSION]
-        evaluations = sess.records.get(item.nodeid, {}).get("evaluations", [])
-        if not evaluations:
-            pytest.fail("pytest-mmlu: this test declares MMLU gates but made no evaluation: add "
-                        "@pytest.mark.mmlu(subjects=...) or call mmlu.evaluate()", pytrace=False)
-        results = [EvaluationResult.from_dict(e) for e in evaluations if e["n"]]
-        problems = floor_uncovered(results, item_marks.floor)
+        evaluated = item.stash.get(EVALUATED, [])
+        if not evaluated:
+            _fail([gates.no_evaluation()])
+        problems = gates.floor_uncovered([r for r in evaluated if r is not None and r.n], item_marks.floor)
         if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
+            _fail(problems)
     return result
 
 
@@ -186,10 +194,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     sess = item.config.stash[SESSION]
     if (report.when == "setup" and report.failed and sess.load_error is not None
-            and "mmlu_model" in getattr(item, "fixturenames", ()) and item.nodeid not in sess.records):
+            and "mmlu_model" in getattr(item, "fixturenames", ()) and not item.stash.get(EVALUATED, None)):
         # The session-scoped mmlu_model fixture failed: the test still gets a report row.
-        sess.record_failure(item, item.stash[MARKS].spec, item.stash[MARKS],
-                            f"pytest-mmlu: {sess.load_error}")
+        sess.record_failure(item.nodeid, item.stash[MARKS].spec, item.stash[MARKS],
+                            gates.model_not_loaded(sess.load_error))
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome = report.outcome if report.when == "call" else (
             "skipped" if report.skipped else "error")
@@ -199,10 +207,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     sess = config.stash[SESSION]
-    lines = reports.summary_lines(list(sess.records.values()))
+    lines = outputs.summary_lines(list(sess.records.values()))
     # Counted from the reporter's reports, so that an xdist controller counts its workers' skips.
     skipped = sum(_skipped_for_want_of_model(r) for r in terminalreporter.stats.get("skipped", []))
-    notes = [*sess.notes, *([skipped_without_model(skipped)] if skipped else [])]
+    notes = [*sess.notes, *([gates.skipped_without_model(skipped)] if skipped else [])]
     if lines or notes:
         terminalreporter.write_sep("=", "MMLU summary")
         for line in [*lines, *notes]:
@@ -218,15 +226,15 @@ def _skipped_for_want_of_model(report: Any) -> bool:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     sess = config.stash[SESSION]
-    if hasattr(config, "workerinput"):  # xdist worker: ship records to the controller
+    if hasattr(config, "workerinput"):  # xdist worker: ship records and notes to the controller
         config.workeroutput["pytest_mmlu"] = sess.payload()
         return
-    if not sess.finish(exitstatus) and session.exitstatus == 0:
+    if not outputs.finish(sess, exitstatus) and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a run whose verdict was not written did not pass
 
 
 class _XdistController:
-    """Collects the records that xdist workers ship at their end (as pytest-cov does)."""
+    """Collects the records and notes that xdist workers ship at their end (as pytest-cov does)."""
 
     def __init__(self, sess: MmluSession) -> None:
         self.sess = sess

@@ -1,36 +1,46 @@
+"""The pure verdict functions of gates.py: (result, marks, baseline) -> Verdict, every line exact."""
+
 from __future__ import annotations
 
-from pytest_mmlu.gates import budget_breach, floor_breaches
-from pytest_mmlu.markers import Floor
-from pytest_mmlu.results import EvaluationResult, QuestionResult, wilson_interval
+import dataclasses
+import math
+
+import pytest
+
+from pytest_mmlu import gates
+from pytest_mmlu.baseline import Baseline
+from pytest_mmlu.gates import Verdict
+from pytest_mmlu.markers import EvalSpec, Floor, ItemMarks, NoRegression
+from pytest_mmlu.results import EvaluationResult, QuestionResult, predict, wilson_interval
 
 GiB = 2**30
 
 
-def result(correct_by_subject, peak=GiB, budget=None):
+def result(correct_by_subject, peak=GiB, budget=None, dtype="bfloat16"):
     questions = []
     for subject, (correct, n) in correct_by_subject.items():
         for i in range(n):
             questions.append(QuestionResult(subject, i, 0, 0 if i < correct else 1, (0.0, -1.0, -2.0, -3.0)))
     return EvaluationResult(tuple(correct_by_subject), 5, None, "stem", questions, peak, budget, 16, [16],
-                            1.0, 100, "cuda:0", "bfloat16", weight_bytes=int(2.1 * GiB))
+                            1.0, 100, "cuda:0", dtype, weight_bytes=int(2.1 * GiB))
 
 
 def test_budget_breach_line():
     r = result({"anatomy": (5, 10)}, peak=int(7.31 * GiB), budget=6 * GiB)
-    assert budget_breach(r) == ("MMLU memory budget exceeded: peak 7.31 GiB > budget 6.00 GiB on cuda:0 "
-                                "(weights 2.10 GiB, batch 16, 5-shot)")
-    assert budget_breach(result({"anatomy": (5, 10)}, peak=6 * GiB, budget=6 * GiB)) is None
+    assert gates.budget(r).line == ("MMLU memory budget exceeded: peak 7.31 GiB > budget 6.00 GiB on cuda:0 "
+                                    "(weights 2.10 GiB, batch 16, 5-shot)")
+    assert gates.budget(r).kind == "budget" and gates.budget(r).fails
+    assert gates.budget(result({"anatomy": (5, 10)}, peak=6 * GiB, budget=6 * GiB)) is None
 
 
 def test_floor_lines_overall_and_per_subject():
     r = result({"anatomy": (300, 400), "virology": (10, 100)})
-    lines = floor_breaches(r, Floor(0.70, {"virology": 0.2, "anatomy": 0.5}))
+    lines = [v.line for v in gates.floors(r, Floor(0.70, {"virology": 0.2, "anatomy": 0.5}))]
     assert lines == [
         "MMLU accuracy 0.620 < floor 0.700 (n=500, 95% CI 0.577-0.661; 5-shot, stem)",
         "MMLU accuracy 0.100 < floor 0.200 (n=100, 95% CI 0.055-0.174; 5-shot, virology)",
     ]
-    assert floor_breaches(r, Floor(0.62)) == []
+    assert gates.floors(r, Floor(0.62)) == []
 
 
 def test_wilson_interval_known_values():
@@ -40,9 +50,155 @@ def test_wilson_interval_known_values():
 
 
 def test_chart_handles_zero_and_full_accuracy(tmp_path):
-    from pytest_mmlu.reports import write_chart
+    from pytest_mmlu.outputs import write_chart
 
     ev = result({"anatomy": (0, 10), "virology": (10, 10)}).to_dict()
     ev["floor"] = {"min": 0.5, "per_subject": {}}
     write_chart(str(tmp_path / "c.png"), [{"nodeid": "t", "evaluations": [ev]}])
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- non-finite scores ------------------------------------------------------------------------
+def with_scores(r, bad):
+    """``r`` with the log-likelihoods of the questions at ``bad`` (position -> value) replaced."""
+    questions = [dataclasses.replace(q, loglikelihoods=(bad[i], -1.0, -2.0, -3.0)) if i in bad else q
+                 for i, q in enumerate(r.questions)]
+    return dataclasses.replace(r, questions=questions)
+
+
+def test_non_finite_line_names_questions_dtype_and_device():
+    r = with_scores(result({"anatomy": (10, 20), "virology": (5, 10)}, dtype="float16"),
+                    {3: math.nan, 7: math.nan, 21: math.nan})
+    v = gates.non_finite(r)
+    assert v.line == ("MMLU scores are not finite (NaN) for 3 of 30 questions: anatomy#3, anatomy#7, "
+                      "virology#1 (dtype float16, device cuda:0)")
+    assert v.kind == "non-finite" and v.fails
+    assert v.detail["questions"] == ["anatomy#3", "anatomy#7", "virology#1"]
+    assert gates.non_finite(result({"anatomy": (10, 20)})) is None
+
+
+@pytest.mark.parametrize("values,word", [((math.inf,), "inf"), ((-math.inf,), "inf"),
+                                         ((math.nan, math.inf), "NaN/inf")])
+def test_non_finite_says_which_values(values, word):
+    r = with_scores(result({"anatomy": (5, 10)}), dict(enumerate(values)))
+    assert gates.non_finite(r).line.startswith(f"MMLU scores are not finite ({word}) for {len(values)} of 10 questions: ")
+
+
+def test_non_finite_lists_at_most_five_questions():
+    r = with_scores(result({"anatomy": (5, 10)}), {i: math.nan for i in range(7)})
+    assert gates.non_finite(r).line == (
+        "MMLU scores are not finite (NaN) for 7 of 10 questions: anatomy#0, anatomy#1, anatomy#2, "
+        "anatomy#3, anatomy#4, ... (dtype bfloat16, device cuda:0)")
+
+
+def test_a_non_finite_result_is_judged_by_nothing_else():
+    # A NaN accuracy is no accuracy: a floor or a baseline would judge garbage.
+    r = with_scores(result({"anatomy": (0, 10)}), {0: math.nan})
+    marks = ItemMarks(spec=EvalSpec(("anatomy",)), floor=Floor(0.9), no_regression=NoRegression())
+    assert [v.kind for v in gates.judge("t.py::test_a", r, marks, Baseline(None, None))] == ["non-finite"]
+
+
+@pytest.mark.parametrize("lls", [(math.nan, -1.0, -2.0, -3.0), (-1.0, math.nan, -2.0, -3.0),
+                                 (-1.0, math.inf, -2.0, -3.0), (-math.inf, -1.0, -2.0, -3.0)])
+def test_predict_refuses_non_finite_scores(lls):
+    # ``>`` is false against NaN: a NaN row used to answer A without a word.
+    with pytest.raises(ValueError, match="non-finite"):
+        predict(lls)
+    assert predict((-2.0, -1.0, -1.0, -3.0)) == 1  # first on ties, as numpy's argmax
+
+
+def test_a_question_with_non_finite_scores_has_no_answer():
+    from pytest_mmlu.results import NO_ANSWER
+
+    q = QuestionResult.scored("anatomy", 3, 0, (math.nan, -1.0, -2.0, -3.0))
+    assert (q.prediction, q.correct, q.finite) == (NO_ANSWER, False, False)
+    assert QuestionResult.scored("anatomy", 3, 1, (-2.0, -1.0, -1.0, -3.0)).prediction == 1
+
+
+# -- judge and the other verdicts -------------------------------------------------------------
+def test_judge_orders_budget_floors_then_regression():
+    r = result({"anatomy": (2, 10)}, peak=2 * GiB, budget=GiB)
+    marks = ItemMarks(spec=EvalSpec(("anatomy",)), budget_bytes=GiB, floor=Floor(0.5),
+                      no_regression=NoRegression())
+    kinds = [v.kind for v in gates.judge("t.py::test_a", r, marks, Baseline(None, "b.json"))]
+    assert kinds == ["budget", "floor", "missing-baseline"]
+    assert gates.judge("t.py::test_a", result({"anatomy": (9, 10)}), ItemMarks(spec=EvalSpec(("anatomy",)))) == []
+
+
+def test_verdicts_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Verdict("floor", "x").line = "y"
+
+
+def test_floor_uncovered_names_the_subject():
+    (v,) = gates.floor_uncovered([result({"anatomy": (5, 10)})], Floor(None, {"virology": 0.5}))
+    assert v.line == "MMLU accuracy floor for 'virology' cannot be checked: no evaluation of this test covers it"
+    assert v.kind == "floor"
+    assert gates.floor_uncovered([], Floor(None, {"virology": 0.5})) == []
+
+
+def test_errors_of_evaluations_that_could_not_run():
+    from pytest_mmlu.data import DataError
+    from pytest_mmlu.loading import ModelLoadError
+
+    assert gates.error(DataError("a.csv:1: bad")) == Verdict("error", "pytest-mmlu: MMLU data error: a.csv:1: bad")
+    assert gates.error(ModelLoadError("cannot load model 'x'")).line == "pytest-mmlu: cannot load model 'x'"
+
+
+# -- regression against a baseline ------------------------------------------------------------
+def entry(right, fingerprint="f", label="anatomy"):
+    """A report entry: question i is right where right[i]."""
+    n = len(right)
+    return {"subjects": ["anatomy"], "label": label, "shots": 0, "limit": n, "n": n,
+            "data_fingerprint": fingerprint, "per_subject": {"anatomy": {"accuracy": sum(right) / n, "n": n}},
+            "questions": [{"subject": "anatomy", "index": i, "target": 0, "prediction": 0 if ok else 1,
+                           "loglikelihoods": [0.0] * 4} for i, ok in enumerate(right)]}
+
+
+def baseline_of(ev, nodeid="t.py::test_a"):
+    return Baseline({"schema": 1, "tests": [{"nodeid": nodeid, "evaluations": [ev]}]}, "b.json")
+
+
+RULE = NoRegression(max_drop=0.02, alpha=0.05)
+HOW = "create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"
+
+
+def test_regression_line_and_report_entry():
+    v = gates.regression("t.py::test_a", entry([False] * 20 + [True] * 20), RULE, baseline_of(entry([True] * 40)))
+    assert v.kind == "regression" and v.fails
+    assert v.line == "MMLU regression vs baseline: 1.000 -> 0.500 (n=40; 20 lost, 0 gained; McNemar p=0.000 < 0.05)"
+    assert v.detail["verdict"] == "regressed" and v.detail["line"] == v.line
+    assert (v.detail["lost"], v.detail["gained"], v.detail["base_per_subject"]) == (20, 0, {"anatomy": 1.0})
+
+
+def test_improvement_is_a_note_and_no_change_passes():
+    better = gates.regression("t.py::test_a", entry([True] * 40), RULE, baseline_of(entry([False] * 20 + [True] * 20)))
+    assert better.kind == "improved" and not better.fails
+    assert better.line.startswith("MMLU improved significantly vs baseline (baseline is stale): 0.500 -> 1.000")
+    same = gates.regression("t.py::test_a", entry([True] * 40), RULE, baseline_of(entry([True] * 40)))
+    assert (same.kind, same.fails, same.detail["verdict"], same.detail["line"]) == ("unchanged", False, "unchanged", None)
+
+
+@pytest.mark.parametrize("case,line", [
+    ("no path", f"@pytest.mark.mmlu_no_regression needs --mmlu-baseline PATH; {HOW}"),
+    ("no file", f"MMLU baseline b.json does not exist; {HOW}"),
+    ("no entry", f"MMLU baseline b.json has no entry for t.py::test_a (anatomy, 0-shot, limit 4); {HOW}"),
+    ("other data", f"MMLU baseline entry for t.py::test_a (anatomy, 0-shot, limit 4) was made on other data "
+                   f"(fingerprint differs); {HOW}"),
+    ("other questions", f"MMLU baseline entry for t.py::test_a (anatomy, 0-shot, limit 4) covers other "
+                        f"questions; {HOW}"),
+])
+def test_a_baseline_that_cannot_answer_fails(case, line):
+    ev = entry([True] * 4)
+    other_questions = entry([True] * 4)
+    other_questions["questions"][0]["index"] = 99
+    baseline = {"no path": Baseline(None, None), "no file": Baseline(None, "b.json"),
+                "no entry": baseline_of(ev, "t.py::test_other"), "other data": baseline_of(entry([True] * 4, "g")),
+                "other questions": baseline_of(other_questions)}[case]
+    v = gates.regression("t.py::test_a", ev, RULE, baseline)
+    assert (v.kind, v.line, dict(v.detail)) == ("missing-baseline", line, {"verdict": "missing", "line": line})
+
+
+def test_a_run_that_records_the_baseline_is_not_compared():
+    v = gates.regression("t.py::test_a", entry([True] * 4), RULE, Baseline(None, "b.json", recording=True))
+    assert (v.kind, v.fails, dict(v.detail)) == ("recorded", False, {"verdict": "recorded", "line": None})
