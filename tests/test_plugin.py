@@ -213,3 +213,82 @@ def test_markers_are_documented(pytester):
     for flag in ("--mmlu-model", "--mmlu-revision", "--mmlu-data", "--mmlu-dtype", "--mmlu-device",
                  "--mmlu-report", "--mmlu-trust-remote-code"):
         assert flag in help_text
+
+
+NAN_CONFTEST = '''
+import dataclasses
+import math
+import pytest
+from pytest_mmlu.evaluation import Evaluator
+
+@pytest.fixture(autouse=True)
+def _nan_scores(monkeypatch):
+    """The engine as it will hand over NaN scores (fp16 overflow): questions 0, 2, 3 of each evaluation."""
+    real = Evaluator.evaluate
+
+    def evaluate(self, spec, *args, **kwargs):
+        result = real(self, spec, *args, **kwargs)
+        result.questions = [dataclasses.replace(q, loglikelihoods=(math.nan, *q.loglikelihoods[1:]))
+                            if i in (0, 2, 3) else q for i, q in enumerate(result.questions)]
+        return result
+
+    monkeypatch.setattr(Evaluator, "evaluate", evaluate)
+'''
+NAN_SUITE = '''
+import pytest
+
+@pytest.mark.mmlu(subjects="anatomy", shots=0, limit=5)
+@pytest.mark.mmlu_accuracy_floor(0.0)
+def test_marker(mmlu_result):
+    pass
+
+def test_fixture(mmlu):
+    mmlu.evaluate("virology", shots=0, limit=4)
+'''
+
+
+def test_non_finite_scores_fail_the_test_and_are_never_cached(pytester, tiny_model_dir, mmlu_csv_dir, tmp_path):
+    pytester.makeconftest(NAN_CONFTEST)
+    pytester.makepyfile(test_nan=NAN_SUITE)
+    cache, report = tmp_path / "cache", pytester.path / "r.json"
+    for _ in range(2):  # the second run must evaluate again: nothing was cached
+        result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir),
+                                              "-p", "no:cacheprovider", "--mmlu-cache-dir", str(cache),
+                                              "--mmlu-report", str(report))
+        result.assert_outcomes(failed=2)
+        result.stdout.fnmatch_lines([
+            "MMLU scores are not finite (NaN) for 3 of 5 questions: anatomy#0, anatomy#2, anatomy#3 "
+            "(dtype float32, device cpu)",
+            "MMLU scores are not finite (NaN) for 3 of 4 questions: virology#0, virology#2, virology#3 "
+            "(dtype float32, device cpu)",
+        ])
+        tests = {t["nodeid"].split("::")[1]: t for t in json.loads(report.read_text())["tests"]}
+        (ev,) = tests["test_marker"]["evaluations"]
+        assert not ev["from_cache"] and ev["breaches"][0].startswith("MMLU scores are not finite (NaN) for 3 of 5")
+        assert [p.name for p in cache.glob("*.json")] == ["file-hashes.json"]
+
+
+NOTE_CONFTEST = '''
+from pytest_mmlu.cache import ModelKey, ResultCache
+
+real = ResultCache.model_key
+
+def model_key(self, model, revision):
+    # As for a hub model with the hub unreachable: keyed by the local snapshot, and said so.
+    return ModelKey(real(self, model, revision).key, "pytest-mmlu: hub unreachable (test); keyed by the local snapshot")
+
+ResultCache.model_key = model_key  # a subprocess run: nothing to restore
+'''
+
+
+def test_xdist_workers_ship_their_notes(pytester, tiny_model_dir, mmlu_csv_dir, tmp_path):
+    pytester.makeconftest(NOTE_CONFTEST)
+    pytester.makepyfile("import pytest\n" + "".join(
+        f'@pytest.mark.mmlu(subjects="anatomy", shots=0, limit={n})\ndef test_{n}(mmlu_result):\n    pass\n'
+        for n in (1, 2, 3, 4)))
+    result = pytester.runpytest_subprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir),
+                                           "-p", "no:cacheprovider", "--mmlu-cache-dir", str(tmp_path / "cache"),
+                                           "-n", "2")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*MMLU summary*", "pytest-mmlu: hub unreachable (test); keyed by the local snapshot"])
+    assert result.stdout.str().count("hub unreachable (test)") == 1  # said once, however many workers said it
