@@ -16,7 +16,7 @@ from .memory import (
     release_memory,
 )
 from .prompts import LmEvalTokenizer, TokenRequest
-from .results import EvaluationResult, QuestionResult, predict
+from .results import EvaluationResult, QuestionResult
 
 # Without a declared budget, use at most this share of the memory the device has free.
 FREE_MEMORY_SHARE = 0.85
@@ -83,7 +83,7 @@ class Evaluator:
         results = []
         for i, q in enumerate(questions):
             lls = tuple(s.loglikelihood for s in scores[4 * i: 4 * i + 4])
-            results.append(QuestionResult(q.subject, q.index, q.answer, predict(lls), lls))
+            results.append(QuestionResult.scored(q.subject, q.index, q.answer, lls))
         stats = engine.stats
         return EvaluationResult(
             subjects=spec.subjects, shots=spec.shots, limit=spec.limit, label=spec.label or
@@ -93,4 +93,5 @@ class Evaluator:
             tokens=stats.prefix_tokens + stats.suffix_tokens, device=self.loaded.device,
             dtype=self.loaded.dtype, data_fingerprint=self.data.fingerprint(spec.subjects),
             weight_bytes=self.loaded.weight_bytes, engine_mode=stats.mode,
+            engine_mode_reason=stats.mode_reason,
         )

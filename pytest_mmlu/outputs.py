@@ -175,6 +175,11 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     lines = format_table(HEADERS, rows)
+    # Which engine mode ran, where it is not the shared-prefix one (slower, never silent).
+    lines.extend(f"{rec['nodeid']}: scored in plain batches, no shared prefix: "
+                 f"{ev.get('engine_mode_reason') or 'the model cannot share a prefix'}"
+                 for rec in sorted(records, key=lambda r: r["nodeid"]) for ev in rec["evaluations"]
+                 if ev.get("engine_mode") == "plain")
     breaches = [b for rec in records for ev in rec["evaluations"] for b in ev.get("breaches", [])]
     if breaches:
         lines.append("")

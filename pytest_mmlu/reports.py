@@ -19,6 +19,7 @@ JSON report (``--mmlu-report PATH``), schema 1::
                                  "tokens": int, "device": str, "dtype": str,
                                  "data_fingerprint": str, "weight_bytes": int,
                                  "from_cache": bool, "engine_mode": "prefix" | "plain",
+                                 "engine_mode_reason": str | null,
                                  "floor": {"min", "per_subject"} | null, "breaches": [str],
                                  "questions": [{"subject", "index", "target", "prediction",
                                                 "loglikelihoods": [4 floats, A-D]}]}]}]}

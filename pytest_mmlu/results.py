@@ -102,6 +102,7 @@ class EvaluationResult:
     weight_bytes: int = 0
     from_cache: bool = False
     engine_mode: str = "prefix"
+    engine_mode_reason: str | None = None  # why "plain": nothing could be shared
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- derived figures -----------------------------------------------------------------------
@@ -167,6 +168,7 @@ class EvaluationResult:
             "weight_bytes": self.weight_bytes,
             "from_cache": self.from_cache,
             "engine_mode": self.engine_mode,
+            "engine_mode_reason": self.engine_mode_reason,
             "questions": [
                 {"subject": q.subject, "index": q.index, "target": q.target,
                  "prediction": q.prediction, "loglikelihoods": list(q.loglikelihoods)}
@@ -189,5 +191,5 @@ class EvaluationResult:
             seconds=float(d["seconds"]), tokens=int(d.get("tokens", 0)), device=d["device"],
             dtype=d["dtype"], data_fingerprint=d.get("data_fingerprint", ""),
             weight_bytes=int(d.get("weight_bytes", 0)), from_cache=bool(d.get("from_cache", False)),
-            engine_mode=d.get("engine_mode", "prefix"),
+            engine_mode=d.get("engine_mode", "prefix"), engine_mode_reason=d.get("engine_mode_reason"),
         )

@@ -286,3 +286,62 @@ def test_model_load_error_gets_a_report_row_for_every_test(pytester, mmlu_csv_di
     for test in tests.values():
         (ev,) = test["evaluations"]
         assert ev["n"] == 0 and ev["breaches"][0].startswith("pytest-mmlu: cannot load model 'nobody/no-such-model'")
+
+
+# -- non-finite scores and engine modes, from a real model end to end ---------------------------
+@pytest.fixture(scope="module")
+def nan_model_dir(tmp_path_factory):
+    """A tiny llama whose final norm has a NaN weight: every score it gives is NaN.
+    (Module-scoped: built before pytester snapshots sys.modules, so torch stays imported.)"""
+    import torch
+    from factories import make_model, make_tokenizer
+
+    folder = tmp_path_factory.mktemp("models") / "nan-llama"
+    tokenizer = make_tokenizer()
+    model = make_model("llama", len(tokenizer))
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def remote_code_dir(tmp_path_factory):
+    from factories import save_remote_code_model
+
+    return save_remote_code_model(tmp_path_factory.mktemp("models") / "own-attention")
+
+
+def test_a_model_giving_nan_errors_with_the_non_finite_line(nan_model_dir, pytester, mmlu_csv_dir):
+    model = nan_model_dir
+    pytester.makepyfile('''
+import pytest
+
+@pytest.mark.mmlu(subjects="anatomy", shots=5, limit=3)
+@pytest.mark.mmlu_accuracy_floor(0.0)
+def test_gate(mmlu_result):
+    pass
+''')
+    result = pytester.runpytest_inprocess("--mmlu-model", str(model), "--mmlu-data", str(mmlu_csv_dir),
+                                          *NO_CACHE)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*MMLU scores are not finite (NaN) for 3 of 3 questions: anatomy#0, "
+                                 "anatomy#1, anatomy#2 (dtype float32, device cpu)*"])
+    result.stdout.no_fnmatch_line("*Traceback*")
+
+
+def test_the_summary_says_when_an_evaluation_ran_in_plain_batches(remote_code_dir, pytester, mmlu_csv_dir):
+    model = remote_code_dir
+    pytester.makepyfile('''
+import pytest
+
+@pytest.mark.mmlu(subjects="anatomy", shots=5, limit=2)
+def test_gate(mmlu_result):
+    assert mmlu_result.engine_mode == "plain"
+''')
+    result = pytester.runpytest_inprocess("--mmlu-model", str(model), "--mmlu-data", str(mmlu_csv_dir),
+                                          "--mmlu-trust-remote-code", *NO_CACHE)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_gate: scored in plain batches, no shared prefix: the model's own "
+                                 "code computes attention (attention of 2 of 2 layers bypassed*"])
