@@ -108,11 +108,27 @@ def _merge(out_a: Any, lse_a: Any, out_b: Any, lse_b: Any) -> tuple[Any, Any]:
     return out, top.add_(norm.log_())
 
 
+_CPU_FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+# dtypes the CPU flash kernel refused in this process: torch built for a lower
+# ATEN_CPU_CAPABILITY than the CPU has can fail on bf16 ("pack_vnni2 is only supported
+# when avx512 is supported"); those calls take the portable path instead of crashing.
+_FLASH_REFUSED: set[Any] = set()
+
+
 def _flash_cpu(q: Any, k: Any, v: Any, scale: float, causal: bool) -> tuple[Any, Any]:
-    """torch's tiled CPU flash kernel, which also returns the log-sum-exp of each query."""
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        q[None], k[None], v[None], 0.0, causal, scale=scale)
-    return out[0].float(), lse[0].float()
+    """torch's tiled CPU flash kernel, which also returns the log-sum-exp of each query
+    (its products and softmax run in fp32 whatever the inputs' dtype)."""
+    if q.dtype not in _FLASH_REFUSED:
+        try:
+            out, lse = _CPU_FLASH(q[None], k[None], v[None], 0.0, causal, scale=scale)
+            return out[0].float(), lse[0].float()
+        except RuntimeError as exc:
+            from .memory import is_oom
+
+            if is_oom(exc):
+                raise
+            _FLASH_REFUSED.add(q.dtype)
+    return _portable(q, k, v, scale, causal, softcap=None)
 
 
 def _portable(q: Any, k: Any, v: Any, scale: float, causal: bool, softcap: float | None) -> tuple[Any, Any]:
@@ -123,8 +139,9 @@ def _portable(q: Any, k: Any, v: Any, scale: float, causal: bool, softcap: float
     out = q.new_empty(q.shape, dtype=torch.float32)
     lse = q.new_empty((heads, n_q), dtype=torch.float32)
     for start in range(0, n_q, rows):
-        qc = q[:, start:start + rows]
-        scores = torch.matmul(qc, k.transpose(1, 2)).float().mul_(scale)
+        # Scaled before the product: fp16 q.k can pass 65504 where q.k * scale does not.
+        qc = q[:, start:start + rows] * scale
+        scores = torch.matmul(qc, k.transpose(1, 2)).float()
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
         if causal:

@@ -1,0 +1,78 @@
+"""Half-precision attention numerics of the shared-prefix backends (issue 9)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from factories import make_model, make_tokenizer
+from test_engine import make_engine, mmlu_like_requests
+from truth import truth_loglikelihoods
+
+from pytest_mmlu import attention
+
+
+def reference(q, k, v, scale, causal):
+    """float64 softmax attention and its log-sum-exp."""
+    scores = torch.matmul(q.double(), k.double().transpose(1, 2)) * scale
+    if causal:
+        scores.masked_fill_(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    return torch.matmul((scores - lse[..., None]).exp(), v.double()), lse
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_portable_path_scales_before_the_half_precision_product(causal):
+    """q.k = 102,400 overflows fp16 (max 65,504); q.k * scale = 12,800 does not."""
+    gen = torch.Generator().manual_seed(0)
+    q = (40 + torch.rand((2, 16, 64), generator=gen)).half()
+    k = (40 + torch.rand((2, 16, 64), generator=gen)).half()
+    v = torch.randn((2, 16, 64), generator=gen).half()
+    out, lse = attention._portable(q, k, v, 0.125, causal, softcap=None)
+    _, want_lse = reference(q, k, v, 0.125, causal)
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+    assert (lse.double() - want_lse).abs().max() / want_lse.abs().max() < 1e-2
+    # fp16 scores this large are coarse (spacing 8 at 12,800), so the weights are not compared:
+    # the output must be a finite convex combination of the values.
+    assert out.abs().max() <= v.float().abs().max() + 1e-3
+
+
+def _refusing_bf16(*args, **kwargs):
+    if args[0].dtype == torch.bfloat16:
+        raise RuntimeError("pack_vnni2 is only supported when avx512 is supported")
+    return _refusing_bf16.kernel(*args, **kwargs)
+
+
+def test_a_dtype_the_cpu_flash_kernel_refuses_takes_the_portable_path(monkeypatch):
+    """torch built for a lower ATEN_CPU_CAPABILITY than the CPU has refuses bf16 in its flash
+    kernel: the engine must score on, with the same numbers, instead of crashing."""
+    _refusing_bf16.kernel = attention._CPU_FLASH
+    monkeypatch.setattr(attention, "_CPU_FLASH", _refusing_bf16)
+    monkeypatch.setattr(attention, "_FLASH_REFUSED", set())
+    tok = make_tokenizer()
+    model = make_model("qwen2", len(tok)).to(torch.bfloat16)
+    reqs = mmlu_like_requests(len(tok))
+    got = [s.loglikelihood for s in make_engine(model).score(reqs)]
+    truth = truth_loglikelihoods(model, reqs, 1024)
+    assert torch.bfloat16 in attention._FLASH_REFUSED
+    assert max(abs(a - b) for a, b in zip(got, truth)) <= 5e-3
+
+
+def test_bf16_scores_under_a_lower_cpu_capability_than_the_cpu_has():
+    """The real case, where this CPU shows it (AMX/AVX-512 with ATEN_CPU_CAPABILITY=default)."""
+    probe = ("import torch; q = torch.zeros(1, 1, 256, 16, dtype=torch.bfloat16); "
+             "torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, q, q, 0.0, True, scale=0.25)")
+    env = {"ATEN_CPU_CAPABILITY": "default", "PATH": "/usr/bin:/bin"}
+    if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0:
+        pytest.skip("this CPU's bf16 flash kernel runs under ATEN_CPU_CAPABILITY=default")
+    script = (
+        "import sys; sys.path.insert(0, 'tests'); import torch\n"
+        "from factories import make_model, make_tokenizer\n"
+        "from test_engine import make_engine, mmlu_like_requests\n"
+        "tok = make_tokenizer(); model = make_model('llama', len(tok)).to(torch.bfloat16)\n"
+        "scores = make_engine(model).score(mmlu_like_requests(len(tok), prefix_len=300))\n"
+        "print(len(scores))\n")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
