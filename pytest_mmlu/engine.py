@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import attention
-from .memory import BatchPlanner, is_oom, release_memory
+from .memory import BatchPlanner, OutOfMemory, is_oom, release_memory
 from .prompts import TokenRequest
 
 PREFIX_CHUNK = 512  # tokens per forward when running a shared prefix
@@ -159,6 +159,7 @@ class ScoringEngine:
         self._layers = attention.attention_layers(model)
         self._shared_attention = self._can_prefix and self._keep_logits and self._layers is not None
         self._bypassed: str | None = None  # set once the model's own code was seen computing attention
+        self._planner: BatchPlanner | None = None  # the current score() call's
         if self._shared_attention:
             attention.register()
         self.stats = EngineStats()
@@ -199,7 +200,7 @@ class ScoringEngine:
             use_prefix = True
         self.stats.mode = "prefix" if use_prefix else "plain"
         root = self._tree(rows, 0) if use_prefix else _Node(0, (), rows, [])
-        planner = self.planner_factory()
+        planner = self._planner = self.planner_factory()
         shared = planner.shared_prefix = use_prefix and self._shared_attention
         held = root.held_tokens(shared)
         for node in root.walk():
@@ -296,10 +297,14 @@ class ScoringEngine:
                 self.meter.reset_peak()
                 scores = self._forward(batch, prefix_len, prefix)
             except Exception as exc:
-                if not is_oom(exc) or n == 1:
+                if not is_oom(exc):
                     raise
-                planner.on_oom(n)
                 release_memory(str(self.model.device))
+                if n == 1:
+                    raise OutOfMemory(planner.device, f"at batch 1 (a row of {suffix} tokens after a "
+                                      f"{prefix_len}-token prefix)", planner.limit,
+                                      planner.budget_declared) from None
+                planner.on_oom(n)
                 continue
             peak = self.meter.peak()
             self.stats.peak_bytes = max(self.stats.peak_bytes, peak)
@@ -313,10 +318,19 @@ class ScoringEngine:
                     shared: bool) -> _SharedPrefix | _CachePrefix:
         """Run a node's prefix once, on top of its parent's when there is one."""
         start = 0 if parent is None else parent.length
-        if shared:
-            prefix: _SharedPrefix | _CachePrefix = self._run_shared_prefix(node, parent, start)
-        else:
-            prefix = self._run_cached_prefix(node, parent, start)
+        try:
+            if shared:
+                prefix: _SharedPrefix | _CachePrefix = self._run_shared_prefix(node, parent, start)
+            else:
+                prefix = self._run_cached_prefix(node, parent, start)
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            release_memory(str(self.model.device))
+            planner = self._planner or self.planner_factory()
+            raise OutOfMemory(planner.device, f"in a shared-prefix pass ({node.prefix_len - start} "
+                              f"tokens in chunks of {PREFIX_CHUNK})", planner.limit,
+                              planner.budget_declared) from None
         self.stats.prefix_tokens += node.prefix_len - start
         self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
         return prefix

@@ -172,9 +172,9 @@ def _right_or_wrong(ev: Mapping[str, Any]) -> dict[tuple[str, int], bool]:
 def error(exc: Exception) -> Verdict:
     """An evaluation that could not run: a budget below batch 1, a model or data error."""
     from .data import DataError
-    from .memory import BudgetTooSmall
+    from .memory import BudgetTooSmall, OutOfMemory
 
-    if isinstance(exc, BudgetTooSmall):
+    if isinstance(exc, (BudgetTooSmall, OutOfMemory)):
         return Verdict("budget", str(exc))
     prefix = "MMLU data error: " if isinstance(exc, DataError) else ""
     return Verdict("error", f"pytest-mmlu: {prefix}{exc}")

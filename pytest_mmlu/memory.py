@@ -48,6 +48,17 @@ class BudgetTooSmall(Exception):
         )
 
 
+class OutOfMemory(Exception):
+    """The device ran out of memory where no batch can shrink (one row, or a prefix pass)."""
+
+    def __init__(self, device: str, where: str, limit: int, budget_declared: bool) -> None:
+        bound = f"budget {format_gib(limit)}" if budget_declared else f"planned limit {format_gib(limit)}"
+        super().__init__(
+            f"MMLU evaluation ran out of memory on {device} {where} ({bound}): one row cannot be "
+            f"split further; give the device more free memory, a larger budget, a smaller dtype, "
+            f"or shorter prompts (fewer shots)")
+
+
 def is_oom(exc: BaseException) -> bool:
     """True for CUDA OOM and CPU allocation failures (both surface as RuntimeError/MemoryError)."""
     if isinstance(exc, MemoryError):

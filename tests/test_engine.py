@@ -208,3 +208,27 @@ def test_portable_attention_path_matches_reference(arch, monkeypatch):
     expected = reference_scores(model, reqs, 1024)
     got = make_engine(model, rows=8).score(reqs)
     assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
+
+
+def test_out_of_memory_at_batch_1_is_a_clear_error_not_a_traceback():
+    from pytest_mmlu.memory import OutOfMemory
+
+    tok = make_tokenizer()
+    model = make_model("llama", len(tok))
+    rng = random.Random(3)
+    loners = [TokenRequest(tuple(rng.randrange(3, len(tok)) for _ in range(120)), (5,)) for _ in range(3)]
+    with pytest.raises(OutOfMemory, match=r"ran out of memory on cpu at batch 1 \(a row of 120 tokens "
+                                          r"after a 0-token prefix\) \(planned limit .* GiB\)"):
+        make_engine(_OomOnce(model, max_tokens=100)).score(loners)
+
+
+def test_out_of_memory_in_a_prefix_pass_is_a_clear_error_not_a_traceback():
+    from pytest_mmlu.memory import OutOfMemory
+
+    tok = make_tokenizer()
+    model = make_model("llama", len(tok))
+    reqs = mmlu_like_requests(len(tok), n_groups=1, per_group=3, prefix_len=80)
+    budget = CpuMeter().current() + 2**30
+    with pytest.raises(OutOfMemory, match=r"in a shared-prefix pass \(\d+ tokens in chunks of 512\) "
+                                          r"\(budget [\d.]+ GiB\)"):
+        make_engine(_OomOnce(model, max_tokens=60), limit=budget).score(reqs)

@@ -345,3 +345,30 @@ def test_gate(mmlu_result):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_gate: scored in plain batches, no shared prefix: the model's own "
                                  "code computes attention (attention of 2 of 2 layers bypassed*"])
+
+
+def test_out_of_memory_at_batch_1_fails_the_gate_with_a_line(pytester, tiny_model_dir, mmlu_csv_dir):
+    pytester.makeconftest('''
+import pytest
+from pytest_mmlu.engine import ScoringEngine
+
+@pytest.fixture(autouse=True)
+def _device_full(monkeypatch):
+    def forward(self, batch, prefix_len, prefix):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(ScoringEngine, "_forward", forward)
+''')
+    pytester.makepyfile('''
+import pytest
+
+@pytest.mark.mmlu(subjects="anatomy", shots=0, limit=1)
+@pytest.mark.mmlu_memory_budget("20 GiB")
+def test_gate(mmlu_result):
+    pass
+''')
+    result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data",
+                                          str(mmlu_csv_dir), *NO_CACHE)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*MMLU evaluation ran out of memory on cpu at batch 1 (a row of * tokens "
+                                 "after a 0-token prefix) (budget 20.00 GiB)*"])
+    result.stdout.no_fnmatch_line("*Traceback*")
