@@ -196,3 +196,70 @@ def save_remote_code_model(folder: Path, seed: int = 0) -> Path:
                             "AutoModelForCausalLM": "modeling_own_attention.OwnAttentionForCausalLM"})
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+# Every architecture the exactness tests cover, sized for real 5-shot MMLU rows (2,000+
+# tokens) with a real tokenizer's vocabulary. ALiBi models (bloom, mpt) have no positions.
+_LONG = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=4096)
+_LONG_MHA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 max_position_embeddings=4096)
+LONG_ARCH_CONFIGS: dict[str, dict] = {
+    "llama": _LONG, "qwen2": _LONG, "olmo2": _LONG,
+    "mistral": dict(_LONG, sliding_window=4096),
+    "gemma": dict(_LONG, head_dim=8),
+    "gemma2": dict(_LONG, head_dim=8, sliding_window=4096),  # logit softcapping
+    "starcoder2": dict(_LONG, sliding_window=None),
+    "phi": _LONG_MHA, "gpt_neox": _LONG_MHA,
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=4096),
+    "falcon": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                   max_position_embeddings=4096),
+    "bloom": dict(hidden_size=32, n_layer=2, n_head=4),
+    "mpt": dict(d_model=32, n_heads=4, n_layers=2, max_seq_len=4096, expansion_ratio=2),
+}
+
+
+def save_mmlu_bpe_tokenizer(folder: Path, mmlu_zip: Path, vocab_size: int = 4096) -> Path:
+    """A byte-level BPE (GPT-2 style) trained on real MMLU's dev and val questions, saved in
+    ``folder``: real merges over real text, with a vocabulary small enough that lm-eval's
+    full-vocabulary logits on 2,000+-token rows cost little (5-shot high_school_us_history
+    rows come to 2,700-3,000 tokens)."""
+    import csv
+    import io
+    import zipfile
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = []
+    with zipfile.ZipFile(mmlu_zip) as zf:
+        for name in sorted(zf.namelist()):
+            if name.endswith(".csv") and ("/dev/" in name or "/val/" in name):
+                with zf.open(name) as f:
+                    texts += [" ".join(row) for row in csv.reader(io.TextIOWrapper(f, encoding="utf-8"))]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                   eos_token="<|endoftext|>", model_max_length=4096)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def save_long_arch_model(folder: Path, arch: str, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A tiny random ``arch`` model with the tokenizer saved in ``tokenizer_dir``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = AutoConfig.for_model(arch, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, **LONG_ARCH_CONFIGS[arch])
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

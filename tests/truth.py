@@ -30,21 +30,29 @@ def truth_loglikelihoods(model: Any, requests: Sequence[Any], max_length: int,
                          truth: Any = None) -> list[float]:
     """Each request's continuation log-likelihood from one unpadded float64 forward of its row.
 
-    Requests sharing a row (a question's four choices) share that row's forward.
-    ``truth`` may pass an already-made :func:`float64_copy`.
+    Requests sharing a row (a question's four choices) share that row's forward; only the
+    positions they score reach the LM head where the model takes ``logits_to_keep`` (the
+    model's own head, softcapping included).  ``truth`` may pass a :func:`float64_copy`.
     """
+    import inspect
+
     import torch
 
     truth = truth if truth is not None else float64_copy(model)
-    rows: dict[tuple[int, ...], Any] = {}
-    out = []
+    keeps_logits = "logits_to_keep" in inspect.signature(truth.forward).parameters
+    row_of = [tuple((r.context + r.continuation)[-(max_length + 1):][:-1]) for r in requests]
+    scored: dict[tuple[int, ...], int] = {}
+    for row, req in zip(row_of, requests):
+        scored[row] = max(scored.get(row, 0), len(req.continuation))
+    logprobs = {}
     with torch.inference_mode():
-        for req in requests:
-            tokens = tuple((req.context + req.continuation)[-(max_length + 1):][:-1])
-            if tokens not in rows:
-                logits = truth(input_ids=torch.tensor([tokens]), use_cache=False).logits[0]
-                rows[tokens] = torch.log_softmax(logits.double(), dim=-1)
-            logprobs = rows[tokens][-len(req.continuation):]
-            cont = torch.tensor(req.continuation)
-            out.append(float(logprobs.gather(1, cont[:, None]).sum()))
+        for row, keep in scored.items():
+            kwargs = {"logits_to_keep": keep} if keeps_logits else {}
+            logits = truth(input_ids=torch.tensor([row]), use_cache=False, **kwargs).logits[0, -keep:]
+            logprobs[row] = torch.log_softmax(logits.double(), dim=-1)
+    out = []
+    for row, req in zip(row_of, requests):
+        positions = logprobs[row][-len(req.continuation):]
+        cont = torch.tensor(req.continuation)
+        out.append(float(positions.gather(1, cont[:, None]).sum()))
     return out
