@@ -259,6 +259,12 @@ def save_long_arch_model(folder: Path, arch: str, tokenizer_dir: Path, seed: int
                                   eos_token_id=tokenizer.eos_token_id, **LONG_ARCH_CONFIGS[arch])
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # A random model puts A-D within hundredths of a nat, where half-precision noise picks the
+    # answer; larger output rows for the four letters give answers a dtype cannot reorder.
+    letters = [tokenizer.encode(f" {letter}", add_special_tokens=False)[-1] for letter in "ABCD"]
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        head[letters] = torch.randn((4, head.shape[1]), generator=torch.Generator().manual_seed(seed))
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
