@@ -42,4 +42,6 @@ EOF
 floor_tag=$(IFS=_; echo "${pins[*]}" | tr '=' '-')
 export PYTEST_MMLU_MODELS_DIR=${PYTEST_MMLU_FLOOR_MODELS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pytest-mmlu/models-floor-$floor_tag}
 "$venv/bin/python" scripts/build_smollm2.py >/dev/null
-exec "$venv/bin/python" -m pytest -n 2 "$@"
+# The whole suite, less the half-precision columns of the architecture matrix (its fp32
+# column still runs every architecture here): CI must stay under 25 minutes for both jobs.
+exec "$venv/bin/python" -m pytest -n 2 -k "not (matches_float64_truth_and_lm_eval and float16)" "$@"
