@@ -76,3 +76,21 @@ def test_bf16_scores_under_a_lower_cpu_capability_than_the_cpu_has():
         "print(len(scores))\n")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma2", "gpt2"])  # grouped heads, softcapping, MHA
+def test_debug_mode_checks_every_attention_call_against_float64(arch, monkeypatch):
+    """PYTEST_MMLU_CHECK_ATTENTION=1: a correct run passes its checks; an attention that drops
+    the prefix (a wrong merge) is caught at the first call, naming the layer."""
+    from test_engine import nested_requests
+
+    monkeypatch.setenv(attention.CHECK_ENV, "1")
+    monkeypatch.setattr("pytest_mmlu.engine.PREFIX_CHUNK", 16)  # several chunks, nested pieces
+    tok = make_tokenizer()
+    model = make_model(arch, len(tok))
+    reqs, _ = nested_requests(len(tok))
+    make_engine(model).score(reqs)  # every call checked, none off
+
+    monkeypatch.setattr(attention, "_merge", lambda out_a, lse_a, out_b, lse_b: (out_a, lse_a))
+    with pytest.raises(attention.AttentionMismatch, match=r"layer 0 shared-prefix attention off by"):
+        make_engine(model).score(reqs)
