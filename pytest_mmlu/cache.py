@@ -56,11 +56,13 @@ def _may_be_loaded(path: Path) -> bool:
 
 
 def local_model_key(folder: Path, memo: dict[str, Any]) -> str:
-    """sha256 over the names and contents of every file of the folder that may be loaded."""
+    """sha256 over the names and contents of every file of the folder, subfolders included
+    (remote code in packages, sharded or adapter weights), that may be loaded."""
     h = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if _may_be_loaded(path):
-            h.update(f"{path.name}:{_file_sha256(path, memo)}\n".encode())
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if _may_be_loaded(path) and not any(part.startswith(".") for part in relative.parts):
+            h.update(f"{relative.as_posix()}:{_file_sha256(path, memo)}\n".encode())
     return h.hexdigest()
 
 

@@ -48,6 +48,10 @@ class BudgetTooSmall(Exception):
         )
 
 
+class MeterUnavailable(Exception):
+    """This platform offers no way to measure the process's memory (the message says what to install)."""
+
+
 class OutOfMemory(Exception):
     """The device ran out of memory where no batch can shrink (one row, or a prefix pass)."""
 
@@ -218,8 +222,8 @@ class PsutilCpuMeter:
 
     def _require(self) -> Any:
         if self._proc is None:
-            raise RuntimeError(
-                f"pytest-mmlu cannot measure memory on {sys.platform}: there is no {_PROC_STATUS} "
+            raise MeterUnavailable(
+                f"cannot measure memory on {sys.platform}: there is no {_PROC_STATUS} "
                 f"and psutil is not installed: pip install psutil")
         return self._proc
 
@@ -524,8 +528,8 @@ class BatchPlanner:
             raise BudgetTooSmall(self.limit, need, self.device, detail)
 
     def rows(self, prefix: int, suffix: int, scored: int, remaining: int, held: int | None = None) -> int:
-        if self.fixed_rows is not None:
-            return max(1, min(self.fixed_rows, remaining))
+        if self.fixed_rows is not None:  # a fixed batch size still halves after an out-of-memory
+            return max(1, min(self.fixed_rows, remaining, self.oom_cap or remaining))
         if len(self._calibration) < 2:
             wanted = len(self._calibration) + 1  # calibrate at 1 row, then 2
         else:

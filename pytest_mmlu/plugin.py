@@ -145,14 +145,14 @@ def _run_evaluation(item: pytest.Item,
     """Evaluate (or read from the cache), judge, record; return the result and its failing verdicts."""
     from .data import DataError
     from .loading import ModelLoadError
-    from .memory import BudgetTooSmall, OutOfMemory
+    from .memory import BudgetTooSmall, MeterUnavailable, OutOfMemory
 
     sess = item.config.stash[SESSION]
     item_marks = item.stash[MARKS]
     evaluated = item.stash.setdefault(EVALUATED, [])
     try:
         result = sess.evaluate(spec, item_marks.budget_bytes, outputs.progress(item.config, item.nodeid))
-    except (BudgetTooSmall, OutOfMemory, DataError, ModelLoadError) as exc:
+    except (BudgetTooSmall, OutOfMemory, MeterUnavailable, DataError, ModelLoadError) as exc:
         verdict = gates.error(exc)
         sess.record_failure(item.nodeid, spec, item_marks, verdict)  # a report row, not a silent gap
         evaluated.append(None)

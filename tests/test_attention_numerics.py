@@ -94,3 +94,15 @@ def test_debug_mode_checks_every_attention_call_against_float64(arch, monkeypatc
     monkeypatch.setattr(attention, "_merge", lambda out_a, lse_a, out_b, lse_b: (out_a, lse_a))
     with pytest.raises(attention.AttentionMismatch, match=r"layer 0 shared-prefix attention off by"):
         make_engine(model).score(reqs)
+
+
+def test_only_a_refused_dtype_falls_back_other_kernel_errors_propagate(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("Expected query, key and value to have the same batch size")
+
+    monkeypatch.setattr(attention, "_CPU_FLASH", broken)
+    monkeypatch.setattr(attention, "_FLASH_REFUSED", set())
+    q = torch.zeros((2, 8, 16))
+    with pytest.raises(RuntimeError, match="same batch size"):
+        attention._flash_cpu(q, q, q, 0.25, causal=True)
+    assert not attention._FLASH_REFUSED

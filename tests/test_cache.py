@@ -247,3 +247,19 @@ def test_results_with_non_finite_scores_are_never_stored_nor_served(tmp_path):
     entry["result"]["questions"][0]["loglikelihoods"][0] = math.nan
     (tmp_path / "k.json").write_text(json.dumps(entry))
     assert cache.get("k") is None
+
+
+def test_a_file_in_a_subfolder_changes_the_key(tmp_path):
+    """Remote code in a package folder, sharded or adapter weights under a subfolder."""
+    from pytest_mmlu.cache import local_model_key
+
+    folder = tmp_path / "model"
+    (folder / "pkg").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "pkg" / "attention.py").write_text("SCALE = 1.0\n")
+    before = local_model_key(folder, {})
+    (folder / "pkg" / "attention.py").write_text("SCALE = 2.0\n")
+    assert local_model_key(folder, {}) != before
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref")  # hidden folders are not the model
+    assert local_model_key(folder, {}) == local_model_key(folder, {})

@@ -208,5 +208,5 @@ def test_cpu_meter_without_proc_or_psutil_names_the_platform(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "psutil", None)
     meter = make_meter("cpu")
     assert "no memory meter" in meter.describe()  # the header still prints
-    with pytest.raises(RuntimeError, match=rf"cannot measure memory on {sys.platform}: .*pip install psutil"):
+    with pytest.raises(memory.MeterUnavailable, match=rf"cannot measure memory on {sys.platform}: .*pip install psutil"):
         meter.current()

@@ -210,3 +210,14 @@ def test_loading_a_cpu_model_fixes_the_allocator_before_loading(tiny_model_dir, 
     loaded = loading.load_model(Settings(model=str(tiny_model_dir), device="cpu"))
     assert loaded.device == "cpu"
     assert events == ["allocator", "load"]
+
+
+def test_a_fixed_batch_size_still_halves_after_an_out_of_memory():
+    """--mmlu-batch-size N with an OOM retried N rows for ever."""
+    planner = BatchPlanner(RowCost(kv_per_token=1000, act_per_token=10_000, attn_per_pair=0, logit_bytes=0), 0, 2**40, "cpu", budget_declared=False,
+                           max_batch_tokens=65536, fixed_rows=8)
+    assert planner.rows(10, 20, 1, remaining=30) == 8
+    planner.on_oom(8)
+    assert planner.rows(10, 20, 1, remaining=30) == 4
+    planner.on_oom(4)
+    assert planner.rows(10, 20, 1, remaining=30) == 2

@@ -372,3 +372,29 @@ def test_gate(mmlu_result):
     result.stdout.fnmatch_lines(["*MMLU evaluation ran out of memory on cpu at batch 1 (a row of * tokens "
                                  "after a 0-token prefix) (budget 20.00 GiB)*"])
     result.stdout.no_fnmatch_line("*Traceback*")
+
+
+def test_no_way_to_measure_memory_is_one_line_not_a_traceback(pytester, tiny_model_dir, mmlu_csv_dir):
+    pytester.makeconftest('''
+import sys
+import pytest
+from pytest_mmlu import memory
+
+@pytest.fixture(autouse=True)
+def _no_proc_no_psutil(monkeypatch, tmp_path):
+    monkeypatch.setattr(memory, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"))
+    monkeypatch.setitem(sys.modules, "psutil", None)
+''')
+    pytester.makepyfile('''
+import pytest
+
+@pytest.mark.mmlu(subjects="anatomy", shots=0, limit=1)
+def test_gate(mmlu_result):
+    pass
+''')
+    result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data",
+                                          str(mmlu_csv_dir), *NO_CACHE)
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*pytest-mmlu: cannot measure memory on *: there is no * and psutil is "
+                                 "not installed: pip install psutil*"])
+    result.stdout.no_fnmatch_line("*Traceback*")
