@@ -164,7 +164,10 @@ def _run_evaluation(item: pytest.Item,
     sess.record(item.nodeid, result, item_marks, verdicts)
     item.user_properties.extend(outputs.junit_properties(result))
     evaluated.append(result)
-    return result, [v for v in verdicts if v.fails]
+    failing = [v for v in verdicts if v.fails]
+    if any(v.kind == "non-finite" for v in failing):
+        _fail(failing)  # no answer to judge: an error in setup (the marker), a failure in the body
+    return result, failing
 
 
 def _fail(verdicts: list[gates.Verdict]) -> None:
