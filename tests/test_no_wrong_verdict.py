@@ -375,7 +375,7 @@ def test_gate(mmlu_result):
 
 
 def test_no_way_to_measure_memory_is_one_line_not_a_traceback(pytester, tiny_model_dir, mmlu_csv_dir):
-    pytester.makeconftest('''
+    pytester.makepyfile('''
 import sys
 import pytest
 from pytest_mmlu import memory
@@ -384,12 +384,9 @@ from pytest_mmlu import memory
 def _no_proc_no_psutil(monkeypatch, tmp_path):
     monkeypatch.setattr(memory, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"))
     monkeypatch.setitem(sys.modules, "psutil", None)
-''')
-    pytester.makepyfile('''
-import pytest
 
 @pytest.mark.mmlu(subjects="anatomy", shots=0, limit=1)
-def test_gate(mmlu_result):
+def test_gate(_no_proc_no_psutil, mmlu_result):
     pass
 ''')
     result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data",
