@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import attention
-from .memory import BatchPlanner, OutOfMemory, is_oom, release_memory
+from .memory import BatchPlanner, is_oom, release_memory
 from .prompts import TokenRequest
 
 PREFIX_CHUNK = 512  # tokens per forward when running a shared prefix
@@ -301,9 +301,8 @@ class ScoringEngine:
                     raise
                 release_memory(str(self.model.device))
                 if n == 1:
-                    raise OutOfMemory(planner.device, f"at batch 1 (a row of {suffix} tokens after a "
-                                      f"{prefix_len}-token prefix)", planner.limit,
-                                      planner.budget_declared) from None
+                    raise planner.out_of_memory(f"at batch 1 (a row of {suffix} tokens after a "
+                                                f"{prefix_len}-token prefix)") from None
                 planner.on_oom(n)
                 continue
             peak = self.meter.peak()
@@ -328,9 +327,8 @@ class ScoringEngine:
                 raise
             release_memory(str(self.model.device))
             planner = self._planner or self.planner_factory()
-            raise OutOfMemory(planner.device, f"in a shared-prefix pass ({node.prefix_len - start} "
-                              f"tokens in chunks of {PREFIX_CHUNK})", planner.limit,
-                              planner.budget_declared) from None
+            raise planner.out_of_memory(f"in a shared-prefix pass ({node.prefix_len - start} tokens "
+                                        f"in chunks of {PREFIX_CHUNK})") from None
         self.stats.prefix_tokens += node.prefix_len - start
         self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
         return prefix

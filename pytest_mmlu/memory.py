@@ -566,5 +566,9 @@ class BatchPlanner:
         elif y > self.fixed + self.scale * x:
             self.scale = (y - self.fixed) / x
 
+    def out_of_memory(self, where: str) -> OutOfMemory:
+        """The error for an out-of-memory where nothing can shrink, naming this planner's bound."""
+        return OutOfMemory(self.device, where, self.limit, self.budget_declared)
+
     def on_oom(self, rows: int) -> None:
         self.oom_cap = max(1, rows // 2)

@@ -27,6 +27,10 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def all_finite(loglikelihoods: Sequence[float]) -> bool:
+    return all(math.isfinite(ll) for ll in loglikelihoods)
+
+
 NO_ANSWER = -1  # the prediction of a question whose scores are not finite: never correct
 
 
@@ -43,8 +47,7 @@ class QuestionResult:
                loglikelihoods: tuple[float, float, float, float]) -> QuestionResult:
         """A question and its answer; NaN/inf scores give NO_ANSWER (gates.non_finite fails
         the evaluation) instead of an exception that would lose the other questions."""
-        finite = all(math.isfinite(ll) for ll in loglikelihoods)
-        return cls(subject, index, target, predict(loglikelihoods) if finite else NO_ANSWER,
+        return cls(subject, index, target, predict(loglikelihoods) if all_finite(loglikelihoods) else NO_ANSWER,
                    tuple(loglikelihoods))
 
     @property
@@ -53,7 +56,7 @@ class QuestionResult:
 
     @property
     def finite(self) -> bool:
-        return all(math.isfinite(ll) for ll in self.loglikelihoods)
+        return all_finite(self.loglikelihoods)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ def predict(loglikelihoods: Sequence[float]) -> int:
     """argmax, first on ties (numpy's rule, which lm-eval uses).
 
     NaN or inf is refused: ``>`` is false against NaN, so a NaN row would silently answer A."""
-    if not all(math.isfinite(ll) for ll in loglikelihoods):
+    if not all_finite(loglikelihoods):
         raise ValueError(f"cannot predict from non-finite log-likelihoods {tuple(loglikelihoods)}")
     best = 0
     for i, ll in enumerate(loglikelihoods):
