@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import test_exactness as exactness  # noqa: E402
-from factories import LONG_ARCH_CONFIGS, save_long_arch_model, save_mmlu_bpe_tokenizer  # noqa: E402
+import test_exactness as exactness
+from factories import LONG_ARCH_CONFIGS, save_long_arch_model, save_mmlu_bpe_tokenizer
 
 DTYPES = ("float32", "bfloat16", "float16")
 

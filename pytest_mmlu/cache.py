@@ -77,7 +77,11 @@ class ModelKey:
 def _hub_said_no(exc: Exception) -> bool:
     """The hub answered, and the repository or revision is not there (or not ours to see)."""
     try:
-        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
     except ImportError:
         return False
     return isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError))

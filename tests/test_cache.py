@@ -180,7 +180,7 @@ def test_file_hash_memo_merges_updates_from_other_workers(tmp_path, tiny_model_d
 def test_file_hash_memo_is_written_under_a_file_lock(tmp_path, tiny_model_dir, monkeypatch):
     import filelock
 
-    import pytest_mmlu.cache as cache
+    from pytest_mmlu import cache
 
     root = tmp_path / "cache"
     held = []

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from test_memory import FakeCuda, FakeNvml
 
-import pytest_mmlu.memory as memory
+from pytest_mmlu import memory
 from pytest_mmlu.loading import ModelLoadError, load_model, resolve_device
 from pytest_mmlu.memory import CudaMeter, make_meter
 from pytest_mmlu.settings import Settings

@@ -11,7 +11,12 @@ from pytest_mmlu import gates
 from pytest_mmlu.baseline import Baseline
 from pytest_mmlu.gates import Verdict
 from pytest_mmlu.markers import EvalSpec, Floor, ItemMarks, NoRegression
-from pytest_mmlu.results import EvaluationResult, QuestionResult, predict, wilson_interval
+from pytest_mmlu.results import (
+    EvaluationResult,
+    QuestionResult,
+    predict,
+    wilson_interval,
+)
 
 GiB = 2**30
 

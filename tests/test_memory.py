@@ -199,7 +199,7 @@ def test_loading_a_cpu_model_fixes_the_allocator_before_loading(tiny_model_dir, 
     allocator its budgets were measured with, already while the weights are read."""
     import transformers
 
-    import pytest_mmlu.loading as loading
+    from pytest_mmlu import loading
     from pytest_mmlu.settings import Settings
 
     events = []
