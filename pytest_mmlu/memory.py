@@ -217,6 +217,7 @@ class PsutilCpuMeter:
         self._proc = psutil.Process() if psutil is not None else None
         self._lock = threading.Lock()
         self._sampled = 0
+        self._window = 0  # reset count: the sampler keeps only readings of the current window
         self._lifetime_at_reset: int | None = None
         self._sampler: threading.Thread | None = None
 
@@ -240,14 +241,18 @@ class PsutilCpuMeter:
 
     def _sample(self) -> None:
         while True:
+            with self._lock:
+                window = self._window
             rss = self._proc.memory_info().rss
             with self._lock:
-                self._sampled = max(self._sampled, rss)
+                if window == self._window:  # a reading taken before a reset belongs to no window
+                    self._sampled = max(self._sampled, rss)
             time.sleep(self.INTERVAL)
 
     def reset_peak(self) -> None:
         self._lifetime_at_reset = self._lifetime_peak()
         with self._lock:
+            self._window += 1
             self._sampled = self.current()
         if self._sampler is None:
             self._sampler = threading.Thread(target=self._sample, name="pytest-mmlu-rss", daemon=True)

@@ -5,13 +5,17 @@ No GPU here: torch.cuda and pynvml are faked at their boundary (as in test_memor
 
 from __future__ import annotations
 
-import mmap
 import os
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
-from test_memory import FakeCuda, FakeNvml
+from test_memory import (
+    FakeCuda,
+    FakeNvml,
+    assert_meter_sees_a_block_and_forgets_it_on_reset,
+)
 
 from pytest_mmlu import memory
 from pytest_mmlu.loading import ModelLoadError, load_model, resolve_device
@@ -190,17 +194,37 @@ def test_cpu_meter_without_proc_uses_psutil(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"), raising=False)
     meter = make_meter("cpu")
     assert "psutil" in meter.describe()
-    meter.reset_peak()
-    before = meter.current()
-    block = mmap.mmap(-1, 300 * 2**20)
-    for offset in range(0, len(block), mmap.PAGESIZE):
-        block[offset] = 1
-    high = meter.peak()
-    assert high >= before + 290 * 2**20
-    block.close()
-    meter.reset_peak()
-    assert meter.peak() < high - 200 * 2**20
+    assert_meter_sees_a_block_and_forgets_it_on_reset(meter)
     assert meter.available() > 0
+
+
+def test_psutil_meter_drops_a_reading_taken_before_a_reset(tmp_path, monkeypatch):
+    """The sampler read a high RSS, then the block was freed and the peak reset, then the
+    sampler stored its reading: that old high must not count in the new window."""
+    import threading
+
+    pytest.importorskip("psutil")
+    monkeypatch.setattr(memory, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"), raising=False)
+    meter = make_meter("cpu")
+    read, go = threading.Event(), threading.Event()
+    rss = {"now": 10 * 2**30}  # far above the process's real lifetime peak: only the sampler sees it
+
+    class Proc:
+        def memory_info(self):
+            value = rss["now"]
+            if threading.current_thread().name == "pytest-mmlu-rss" and not go.is_set():
+                read.set()
+                go.wait(5)
+            return SimpleNamespace(rss=value)
+
+    meter._proc = Proc()
+    meter.reset_peak()  # starts the sampler, which reads 10 GiB and waits
+    assert read.wait(5)
+    rss["now"] = 2**30
+    meter.reset_peak()
+    go.set()
+    time.sleep(0.05)  # the sampler stores its stale reading, then samples 1 GiB
+    assert meter.peak() == 2**30
 
 
 def test_cpu_meter_without_proc_or_psutil_names_the_platform(tmp_path, monkeypatch):
