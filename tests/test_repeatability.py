@@ -4,7 +4,7 @@ process, each within 1e-4 of the float64 truth.
 Issue 9 reported, on another machine, that the first evaluation of about one process in three
 to six drifted by up to 3.2e-3 on this very setup (a tiny random qwen2 with SmolLM2's tokenizer,
 5-shot abstract_algebra + high_school_us_history, limit 5: rows of 2,000+ tokens, the few-shot
-prefix in several chunks); on this project's machines it has not reproduced (about 100
+prefix in several chunks); on this project's machines it has not reproduced (over 60
 processes). Each process here evaluates twice, so a first evaluation unlike the later ones
 fails, and every run is a new interpreter, so nothing lazily initialised is shared.
 """
