@@ -45,10 +45,10 @@ _state = threading.local()
 class AttentionBypassed(Exception):
     """A forward ran without our attention in some layers: its prefix keys were never seen."""
 
-    def __init__(self, missing: Sequence[int], expected: int) -> None:
+    def __init__(self, missing: Sequence[int], expected: int, detail: str | None = None) -> None:
         self.missing = sorted(missing)
-        super().__init__(f"attention of {len(self.missing)} of {expected} layers bypassed the "
-                         f"attention interface (layers {self.missing[:8]})")
+        super().__init__(detail or f"attention of {len(self.missing)} of {expected} layers bypassed "
+                                   f"the attention interface (layers {self.missing[:8]})")
 
 
 @dataclass

@@ -380,6 +380,11 @@ class ScoringEngine:
                 kwargs["position_ids"] = positions
             out = self.model(input_ids=ids, **kwargs)
             cache = getattr(out, "cache", None) or out.past_key_values
+        # A model whose own code ignores the cache would score every row without its prefix.
+        held = cache.get_seq_length() if hasattr(cache, "get_seq_length") else None
+        if held != node.prefix_len:
+            raise attention.AttentionBypassed([], 0, f"its cache holds {held} of the {node.prefix_len} "
+                                                     f"prefix tokens it was given")
         return _CachePrefix(cache, node.prefix_len)
 
     def _forward(self, batch: list[_Row], prefix_len: int,

@@ -232,3 +232,39 @@ def test_out_of_memory_in_a_prefix_pass_is_a_clear_error_not_a_traceback():
     with pytest.raises(OutOfMemory, match=r"in a shared-prefix pass \(\d+ tokens in chunks of 512\) "
                                           r"\(budget [\d.]+ GiB\)"):
         make_engine(_OomOnce(model, max_tokens=60), limit=budget).score(reqs)
+
+
+class _ForgetsCache(torch.nn.Module):
+    """A model whose own code keeps nothing in the cache it returns (as a remote-code model
+    with its own attention may): rows scored 'after' its prefix would see no prefix at all."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.config, self.forward = model, model.config, self._forward
+        self.device = model.device
+
+    def _forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                 use_cache=None, logits_to_keep=0, **kw):
+        from transformers import DynamicCache
+
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=past_key_values, use_cache=use_cache,
+                         logits_to_keep=logits_to_keep, **kw)
+        if use_cache:
+            out["cache"] = DynamicCache()
+        return out
+
+
+def test_a_model_keeping_no_prefix_in_its_cache_is_scored_in_plain_batches(monkeypatch):
+    from pytest_mmlu import attention
+
+    monkeypatch.setattr(attention, "attention_layers", lambda model: None)  # the model-cache path
+    tok = make_tokenizer()
+    model = make_model("llama", len(tok))
+    reqs = mmlu_like_requests(len(tok), n_groups=2, per_group=3)
+    engine = make_engine(_ForgetsCache(model))
+    got = engine.score(reqs)
+    expected = reference_scores(model, reqs, 1024)
+    assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
+    assert engine.stats.mode == "plain"
+    assert "its cache holds 0 of the" in engine.stats.mode_reason
