@@ -256,6 +256,8 @@ class _ForgetsCache(torch.nn.Module):
 
 
 def test_a_model_keeping_no_prefix_in_its_cache_is_scored_in_plain_batches(monkeypatch):
+    from truth import truth_loglikelihoods
+
     from pytest_mmlu import attention
 
     monkeypatch.setattr(attention, "attention_layers", lambda model: None)  # the model-cache path
@@ -264,7 +266,7 @@ def test_a_model_keeping_no_prefix_in_its_cache_is_scored_in_plain_batches(monke
     reqs = mmlu_like_requests(len(tok), n_groups=2, per_group=3)
     engine = make_engine(_ForgetsCache(model))
     got = engine.score(reqs)
-    expected = reference_scores(model, reqs, 1024)
-    assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
+    truth = truth_loglikelihoods(model, reqs, 1024)
+    assert max(abs(g.loglikelihood - t) for g, t in zip(got, truth)) <= 1e-4
     assert engine.stats.mode == "plain"
     assert "its cache holds 0 of the" in engine.stats.mode_reason
