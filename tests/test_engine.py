@@ -250,8 +250,9 @@ class _ForgetsCache(torch.nn.Module):
         out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          past_key_values=past_key_values, use_cache=use_cache,
                          logits_to_keep=logits_to_keep, **kw)
-        if use_cache:
-            out["cache"] = DynamicCache()
+        for key in ("cache", "past_key_values"):  # transformers 5.2 names it past_key_values
+            if use_cache and key in out:
+                out[key] = DynamicCache()
         return out
 
 
