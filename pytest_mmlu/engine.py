@@ -177,7 +177,6 @@ class ScoringEngine:
         except attention.AttentionBypassed as exc:
             # Scores computed so far saw no prefix: drop them all and score without sharing.
             self._bypassed = f"the model's own code computes attention ({exc})"
-            self._shared_attention = False
             results = self._score(requests, progress)
         self.stats.seconds = time.perf_counter() - start
         return results

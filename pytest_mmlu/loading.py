@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .memory import configure_cpu_allocator, set_gpu_sharers, xdist_worker
+from .memory import configure_cpu_allocator, first_line, set_gpu_sharers, xdist_worker
 from .settings import Settings, looks_like_path
 
 
@@ -86,14 +86,9 @@ def _share_cpu_threads() -> None:
     """Under pytest-xdist each worker takes its share of the cores, or they thrash."""
     import torch
 
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    _, workers = xdist_worker()
     if workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_model(settings: Settings) -> LoadedModel:
@@ -121,7 +116,7 @@ def load_model(settings: Settings) -> LoadedModel:
             name, dtype=getattr(torch, dtype), use_safetensors=None if settings.allow_pickle else True,
             device_map=device if device.startswith("cuda") else None, **common)
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/EnvironmentError
-        reason = _first_line(exc)
+        reason = first_line(exc)
         if not settings.allow_pickle and "safetensors" in reason.lower():
             hint = "; weights are loaded from safetensors only: pass --mmlu-allow-pickle to load pickle files"
         elif not local:

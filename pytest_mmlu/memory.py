@@ -140,7 +140,8 @@ def release_memory(device: str) -> None:
         release_cpu_memory()
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (its type's name when it says nothing), for one-line messages."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -334,7 +335,7 @@ class CudaMeter:
             nvml.nvmlInit()
             uuid = str(self.cuda.get_device_properties(self.index).uuid)
         except Exception as exc:  # noqa: BLE001 - NVML missing or unusable: torch figures only
-            self._why = f"NVML unavailable: {_first_line(exc)}"
+            self._why = f"NVML unavailable: {first_line(exc)}"
             return
         for candidate in _uuid_candidates(uuid):
             try:
@@ -355,7 +356,7 @@ class CudaMeter:
         try:
             procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
         except Exception as exc:  # noqa: BLE001 - e.g. not supported on this device
-            return None, f"NVML cannot list processes: {_first_line(exc)}"
+            return None, f"NVML cannot list processes: {first_line(exc)}"
         mine = [p for p in procs if p.pid == os.getpid()]
         if not mine:
             return None, "this process is not in NVML's process list (PID namespace?)"
