@@ -122,6 +122,7 @@ def flops_of(evaluator, spec) -> float:
     every unique token, causal attention over each token's context, the LM head only at scored
     positions."""
     from pytest_mmlu.engine import ScoringEngine
+    from pytest_mmlu.engine.tree import build_tree
 
     cfg = evaluator.loaded.model.config
     model = evaluator.loaded.model
@@ -131,7 +132,7 @@ def flops_of(evaluator, spec) -> float:
     attn_width = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
     requests, _ = evaluator.requests(spec)
     engine = ScoringEngine(model, evaluator.max_length, None, evaluator.meter)
-    rows = engine._rows(requests)
+    rows = engine.rows(requests)
     total = 0.0
 
     def visit(node, parent_len):
@@ -143,7 +144,7 @@ def flops_of(evaluator, spec) -> float:
         for child in node.children:
             visit(child, node.prefix_len)
 
-    visit(engine._tree(rows, 0), 0)
+    visit(build_tree(rows), 0)
     return total
 
 

@@ -124,11 +124,12 @@ def _package_version(name: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _source_digest() -> str:
-    """sha256 of pytest-mmlu's own modules: an edit between releases changes scores too."""
+def _source_digest(root: Path = Path(__file__).parent) -> str:
+    """sha256 of pytest-mmlu's own modules, subpackages (the engine) included: an edit
+    between releases changes scores too."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 

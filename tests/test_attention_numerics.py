@@ -11,7 +11,9 @@ from factories import make_model, make_tokenizer
 from test_engine import make_engine, mmlu_like_requests
 from truth import truth_loglikelihoods
 
-from pytest_mmlu import attention
+from pytest_mmlu.engine import attention
+from pytest_mmlu.engine.attention import compose
+from pytest_mmlu.engine.attention.backends import cpu_flash, portable
 
 
 def reference(q, k, v, scale, causal):
@@ -30,7 +32,7 @@ def test_portable_path_scales_before_the_half_precision_product(causal):
     q = (40 + torch.rand((2, 16, 64), generator=gen)).half()
     k = (40 + torch.rand((2, 16, 64), generator=gen)).half()
     v = torch.randn((2, 16, 64), generator=gen).half()
-    out, lse = attention._portable(q, k, v, 0.125, causal, softcap=None)
+    out, lse = portable.part(q, k, v, 0.125, causal)
     _, want_lse = reference(q, k, v, 0.125, causal)
     assert torch.isfinite(out).all() and torch.isfinite(lse).all()
     assert (lse.double() - want_lse).abs().max() / want_lse.abs().max() < 1e-2
@@ -48,15 +50,15 @@ def _refusing_bf16(*args, **kwargs):
 def test_a_dtype_the_cpu_flash_kernel_refuses_takes_the_portable_path(monkeypatch):
     """torch built for a lower ATEN_CPU_CAPABILITY than the CPU has refuses bf16 in its flash
     kernel: the engine must score on, with the same numbers, instead of crashing."""
-    _refusing_bf16.kernel = attention._CPU_FLASH
-    monkeypatch.setattr(attention, "_CPU_FLASH", _refusing_bf16)
-    monkeypatch.setattr(attention, "_FLASH_REFUSED", set())
+    _refusing_bf16.kernel = cpu_flash.KERNEL
+    monkeypatch.setattr(cpu_flash, "KERNEL", _refusing_bf16)
+    monkeypatch.setattr(cpu_flash, "REFUSED", set())
     tok = make_tokenizer()
     model = make_model("qwen2", len(tok)).to(torch.bfloat16)
     reqs = mmlu_like_requests(len(tok))
     got = [s.loglikelihood for s in make_engine(model).score(reqs)]
     truth = truth_loglikelihoods(model, reqs, 1024)
-    assert torch.bfloat16 in attention._FLASH_REFUSED
+    assert torch.bfloat16 in cpu_flash.REFUSED
     assert max(abs(a - b) for a, b in zip(got, truth)) <= 5e-3
 
 
@@ -85,13 +87,13 @@ def test_debug_mode_checks_every_attention_call_against_float64(arch, monkeypatc
     from test_engine import nested_requests
 
     monkeypatch.setenv(attention.CHECK_ENV, "1")
-    monkeypatch.setattr("pytest_mmlu.engine.PREFIX_CHUNK", 16)  # several chunks, nested pieces
+    monkeypatch.setattr("pytest_mmlu.engine.prefix.PREFIX_CHUNK", 16)  # several chunks, nested pieces
     tok = make_tokenizer()
     model = make_model(arch, len(tok))
     reqs, _ = nested_requests(len(tok))
     make_engine(model).score(reqs)  # every call checked, none off
 
-    monkeypatch.setattr(attention, "_merge", lambda out_a, lse_a, out_b, lse_b: (out_a, lse_a))
+    monkeypatch.setattr(compose, "merge", lambda out_a, lse_a, out_b, lse_b: (out_a, lse_a))
     with pytest.raises(attention.AttentionMismatch, match=r"layer 0 shared-prefix attention off by"):
         make_engine(model).score(reqs)
 
@@ -100,9 +102,9 @@ def test_only_a_refused_dtype_falls_back_other_kernel_errors_propagate(monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("Expected query, key and value to have the same batch size")
 
-    monkeypatch.setattr(attention, "_CPU_FLASH", broken)
-    monkeypatch.setattr(attention, "_FLASH_REFUSED", set())
+    monkeypatch.setattr(cpu_flash, "KERNEL", broken)
+    monkeypatch.setattr(cpu_flash, "REFUSED", set())
     q = torch.zeros((2, 8, 16))
     with pytest.raises(RuntimeError, match="same batch size"):
-        attention._flash_cpu(q, q, q, 0.25, causal=True)
-    assert not attention._FLASH_REFUSED
+        cpu_flash.part(q, q, q, 0.25, causal=True)
+    assert not cpu_flash.REFUSED

@@ -263,3 +263,18 @@ def test_a_file_in_a_subfolder_changes_the_key(tmp_path):
     (folder / ".git").mkdir()
     (folder / ".git" / "HEAD").write_text("ref")  # hidden folders are not the model
     assert local_model_key(folder, {}) == local_model_key(folder, {})
+
+
+def test_an_edit_in_a_subpackage_of_pytest_mmlu_changes_the_source_digest(tmp_path):
+    """The engine is a package (pytest_mmlu/engine/): its modules are part of the key too."""
+    import pytest_mmlu
+    from pytest_mmlu.cache import _source_digest
+
+    digest = _source_digest.__wrapped__  # not memoized: the same folder is read twice
+    copy = tmp_path / "pytest_mmlu"
+    shutil.copytree(Path(pytest_mmlu.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = digest(copy)
+    forward = copy / "engine" / "forward.py"
+    forward.write_text(forward.read_text() + "\n# an edit\n")
+    assert digest(copy) != before

@@ -9,6 +9,7 @@ import torch
 from factories import ARCH_CONFIGS, make_model, make_tokenizer
 
 from pytest_mmlu.engine import ScoringEngine, resolve_max_length
+from pytest_mmlu.engine.tree import build_tree
 from pytest_mmlu.memory import BatchPlanner, CpuMeter, RowCost
 from pytest_mmlu.prompts import TokenRequest
 
@@ -160,7 +161,7 @@ def nested_requests(vocab):
                                              ("gpt_neox", 16), ("gemma2", 16)])
 def test_nested_prefixes_run_once_and_match_reference(arch, chunk, monkeypatch):
     """Each shared prefix runs once (also when it runs in several chunks), on top of its parent."""
-    monkeypatch.setattr("pytest_mmlu.engine.PREFIX_CHUNK", chunk)
+    monkeypatch.setattr("pytest_mmlu.engine.prefix.PREFIX_CHUNK", chunk)
     tok = make_tokenizer()
     model = make_model(arch, len(tok))
     reqs, unique = nested_requests(len(tok))
@@ -175,11 +176,11 @@ def test_nested_prefixes_run_once_and_match_reference(arch, chunk, monkeypatch):
 def test_prefix_pieces_are_kept_once(monkeypatch):
     """A passage's prefix holds its parent's keys and values by reference, never a copy, so
     the memory held is the prefix's own tokens (what the planner counts)."""
-    monkeypatch.setattr("pytest_mmlu.engine.PREFIX_CHUNK", 16)
+    monkeypatch.setattr("pytest_mmlu.engine.prefix.PREFIX_CHUNK", 16)
     tok = make_tokenizer()
     model = make_model("llama", len(tok))
     engine = make_engine(model)
-    root = engine._tree(engine._rows(nested_requests(len(tok))[0]), 0)
+    root = build_tree(engine.rows(nested_requests(len(tok))[0]))
     (shots,) = root.children
     with torch.inference_mode():
         parent = engine._run_prefix(shots, None, shared=True)
@@ -196,12 +197,11 @@ def test_prefix_pieces_are_kept_once(monkeypatch):
 @pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
 def test_portable_attention_path_matches_reference(arch, monkeypatch):
     """The matmul path (used on CUDA and for softcapping) gives the same numbers on CPU."""
-    import functools
+    from pytest_mmlu.engine.attention import BACKEND_ENV
+    from pytest_mmlu.engine.attention.backends import portable
 
-    from pytest_mmlu import attention
-
-    monkeypatch.setattr(attention, "_flash_cpu", functools.partial(attention._portable, softcap=None))
-    monkeypatch.setattr(attention, "SCORE_CHUNK_BYTES", 4096)  # many chunks
+    monkeypatch.setenv(BACKEND_ENV, "portable")
+    monkeypatch.setattr(portable, "SCORE_CHUNK_BYTES", 4096)  # many chunks
     tok = make_tokenizer()
     model = make_model(arch, len(tok))
     reqs = mmlu_like_requests(len(tok), multi=True)
@@ -259,7 +259,7 @@ class _ForgetsCache(torch.nn.Module):
 def test_a_model_keeping_no_prefix_in_its_cache_is_scored_in_plain_batches(monkeypatch):
     from truth import truth_loglikelihoods
 
-    from pytest_mmlu import attention
+    from pytest_mmlu.engine import attention
 
     monkeypatch.setattr(attention, "attention_layers", lambda model: None)  # the model-cache path
     tok = make_tokenizer()
