@@ -7,6 +7,7 @@ Every measurement runs in a fresh subprocess, so each peak RSS is that run's alo
     python bench/w5_bench.py shots [SUBJECT ...]  # 3 subjects x 100 questions: 0-shot vs 5-shot
     python bench/w5_bench.py flops     # 5-shot / 0-shot model FLOPs of every subject (no forward)
     python bench/w5_bench.py batches   # predictions at batch 1, 4, 16, 32 and a repeat
+    python bench/w5_bench.py subjects57  # all 57 subjects x 20 questions: 5-shot and 0-shot
 
 W5: SmolLM2-135M-Instruct, fp32, CPU, 5-shot, first 10 test questions of abstract_algebra,
 high_school_us_history and college_medicine.  Data: $PYTEST_MMLU_REAL_DATA or
@@ -282,6 +283,32 @@ def bench_batches(model: str, data: str) -> None:
               f"max |delta| vs batch 1 {delta:.2e}, {r['seconds']:.1f} s")
 
 
+def bench_subjects57(model: str, data: str, limit: str = "20") -> None:
+    """All 57 subjects x ``limit`` questions, 5-shot then 0-shot on the same questions: wall,
+    peak, achieved share of the GEMM rate (GEMM sampled before, between and after)."""
+    from pytest_mmlu.subjects import ALL_SUBJECTS
+
+    print(f"machine: {machine()}")
+    common = {"model": model, "data": data, "subjects": list(ALL_SUBJECTS), "limit": int(limit)}
+    gemms = [run("gemm")["gflops"]]
+    five = run("engine", shots=5, **common)
+    gemms.append(run("gemm")["gflops"])
+    zero = run("engine", shots=0, **common)
+    gemms.append(run("gemm")["gflops"])
+    gemm = sorted(gemms)[1]
+    print(f"fp32 GEMM rate (2048^3): median {gemm:.1f} GFLOP/s of {', '.join(f'{g:.1f}' for g in gemms)}")
+    for shots, r in ((5, five), (0, zero)):
+        rate = r["flops"] / r["seconds"] / 1e9
+        print(f"{shots}-shot, {len(r['loglikelihoods'])} questions: wall {r['seconds']:.1f} s "
+              f"(engine's own clock {r['engine_seconds']:.1f} s), peak RSS {r['peak_rss'] / 2**30:.2f} GiB "
+              f"(evaluation {r['eval_peak'] / 2**30:.2f} GiB), {r['tokens']} tokens, "
+              f"{r['flops'] / 1e12:.2f} TFLOP = {rate:.1f} GFLOP/s = {100 * rate / gemm:.0f}% of the GEMM rate, "
+              f"accuracy {r['accuracy']:.3f}")
+    print(f"5-shot / 0-shot on the same questions: wall {five['seconds'] / zero['seconds']:.2f}x, "
+          f"model FLOPs {five['flops'] / zero['flops']:.2f}x, "
+          f"evaluation peak {five['eval_peak'] / zero['eval_peak']:.2f}x")
+
+
 WORKERS = {"gemm": worker_gemm, "lm_eval": worker_lm_eval, "engine": worker_engine, "flops": worker_flops}
 
 
@@ -291,11 +318,11 @@ def main() -> None:
         print(json.dumps(WORKERS[sys.argv[2]](json.loads(sys.argv[3]))))
         return
     benches = {"compare": bench_compare, "budgets": bench_budgets, "shots": bench_shots,
-               "batches": bench_batches, "flops": bench_flops}
+               "batches": bench_batches, "flops": bench_flops, "subjects57": bench_subjects57}
     model, data = model_path(), data_path()
     print(f"$ python bench/w5_bench.py {' '.join(sys.argv[1:])}   "
           f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
-    benches[sys.argv[1]](model, data, *sys.argv[2:])  # only `shots` takes more (its subjects)
+    benches[sys.argv[1]](model, data, *sys.argv[2:])  # `shots`: its subjects; `subjects57`: the limit
 
 
 if __name__ == "__main__":
