@@ -19,7 +19,7 @@ def reference_scores(model, requests, max_length):
     out = []
     with torch.inference_mode():
         for req in requests:
-            tokens = (req.context + req.continuation)[-(max_length + 1):][:-1]
+            tokens = (tuple(req.context) + tuple(req.continuation))[-(max_length + 1):][:-1]
             logits = model(torch.tensor([tokens])).logits[0].float()
             logprobs = torch.log_softmax(logits, -1)[-len(req.continuation):]
             cont = torch.tensor(req.continuation)

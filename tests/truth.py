@@ -40,7 +40,8 @@ def truth_loglikelihoods(model: Any, requests: Sequence[Any], max_length: int,
 
     truth = truth if truth is not None else float64_copy(model)
     keeps_logits = "logits_to_keep" in inspect.signature(truth.forward).parameters
-    row_of = [tuple((r.context + r.continuation)[-(max_length + 1):][:-1]) for r in requests]
+    # tuple(): contexts may be int32 arrays, where + would add elementwise, not concatenate.
+    row_of = [(tuple(r.context) + tuple(r.continuation))[-(max_length + 1):][:-1] for r in requests]
     scored: dict[tuple[int, ...], int] = {}
     for row, req in zip(row_of, requests):
         scored[row] = max(scored.get(row, 0), len(req.continuation))
@@ -53,6 +54,6 @@ def truth_loglikelihoods(model: Any, requests: Sequence[Any], max_length: int,
     out = []
     for row, req in zip(row_of, requests):
         positions = logprobs[row][-len(req.continuation):]
-        cont = torch.tensor(req.continuation)
+        cont = torch.tensor(tuple(req.continuation))
         out.append(float(positions.gather(1, cont[:, None]).sum()))
     return out
