@@ -33,6 +33,8 @@ def data_path() -> str:
 
 
 def model_path() -> str:
+    if os.environ.get("PYTEST_MMLU_BENCH_MODEL"):  # another folder (the GPU check's, bench/gpu_check.sh)
+        return os.environ["PYTEST_MMLU_BENCH_MODEL"]
     sys.path.insert(0, str(ROOT / "scripts"))
     from build_smollm2 import build
 
@@ -65,7 +67,8 @@ def worker_lm_eval(args: dict) -> dict:
     from pytest_mmlu.data import MmluData
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
 
-    model = HFLM(pretrained=args["model"], dtype="float32", batch_size=args["batch_size"], device="cpu")
+    model = HFLM(pretrained=args["model"], dtype="float32", batch_size=args["batch_size"],
+                 device=args.get("device", "cpu"))
     tasks = list(mmlu_tasks(MmluData(args["data"]), args["subjects"]).values())
     start = time.perf_counter()
     out = simple_evaluate(model=model, tasks=tasks, num_fewshot=args["shots"], limit=args["limit"],
@@ -83,7 +86,9 @@ def make_evaluator(args: dict):
     from pytest_mmlu.loading import load_model
     from pytest_mmlu.settings import Settings
 
-    return Evaluator(load_model(Settings(model=args["model"])), MmluData(args["data"]),
+    return Evaluator(load_model(Settings(model=args["model"], device=args.get("device", "auto"),
+                                              dtype=args.get("dtype", "auto"))),
+                     MmluData(args["data"]),
                      batch_size=args.get("batch_size", "auto"))
 
 

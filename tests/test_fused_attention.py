@@ -134,3 +134,40 @@ def test_the_backend_is_chosen_by_device_and_can_be_forced(monkeypatch):
     monkeypatch.setenv(BACKEND_ENV, "no_such")
     with pytest.raises(ValueError, match="no such attention backend"):
         attention.backend_for(cpu_query, None)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bash bench/gpu_check.sh)")
+
+
+@cuda
+@pytest.mark.parametrize(("lengths", "prefix"), SHAPES)
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.bfloat16, 3e-2), (torch.float16, 4e-3)])
+def test_compiled_fused_attention_on_cuda_matches_float64(lengths, prefix, dtype, tolerance):
+    gen = torch.Generator().manual_seed(prefix)
+    total, heads, kv_heads, dim = sum(lengths), 8, 2, 64
+    q = torch.randn(heads, total, dim, generator=gen)
+    k, v = torch.randn(2, kv_heads, total, dim, generator=gen)
+    pk, pv = torch.randn(2, kv_heads, prefix, dim, generator=gen)
+    want = float64_attention(q, torch.cat([pk, k], 1), torch.cat([pv, v], 1), dense_mask(lengths, prefix), 0.125)
+    on = dict(device="cuda", dtype=dtype)
+    got = cuda_fused.attend(q.to(**on), k.to(**on), v.to(**on), [pk.to(**on)] if prefix else [],
+                            [pv.to(**on)] if prefix else [], segments_of(lengths), 0.125, None)
+    assert (got.double().cpu() - want).abs().max() <= tolerance
+
+
+@cuda
+def test_on_cuda_the_engine_runs_the_fused_backend(monkeypatch):
+    from pytest_mmlu.memory import make_meter
+
+    calls = []
+    real = cuda_fused.attend
+    monkeypatch.setattr(cuda_fused, "attend", lambda *a: calls.append(a[0].device.type) or real(*a))
+    tok = make_tokenizer()
+    model = make_model("qwen2", len(tok))
+    requests = mmlu_like_requests(len(tok))
+    truth = truth_loglikelihoods(model, requests, 1024)
+    engine = make_engine(model.to("cuda"))
+    engine.meter = make_meter("cuda")  # make_engine's is the CPU meter
+    got = engine.score(requests)
+    assert calls and set(calls) == {"cuda"}
+    assert max(abs(g.loglikelihood - t) for g, t in zip(got, truth)) <= 1e-4
