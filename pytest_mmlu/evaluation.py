@@ -94,4 +94,6 @@ class Evaluator:
             dtype=self.loaded.dtype, data_fingerprint=self.data.fingerprint(spec.subjects),
             weight_bytes=self.loaded.weight_bytes, engine_mode=stats.mode,
             engine_mode_reason=stats.mode_reason,
+            peak_device=getattr(self.meter, "peak_device", None),  # a spread model's highest GPU
+            variant=self.loaded.variant.label,
         )

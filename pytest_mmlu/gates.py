@@ -73,9 +73,15 @@ def budget(result: EvaluationResult) -> Verdict | None:
         return None
     return Verdict("budget", (
         f"MMLU memory budget exceeded: peak {format_gib(result.peak_memory_bytes)} > budget "
-        f"{format_gib(result.budget_bytes)} on {result.device} (weights "
+        f"{format_gib(result.budget_bytes)} on {_peak_device(result)} (weights "
         f"{format_gib(result.weight_bytes)}, batch {result.batch_size}, {result.shots}-shot)"),
         {"peak_bytes": result.peak_memory_bytes, "budget_bytes": result.budget_bytes})
+
+
+def _peak_device(result: EvaluationResult) -> str:
+    """The device over budget; of a model spread over GPUs, the one whose peak was highest."""
+    spread = getattr(result, "peak_device", None)
+    return f"{spread} (model on {result.device})" if spread else result.device
 
 
 def _floor(acc: Accuracy, minimum: float, shots: int, what: str) -> Verdict:

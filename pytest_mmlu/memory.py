@@ -430,7 +430,44 @@ class CudaMeter:
         return f"{self.device} ({name}, {format_gib(total)}; {self.method_text()})"
 
 
-def make_meter(device: str) -> CpuMeter | PsutilCpuMeter | CudaMeter:
+class MultiCudaMeter:
+    """Every GPU a model spread over (accelerate's device map): a budget bounds each of them.
+
+    ``peak()`` is the highest device's peak, and ``peak_device`` names that device; ``current()``
+    the highest device's figure; ``available()`` the least free memory among them.  The planner
+    sizes batches for the tightest device, and its calibration from measured peaks absorbs
+    how unevenly a batch lands on them (the logits on the last GPU, the layers on each).
+    """
+
+    def __init__(self, meters: list[CudaMeter]) -> None:
+        self.meters = meters
+        self.device = "+".join(m.device for m in meters)
+        self.peak_device = meters[0].device
+        self.peaks: dict[str, int] = {}
+
+    def reset_peak(self) -> None:
+        for m in self.meters:
+            m.reset_peak()
+
+    def current(self) -> int:
+        return max(m.current() for m in self.meters)
+
+    def peak(self) -> int:
+        self.peaks = {m.device: m.peak() for m in self.meters}
+        self.peak_device = max(self.peaks, key=self.peaks.__getitem__)
+        return self.peaks[self.peak_device]
+
+    def available(self) -> int:
+        return min(m.available() for m in self.meters)
+
+    def describe(self) -> str:
+        return " + ".join(m.describe() for m in self.meters)
+
+
+def make_meter(device: str) -> CpuMeter | PsutilCpuMeter | CudaMeter | MultiCudaMeter:
+    """The meter of ``device``: ``cpu``, ``cuda:N``, or ``cuda:0+cuda:1`` for a spread model."""
+    if "+" in device:
+        return MultiCudaMeter([CudaMeter(int(part.split(":")[1])) for part in device.split("+")])
     if device.startswith("cuda"):
         return CudaMeter(int(device.split(":")[1]) if ":" in device else 0)
     if os.path.exists(_PROC_STATUS):

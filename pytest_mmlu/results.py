@@ -106,6 +106,8 @@ class EvaluationResult:
     from_cache: bool = False
     engine_mode: str = "prefix"
     engine_mode_reason: str | None = None  # why "plain": nothing could be shared
+    peak_device: str | None = None  # a model spread over GPUs: the one whose peak was highest
+    variant: str = "full"  # what was loaded: "full", "int8", "adapter NAME"... (variants.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- derived figures -----------------------------------------------------------------------
@@ -172,6 +174,8 @@ class EvaluationResult:
             "from_cache": self.from_cache,
             "engine_mode": self.engine_mode,
             "engine_mode_reason": self.engine_mode_reason,
+            "peak_device": self.peak_device,
+            "variant": self.variant,
             "questions": [
                 {"subject": q.subject, "index": q.index, "target": q.target,
                  "prediction": q.prediction, "loglikelihoods": list(q.loglikelihoods)}
@@ -195,4 +199,5 @@ class EvaluationResult:
             dtype=d["dtype"], data_fingerprint=d.get("data_fingerprint", ""),
             weight_bytes=int(d.get("weight_bytes", 0)), from_cache=bool(d.get("from_cache", False)),
             engine_mode=d.get("engine_mode", "prefix"), engine_mode_reason=d.get("engine_mode_reason"),
+            peak_device=d.get("peak_device"), variant=d.get("variant", "full"),
         )

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from .variants import parse_adapter, parse_quantization
+
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
@@ -116,8 +118,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("data", "MMLU source: the hub dataset id (default cais/mmlu), a local copy of it "
            "(parquet), or a folder/.zip/.tar of the original Hendrycks CSVs.", _data,
            default="cais/mmlu", metavar="SOURCE"),
-    Option("dtype", "Weights dtype: auto (fp32 on CPU, bf16 on CUDA where supported), float32, "
-           "bfloat16, float16.", _choice("auto", "float32", "bfloat16", "float16"),
+    Option("dtype", "Weights dtype: auto (the checkpoint's half dtype on a GPU that runs it "
+           "natively, else float32), float32, bfloat16, float16.", _choice("auto", "float32", "bfloat16", "float16"),
            default="auto", metavar="DTYPE"),
     Option("device", "auto, cpu, cuda or cuda:N.", _device, default="auto", metavar="DEVICE"),
     Option("batch_size", "auto (sized to the memory budget, the default) or a fixed number of "
@@ -142,6 +144,18 @@ OPTIONS: tuple[Option, ...] = (
            "is true).", _flag, default=False, is_flag=True),
     Option("allow_skip", "Let MMLU tests skip without a model even in CI (turns "
            "--mmlu-require-model off).", _flag, default=False, is_flag=True),
+    # Variants and placement (issues 10 and 12).
+    Option("quantization", "Quantize the weights at load: none, int8, int4, fp8 (torchao, weight-only; "
+           "CPU and CUDA), nf4 or bnb-int8 (bitsandbytes; CUDA only). Needs "
+           "pip install 'pytest-mmlu[quant]'. A pre-quantized checkpoint loads as it is.",
+           parse_quantization, default="none", metavar="METHOD"),
+    Option("adapter", "PEFT adapter folder (LoRA, IA3...) applied on the model.",
+           parse_adapter, metavar="DIR"),
+    Option("merge_adapter", "Merge the adapter into the weights after loading (faster; same "
+           "model up to rounding).", _flag, default=False, is_flag=True),
+    Option("device_map", "fit (one GPU when the weights fit it, else spread over every visible "
+           "GPU), auto (always spread with accelerate's device map) or single (one device).",
+           _choice("fit", "auto", "single"), default="fit", metavar="MAP"),
 )
 
 
@@ -163,6 +177,10 @@ class Settings:
     chart: str | None = None
     require_model: bool = False  # effective: --mmlu-allow-skip already applied
     allow_skip: bool = False
+    quantization: str = "none"
+    adapter: str | None = None
+    merge_adapter: bool = False
+    device_map: str = "fit"
     # Where each non-default value came from, for messages ("--mmlu-dtype", "PYTEST_MMLU_DTYPE"...).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
