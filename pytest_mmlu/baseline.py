@@ -1,6 +1,8 @@
 """Baselines: an earlier run's JSON report, indexed for comparison with this run.
 
-An evaluation matches its baseline entry by test id, subjects, shots and limit; whether
+A baseline is a pytest-mmlu report, or lm-eval ``--log_samples`` output of one run
+(``lm_eval_files.LmEvalBaseline``, matched question by question by subject and doc index).
+An evaluation matches its report entry by test id, subjects, shots and limit; whether
 the entry can answer for it (same data, same questions) and what the comparison means
 is judged in ``gates.regression``, which holds every line a person reads.
 """
@@ -37,6 +39,28 @@ class Baseline:
     def entry(self, nodeid: str, ev: dict[str, Any]) -> dict[str, Any] | None:
         """The baseline's evaluation of the same test, subjects, shots and limit, if any."""
         return self._index.get(evaluation_key(nodeid, ev))
+
+
+def load_baseline(path: str, data: Any = None) -> Any:
+    """The baseline at ``path``: a pytest-mmlu report, or an lm-eval run's results and samples
+    (``data``, the MMLU data or its source, checks the lm-eval run's questions and prompts)."""
+    from .lm_eval_files import LmEvalBaseline, is_lm_eval_output
+
+    if is_lm_eval_output(path):
+        return LmEvalBaseline.load(path, data)
+    return Baseline.load(path)
+
+
+def check_baseline(path: str) -> str:
+    """Read the baseline at ``path`` once (ReportError if it cannot serve); its kind: "report"
+    or "lm-eval"."""
+    from .lm_eval_files import LmEvalRun, is_lm_eval_output
+
+    if is_lm_eval_output(path):
+        LmEvalRun.load(path)
+        return "lm-eval"
+    load_report(path)
+    return "report"
 
 
 class BaselineWriteError(Exception):

@@ -3,6 +3,10 @@
 - ``pytest-mmlu compare OLD.json NEW.json [--max-drop 0.02] [--alpha 0.05]``: per-subject
   accuracy diff and the McNemar verdict of every evaluation the two reports share. Exit
   status 1 on a regression, 2 when nothing was comparable (or a report cannot be read).
+- ``pytest-mmlu merge SHARD.json... [-o MERGED.json] [--baseline PATH]``: join the reports of
+  ``--mmlu-shard I/N`` runs, judge every declared gate on the whole, print the summary (and
+  append it to ``$GITHUB_STEP_SUMMARY``). Exit status 1 on a breach or a failed test, 2 when
+  the shards cannot be merged (the line says what differs or is missing).
 - ``pytest-mmlu lm-eval ARGS...``: lm-eval's command line with ``--model pytest-mmlu``.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from .reports import ReportError, format_table, load_report
 
@@ -63,6 +68,75 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
     return 1 if regressed else 0
 
 
+def merge(paths: list[str], output: str | None, baseline_path: str | None, data: str | None = None,
+          lm_eval_dir: str | None = None) -> int:
+    import os
+
+    from .merge import MergeError, judge_merged, load_shards, merge_shards
+    from .outputs import github_summary, summary_lines, wrapped
+    from .reports import write_json_atomic
+
+    try:
+        merged = merge_shards(load_shards(paths))
+        baseline = _merge_baseline(baseline_path, data or merged.get("data"))
+    except (MergeError, ReportError) as exc:
+        print(f"pytest-mmlu merge: {exc}", file=sys.stderr)
+        return 2
+    judge_merged(merged, baseline)
+    records = merged["tests"]
+    print("MMLU summary (merged shards; memory in GiB)")
+    for line in summary_lines(records):
+        print(line)
+    notes = [f"NOTE {e['regression']['line']}" for r in records for e in r["evaluations"]
+             if (e.get("regression") or {}).get("verdict") == "improved"]
+    failed = [r["nodeid"] for r in records if r.get("outcome") in ("failed", "error")]
+    notes.extend(f"FAILED in a shard: {nodeid}" for nodeid in failed
+                 if not any(e.get("breaches") for r in records if r["nodeid"] == nodeid for e in r["evaluations"]))
+    written = True
+    if output:
+        try:
+            write_json_atomic(output, merged)
+            notes.append(f"pytest-mmlu merge: {len(paths)} shards merged into {output}")
+        except OSError as exc:
+            notes.append(f"pytest-mmlu merge: report NOT written to {output}: {exc.strerror or exc}")
+            written = False
+    if lm_eval_dir:
+        from .lm_eval_files import write_lm_eval
+
+        try:
+            written_files = write_lm_eval(lm_eval_dir, merged, data or merged.get("data"))
+            notes.append(f"pytest-mmlu merge: lm-eval results written under {lm_eval_dir} "
+                         f"({len(written_files)} files)")
+        except (OSError, ReportError) as exc:
+            notes.append(f"pytest-mmlu merge: lm-eval results NOT written to {lm_eval_dir}: {exc}")
+            written = False
+    summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_path:
+        try:
+            with open(summary_path, "a") as f:
+                f.write(github_summary(records))
+        except OSError as exc:
+            notes.append(f"pytest-mmlu merge: GitHub step summary NOT written to {summary_path}: {exc}")
+    for note in notes:
+        for line in wrapped(note):
+            print(line)
+    breached = any(e.get("breaches") for r in records for e in r["evaluations"])
+    return 1 if breached or failed or not written else 0
+
+
+def _merge_baseline(path: str | None, data: str | None) -> Any:
+    """The baseline the merged whole is compared with: a pytest-mmlu report or lm-eval files."""
+    from .baseline import Baseline, load_baseline
+
+    if not path:
+        return Baseline(None, None)
+    from pathlib import Path
+
+    if not Path(path).exists():
+        return Baseline(None, path)
+    return load_baseline(path, data)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["lm-eval"]:
@@ -80,8 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     cmp_parser.add_argument("new")
     cmp_parser.add_argument("--max-drop", type=float, default=0.02)
     cmp_parser.add_argument("--alpha", type=float, default=0.05)
+    merge_parser = sub.add_parser("merge", help="join --mmlu-shard reports and judge the whole")
+    merge_parser.add_argument("shards", nargs="+", metavar="SHARD.json")
+    merge_parser.add_argument("-o", "--output", metavar="MERGED.json", help="write the merged report")
+    merge_parser.add_argument("--baseline", metavar="PATH", help="the baseline of the tests' "
+                              "mmlu_no_regression gates (a report, or lm-eval --log_samples output)")
+    merge_parser.add_argument("--data", metavar="SOURCE", help="the MMLU source, to check an lm-eval "
+                              "baseline's questions (default: the one the shards used)")
+    merge_parser.add_argument("--lm-eval", metavar="DIR", dest="lm_eval_dir",
+                              help="also write the merged results as lm-eval output under DIR")
     sub.add_parser("lm-eval", help="run lm-eval's CLI with --model pytest-mmlu available")
     args = parser.parse_args(argv)
+    if args.command == "merge":
+        return merge(args.shards, args.output, args.baseline, args.data, args.lm_eval_dir)
     return compare(args.old, args.new, args.max_drop, args.alpha)
 
 

@@ -3,7 +3,9 @@
 A ``Verdict`` is what one gate concluded about one evaluation: ``kind`` names the gate,
 ``line`` is the one line a person reads, ``detail`` the figures behind it (JSON-able; the
 regression verdict's detail is the report's ``regression`` entry). Only the kinds in
-``FAILING`` fail a test; "improved" is a note, "unchanged" and "recorded" pass.
+``FAILING`` fail a test; "improved" is a note, "unchanged" and "recorded" pass, and
+"deferred" is a floor or no-regression gate of a CI shard, judged by ``pytest-mmlu merge``
+on the whole (a part cannot pass or fail a floor on the whole).
 Nothing here reads pytest state, files or the session: the plugin and ``pytest-mmlu
 compare`` judge the same way.
 """
@@ -40,16 +42,30 @@ class Verdict:
 
 
 def judge(nodeid: str, result: EvaluationResult, marks: ItemMarks,
-          baseline: Baseline | None = None) -> list[Verdict]:
-    """Every verdict on one evaluation, failures first in the order people read them."""
+          baseline: Baseline | None = None, shard: Any = None) -> list[Verdict]:
+    """Every verdict on one evaluation, failures first in the order people read them.
+
+    In a CI shard (``shard`` given) budgets are judged, floors and no-regression deferred."""
     bad = non_finite(result)
     if bad is not None:
         # NaN accuracy is no accuracy: floors and baselines would judge garbage.
         return [bad, *filter(None, [budget(result)])]
+    if shard is not None:
+        return [v for v in [budget(result), *deferred(marks, shard)] if v]
     verdicts = [v for v in [budget(result), *floors(result, marks.floor)] if v]
     if marks.no_regression is not None:
         verdicts.append(regression(nodeid, result.to_dict(), marks.no_regression, baseline))
     return verdicts
+
+
+DEFERRED_GATES = (("floor", "accuracy floor"), ("no_regression", "no-regression"))
+
+
+def deferred(marks: ItemMarks, shard: Any) -> list[Verdict]:
+    """The gates a shard records but cannot judge: they need every shard's questions."""
+    declared = {"floor": marks.floor, "no_regression": marks.no_regression}
+    return [Verdict("deferred", f"MMLU {words} judged at merge (this is shard {shard})", {"gate": gate})
+            for gate, words in DEFERRED_GATES if declared[gate] is not None]
 
 
 def non_finite(result: EvaluationResult) -> Verdict | None:
@@ -144,6 +160,8 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression,
     where = f"{nodeid} ({describe(ev)})"
     if base is None:
         return _missing(f"MMLU baseline {baseline.path} has no entry for {where}; {HOW_TO_CREATE}")
+    if "refused" in base:  # lm-eval output that cannot answer for this evaluation
+        return _missing(f"MMLU baseline {baseline.path} cannot serve {where}: {base['refused']}")
     if base.get("data_fingerprint") != ev.get("data_fingerprint"):
         return _missing(f"MMLU baseline entry for {where} was made on other data "
                         f"(fingerprint differs); {HOW_TO_CREATE}")
@@ -152,6 +170,7 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression,
         return _missing(f"MMLU baseline entry for {where} covers other questions; {HOW_TO_CREATE}")
     keys = sorted(new_q)
     c = compare_paired([base_q[k] for k in keys], [new_q[k] for k in keys])
+    sees = sensitivity(c.n, c.lost + c.gained, rule)
     summary = (f"{c.base_accuracy:.3f} -> {c.new_accuracy:.3f} (n={c.n}; {c.lost} lost, "
                f"{c.gained} gained; McNemar p=")
     if c.regressed(rule.max_drop, rule.alpha):
@@ -166,8 +185,31 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression,
     return Verdict(kind, line, {
         "verdict": word, "line": line or None, "base_accuracy": c.base_accuracy,
         "new_accuracy": c.new_accuracy, "n": c.n, "lost": c.lost, "gained": c.gained,
-        "p_worse": c.p_worse, "p_better": c.p_better,
+        "p_worse": c.p_worse, "p_better": c.p_better, **sees,
         "base_per_subject": {s: v["accuracy"] for s, v in base.get("per_subject", {}).items()}})
+
+
+def sensitivity(n: int, discordant: int, rule: NoRegression) -> dict[str, Any]:
+    """What the gate can see: the smallest drop detectable at 80% power on these n questions
+    at the rule's alpha, under the discordance rate of this comparison (``power.py``), and
+    whether the gate is too small to detect its own ``max_drop``."""
+    from .power import POWER, detectable_drop
+
+    discordance = discordant / n if n else 0.0
+    drop = detectable_drop(n, rule.alpha, discordance)
+    return {"detectable_drop": drop, "power": POWER, "alpha": rule.alpha, "max_drop": rule.max_drop,
+            "discordance": discordance, "too_small": drop is None or drop > rule.max_drop}
+
+
+def sensitivity_text(detail: Mapping[str, Any]) -> str:
+    """``detects drops >= 0.110 at 80% power (n=60, alpha 0.05); TOO SMALL for max_drop 0.020``."""
+    drop = detail.get("detectable_drop")
+    seen = ("detects no drop at 80% power" if drop is None else
+            f"detects drops >= {drop:.3f} at {detail['power']:.0%} power")
+    text = f"{seen} (n={detail['n']}, alpha {detail['alpha']:g}, discordance {detail['discordance']:.2f})"
+    if detail.get("too_small"):
+        text += f"; TOO SMALL for its max_drop {detail['max_drop']:.3f}: add questions"
+    return text
 
 
 def _right_or_wrong(ev: Mapping[str, Any]) -> dict[tuple[str, int], bool]:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import SCORING_VERSION, __version__
 from .gates import output_not_written
-from .reports import ReportError, format_table, write_json_atomic
+from .merge import result_settings
+from .reports import ReportError, write_json_atomic
 from .results import EvaluationResult, wilson_interval
 
 if TYPE_CHECKING:
@@ -31,30 +31,81 @@ def _why(exc: Exception) -> str:
 
 
 # -- during the run -----------------------------------------------------------------------------
-def progress(config: pytest.Config, nodeid: str) -> Callable[[int, int], None] | None:
-    """A progress callback for long evaluations (a line every 5 s), or None when quiet."""
+TERMINAL_EVERY_S = 0.5  # a terminal line is redrawn in place: cheap, so often
+PLAIN_EVERY_S = 10.0  # a CI log keeps every line: few of them
+
+
+class Progress:
+    """Progress of one evaluation, around pytest's output capture.
+
+    On a terminal: one line, redrawn in place after pytest's own (``test_x.py ..``) and
+    cleared when the evaluation ends, so the terminal shows what pytest alone would. In a CI
+    log (not a terminal): a plain line every PLAIN_EVERY_S, and pytest does not print the
+    file name again after it. Short evaluations print nothing."""
+
+    def __init__(self, reporter: Any, capture: Any, nodeid: str) -> None:
+        self._reporter = reporter
+        self._capture = capture
+        self._nodeid = nodeid
+        tw = getattr(reporter, "_tw", None)
+        # In place needs the terminal writer's file and line (private, hence the fallback).
+        self._tty = bool(getattr(reporter, "isatty", False)) and hasattr(tw, "_file") and hasattr(tw, "_current_line")
+        self._every = TERMINAL_EVERY_S if self._tty else PLAIN_EVERY_S
+        self._start = self._last = time.perf_counter()
+        self._drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        rate = done / max(now - self._start, 1e-9)
+        text = f"[mmlu] {self._nodeid}: {done}/{total} questions, {rate:.1f} q/s"
+        with self._around_capture():
+            self._draw(text) if self._tty else self._line(text)
+
+    def close(self) -> None:
+        """Clear the in-place line (a terminal); nothing to do for plain lines."""
+        if self._drawn:
+            with self._around_capture():
+                self._raw("\r" + self._reporter._tw._current_line + "\x1b[K")
+            self._drawn = False
+
+    def _draw(self, text: str) -> None:
+        tw = self._reporter._tw
+        line = tw._current_line
+        room = max(getattr(tw, "fullwidth", 80) - len(line) - 2, 10)
+        self._raw("\r" + line + " " + middle_cut(text, room) + "\x1b[K")
+        self._drawn = True
+
+    def _raw(self, text: str) -> None:
+        file = self._reporter._tw._file
+        file.write(text)
+        file.flush()
+
+    def _line(self, text: str) -> None:
+        reporter = self._reporter
+        where = reporter.currentfspath
+        if getattr(reporter._tw, "width_of_current_line", 1) == 0:
+            reporter.currentfspath = None  # at a line start (after our last line): no empty line
+        reporter.write_line(text)
+        # write_line forgets the file pytest was printing results for, and pytest would print its
+        # name again before the next result: the result goes on the next line instead.
+        reporter.currentfspath = where
+
+    def _around_capture(self) -> Any:
+        from contextlib import nullcontext
+
+        return nullcontext() if self._capture is None else self._capture.global_and_fixture_disabled()
+
+
+def progress(config: pytest.Config, nodeid: str) -> Progress | None:
+    """A progress display for one evaluation, or None when quiet (``-q``) or without a terminal
+    reporter."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
     if reporter is None or config.get_verbosity() < 0:
         return None
-    start = time.perf_counter()
-    last = [start]
-
-    def show(done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - last[0] < 5.0:
-            return  # short evaluations print nothing; long ones a line every 5 s
-        last[0] = now
-        rate = done / max(now - start, 1e-9)
-        line = f"[mmlu] {nodeid}: {done}/{total} questions, {rate:.1f} q/s"
-        # Write around pytest's output capture, as the live-logging plugin does.
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line(line)
-        else:
-            reporter.write_line(line)
-
-    return show
+    return Progress(reporter, config.pluginmanager.get_plugin("capturemanager"), nodeid)
 
 
 def junit_properties(result: EvaluationResult) -> list[tuple[str, Any]]:
@@ -80,6 +131,8 @@ def report(sess: MmluSession) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": model,
         "data": sess.settings.data,
+        "settings": result_settings(sess.settings),
+        "shard": None if sess.settings.shard is None else sess.settings.shard.to_dict(),
         "tests": [sess.records[k] for k in sorted(sess.records)],
     }
 
@@ -95,6 +148,16 @@ def finish(sess: MmluSession, exitstatus: int) -> bool:
             write_json_atomic(settings.report, report(sess))
         except OSError as exc:  # checked at start-up; the disk can still change under a run
             notes.append(output_not_written("report", settings.report, _why(exc)))
+            written = False
+    if settings.report_lm_eval and records:
+        from .lm_eval_files import write_lm_eval
+
+        try:
+            files = write_lm_eval(settings.report_lm_eval, report(sess), sess.data())
+            notes.append(f"pytest-mmlu: lm-eval results written under {settings.report_lm_eval} "
+                         f"({len(files)} files)")
+        except (OSError, ReportError) as exc:
+            notes.append(output_not_written("lm-eval results", settings.report_lm_eval, _why(exc)))
             written = False
     if settings.update_baseline:
         if exitstatus != 0:
@@ -142,53 +205,137 @@ def _gib(n: int | None) -> str:
 def _figures(ev: dict[str, Any]) -> tuple[str, str, str]:
     """Label, accuracy and 95% CI of an evaluation entry as text ('-' where it did not run)."""
     label = ev.get("label") or ",".join(ev["subjects"])
-    acc = "-" if ev["accuracy"] is None else f"{ev['accuracy']:.3f}"
-    ci = "-" if ev["ci95"] is None else "{:.3f}-{:.3f}".format(*ev["ci95"])
+    ran = ev["accuracy"] is not None and ev.get("n")  # n 0: could not run, or a shard without its questions
+    acc = f"{ev['accuracy']:.3f}" if ran else "-"
+    ci = "{:.3f}-{:.3f}".format(*ev["ci95"]) if ran else "-"
     return label, acc, ci
 
 
-def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
-    rows = []
-    for rec in sorted(records, key=lambda r: r["nodeid"]):
-        for ev in rec["evaluations"]:
-            floor = ev.get("floor") or {}
-            floor_text = "-" if floor.get("min") is None else f"{floor['min']:.3f}"
-            if floor.get("per_subject"):
-                floor_text += f" +{len(floor['per_subject'])}subj"
-            label, acc, ci = _figures(ev)
-            verdict = "BREACH" if ev.get("breaches") else "ok"
-            rows.append([
-                rec["nodeid"], label, "-" if ev["shots"] is None else str(ev["shots"]),
-                str(ev["n"]), acc, ci, floor_text,
-                _gib(ev["peak_memory_bytes"]), _gib(ev["budget_bytes"]), str(ev["batch_size"]),
-                "cache" if ev.get("from_cache") else f"{ev['seconds']:.1f}", verdict,
-            ])
-    return rows
+# The terminal summary fits WIDTH columns: a CI log or an 80-100 column terminal shows it
+# unwrapped. Each test's id is a line of its own, its evaluations indented below it; long
+# subject lists are shortened (the report has them in full) and long lines wrapped.
+WIDTH = 100
+INDENT = "  "
+HEADERS = ["subjects", "shots", "n", "acc", "95% CI", "floor", "peak/budget", "batch", "s", "verdict"]
+RIGHT = {"shots", "n", "acc", "batch", "s"}  # numbers line up on the right
+SUBJECTS_MIN = 12
 
 
-HEADERS = ["test", "subjects", "shots", "n", "acc", "95% CI", "floor", "peak GiB", "budget GiB",
-           "batch", "seconds", "verdict"]
+def shorten(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns: a list keeps its first item and a count
+    (``high_school_geog…+2``), anything else is cut with an ellipsis."""
+    if len(text) <= width:
+        return text
+    items = text.split(",")
+    more = f"+{len(items) - 1}" if len(items) > 1 else ""
+    head = items[0]
+    room = width - len(more)
+    return (head if len(head) <= room else head[:max(room - 1, 1)] + "…") + more
+
+
+def middle_cut(text: str, width: int) -> str:
+    """A test id in ``width`` columns: its start (the file) and end (the test) are kept."""
+    if len(text) <= width:
+        return text
+    keep = width - 1
+    return text[:keep // 3] + "…" + text[-(keep - keep // 3):]
+
+
+def wrapped(line: str, width: int = WIDTH) -> list[str]:
+    """``line`` in lines of at most ``width`` columns, continuations indented. A word longer
+    than a line is split after a comma (a subject list); paths stay whole (copied from a log,
+    a broken path is no path), so only a path longer than a line overflows."""
+    import textwrap
+
+    words = []
+    for word in line.split(" "):
+        while len(word) > width - 4 and "," in word[:width - 4]:
+            cut = word.rindex(",", 0, width - 4) + 1
+            words.append(word[:cut])
+            word = word[cut:]
+        words.append(word)
+    return textwrap.wrap(" ".join(words), width, subsequent_indent="    ", break_on_hyphens=False,
+                         break_long_words=False) or [""]
+
+
+def verdict_word(ev: dict[str, Any]) -> str:
+    if ev.get("breaches"):
+        return "BREACH"
+    return "at merge" if ev.get("judged_at_merge") else "ok"
+
+
+def _cells(ev: dict[str, Any]) -> list[str]:
+    floor = ev.get("floor") or {}
+    floor_text = "-" if floor.get("min") is None else f"{floor['min']:.3f}"
+    if floor.get("per_subject"):
+        floor_text = ("" if floor.get("min") is None else floor_text) + f"+{len(floor['per_subject'])}"
+    label, acc, ci = _figures(ev)
+    budget = f"{_gib(ev['peak_memory_bytes'])}/{_gib(ev['budget_bytes'])}"
+    return [label, "-" if ev["shots"] is None else str(ev["shots"]), str(ev["n"]), acc, ci, floor_text,
+            budget, str(ev["batch_size"]), "cache" if ev.get("from_cache") else f"{ev['seconds']:.1f}",
+            verdict_word(ev)]
+
+
+def summary_rows(records: list[dict[str, Any]]) -> list[tuple[str, list[list[str]]]]:
+    """(test id, one row of cells per evaluation) for each test, in test id order."""
+    return [(rec["nodeid"], [_cells(ev) for ev in rec["evaluations"]])
+            for rec in sorted(records, key=lambda r: r["nodeid"])]
+
+
+def _table(groups: list[tuple[str, list[list[str]]]]) -> list[str]:
+    rows = [r for _, rs in groups for r in rs]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    # The subjects column gets what the others leave of WIDTH.
+    others = sum(widths[1:]) + 2 * (len(HEADERS) - 1) + len(INDENT)
+    widths[0] = max(SUBJECTS_MIN, min(widths[0], WIDTH - others))
+
+    def fmt(cells: list[str]) -> str:
+        cells = [shorten(cells[0], widths[0]), *cells[1:]]
+        return "  ".join(c.rjust(w) if h in RIGHT else c.ljust(w)
+                         for c, w, h in zip(cells, widths, HEADERS)).rstrip()
+
+    lines = [INDENT + fmt(HEADERS)]
+    for nodeid, evaluation_rows in groups:
+        lines.append(middle_cut(nodeid, WIDTH))
+        lines.extend(INDENT + fmt(r) for r in evaluation_rows)
+    return lines
 
 
 def summary_lines(records: list[dict[str, Any]]) -> list[str]:
-    rows = summary_rows(records)
-    if not rows:
+    """The terminal summary (also ``pytest-mmlu merge``'s): a table, then what the gates saw and
+    every breach in full; no line is wider than WIDTH."""
+    groups = summary_rows(records)
+    if not any(rows for _, rows in groups):
         return []
-    lines = format_table(HEADERS, rows)
+    from .gates import sensitivity_text
+
+    lines = _table(groups)
+    ordered = [(rec["nodeid"], ev) for rec in sorted(records, key=lambda r: r["nodeid"])
+               for ev in rec["evaluations"]]
     # Which engine mode ran, where it is not the shared-prefix one (slower, never silent).
-    lines.extend(f"{rec['nodeid']}: scored in plain batches, no shared prefix: "
-                 f"{ev.get('engine_mode_reason') or 'the model cannot share a prefix'}"
-                 for rec in sorted(records, key=lambda r: r["nodeid"]) for ev in rec["evaluations"]
-                 if ev.get("engine_mode") == "plain")
-    breaches = [b for rec in records for ev in rec["evaluations"] for b in ev.get("breaches", [])]
+    for nodeid, ev in ordered:
+        if ev.get("engine_mode") == "plain":
+            lines.extend(wrapped(f"{nodeid}: scored in plain batches, no shared prefix: "
+                                 f"{ev.get('engine_mode_reason') or 'the model cannot share a prefix'}"))
+    seen = [(nodeid, ev["regression"]) for nodeid, ev in ordered
+            if "base_accuracy" in (ev.get("regression") or {})]
+    if seen:
+        lines.append("no-regression gates (smallest drop detectable at 80% power):")
+        for nodeid, reg in seen:
+            lines.extend(wrapped(f"  {nodeid.rsplit('::', 1)[-1]}: {reg['base_accuracy']:.3f} -> "
+                                 f"{reg['new_accuracy']:.3f}; {sensitivity_text(reg)}"))
+    breaches = [b for _, ev in ordered for b in ev.get("breaches", [])]
     if breaches:
         lines.append("")
-        lines.extend(f"BREACH {b}" for b in breaches)
+        for b in breaches:
+            lines.extend(wrapped(f"BREACH {b}"))
     return lines
 
 
 def github_summary(records: list[dict[str, Any]]) -> str:
     """Markdown for $GITHUB_STEP_SUMMARY: every evaluation with its verdict."""
+    from .gates import sensitivity_text
+
     lines = ["### MMLU release gate", "",
              "| test | subjects | shots | n | accuracy | 95% CI | floor | vs baseline | peak / budget (GiB) | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -197,9 +344,11 @@ def github_summary(records: list[dict[str, Any]]) -> str:
             floor = (ev.get("floor") or {}).get("min")
             reg = ev.get("regression") or {}
             delta = "-" if "base_accuracy" not in reg else (
-                f"{reg['new_accuracy'] - reg['base_accuracy']:+.3f} ({reg['verdict']})")
+                f"{reg['new_accuracy'] - reg['base_accuracy']:+.3f} ({reg['verdict']})<br>"
+                f"{sensitivity_text(reg)}")
             label, acc, ci = _figures(ev)
-            verdict = "❌ " + "; ".join(ev["breaches"]) if ev.get("breaches") else "✅ ok"
+            verdict = ("❌ " + "; ".join(ev["breaches"]) if ev.get("breaches") else
+                       "⏳ judged at merge" if ev.get("judged_at_merge") else "✅ ok")
             lines.append(f"| `{rec['nodeid']}` | {label} | "
                          f"{'-' if ev['shots'] is None else ev['shots']} | {ev['n']} | {acc} | {ci} | "
                          f"{'-' if floor is None else f'{floor:.3f}'} | {delta} | "

@@ -150,8 +150,9 @@ def _run_evaluation(item: pytest.Item,
     sess = item.config.stash[SESSION]
     item_marks = item.stash[MARKS]
     evaluated = item.stash.setdefault(EVALUATED, [])
+    shown = outputs.progress(item.config, item.nodeid)
     try:
-        result = sess.evaluate(spec, item_marks.budget_bytes, outputs.progress(item.config, item.nodeid))
+        result = sess.evaluate(spec, item_marks.budget_bytes, shown)
     except (BudgetTooSmall, OutOfMemory, MeterUnavailable, DataError, ModelLoadError) as exc:
         verdict = gates.error(exc)
         sess.record_failure(item.nodeid, spec, item_marks, verdict)  # a report row, not a silent gap
@@ -159,8 +160,12 @@ def _run_evaluation(item: pytest.Item,
         if verdict.kind == "error":
             _fail([verdict])  # no model or no data: stop now (an error in setup, a failure in the body)
         return None, [verdict]  # a budget below batch 1 fails like any other gate
-    baseline = sess.baseline() if item_marks.no_regression is not None else None
-    verdicts = gates.judge(item.nodeid, result, item_marks, baseline)
+    finally:
+        if shown is not None:
+            shown.close()
+    shard = sess.settings.shard  # in a CI shard, floors and no-regression are judged at merge
+    baseline = sess.baseline() if item_marks.no_regression is not None and shard is None else None
+    verdicts = gates.judge(item.nodeid, result, item_marks, baseline, shard=shard)
     sess.record(item.nodeid, result, item_marks, verdicts)
     item.user_properties.extend(outputs.junit_properties(result))
     evaluated.append(result)
@@ -216,7 +221,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     notes = [*sess.notes, *([gates.skipped_without_model(skipped)] if skipped else [])]
     if lines or notes:
         terminalreporter.write_sep("=", "MMLU summary")
-        for line in [*lines, *notes]:
+        for line in [*lines, *(part for note in notes for part in outputs.wrapped(note))]:
             terminalreporter.write_line(line)
 
 

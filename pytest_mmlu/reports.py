@@ -9,6 +9,8 @@ JSON report (``--mmlu-report PATH``), schema 1::
      "model": {"name", "model", "revision", "commit", "dtype", "device", "weight_bytes",
                "load_seconds"} | null,
      "data": str,
+     "settings": {name: value},  # every setting that can change a result (merge compares them)
+     "shard": {"index": int, "count": int} | null,  # --mmlu-shard I/N; null when unsharded
      "tests": [{"nodeid": str, "outcome": "passed" | "failed" | "error" | "skipped",
                 "evaluations": [{"subjects": [str], "label": str, "shots": int,
                                  "limit": int | null, "n": int, "accuracy": float,
@@ -20,9 +22,20 @@ JSON report (``--mmlu-report PATH``), schema 1::
                                  "data_fingerprint": str, "weight_bytes": int,
                                  "from_cache": bool, "engine_mode": "prefix" | "plain",
                                  "engine_mode_reason": str | null,
-                                 "floor": {"min", "per_subject"} | null, "breaches": [str],
+                                 "floor": {"min", "per_subject"} | null,
+                                 "no_regression": {"max_drop", "alpha"} | null,
+                                 "regression": {"verdict", "line", "base_accuracy",
+                                     "new_accuracy", "n", "lost", "gained", "p_worse",
+                                     "p_better", "detectable_drop", "power", "alpha",
+                                     "max_drop", "discordance", "too_small"} (no-regression),
+                                 "judged_at_merge": [gate] (in a shard), "unsharded_n": int
+                                 (in a shard: the whole evaluation's question count),
+                                 "breaches": [str],
                                  "questions": [{"subject", "index", "target", "prediction",
                                                 "loglikelihoods": [4 floats, A-D]}]}]}]}
+
+A merged report (``pytest-mmlu merge``) has ``shard`` null, ``merged_from`` (the shard
+reports) and per evaluation ``shards``: each shard's n, peak, batch size and seconds.
 
 ``index`` is the 0-based row in the subject's test split; ``target`` and
 ``prediction`` are 0-3 (A-D). An evaluation that could not run (budget below batch 1,
@@ -96,8 +109,28 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
 
 def merge_reports(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new``, plus the tests of ``old`` that ``new`` does not have (nothing lost on a partial run)."""
-    have = {t["nodeid"] for t in new["tests"]}
+    from .merge import union_by_nodeid
+
     merged = dict(new)
-    merged["tests"] = sorted([*new["tests"], *(t for t in old["tests"] if t["nodeid"] not in have)],
-                             key=lambda t: t["nodeid"])
+    merged["tests"] = union_by_nodeid(old["tests"], new["tests"])
     return merged
+
+
+def evaluation_entry(result: Any, marks: Any, verdicts: list) -> dict[str, Any]:
+    """One evaluation as the report holds it: the result, the gates declared on it (so that
+    ``pytest-mmlu merge`` can judge them again on the whole) and what they concluded."""
+    entry = result.to_dict()
+    entry["floor"] = None if marks.floor is None else {
+        "min": marks.floor.overall, "per_subject": dict(marks.floor.per_subject)}
+    entry["no_regression"] = None if marks.no_regression is None else {
+        "max_drop": marks.no_regression.max_drop, "alpha": marks.no_regression.alpha}
+    entry["breaches"] = [v.line for v in verdicts if v.fails]
+    deferred = [v.detail["gate"] for v in verdicts if v.kind == "deferred"]
+    if deferred:
+        entry["judged_at_merge"] = deferred
+    from .gates import REGRESSION_KINDS
+
+    for v in verdicts:
+        if v.kind in REGRESSION_KINDS:
+            entry["regression"] = dict(v.detail)
+    return entry

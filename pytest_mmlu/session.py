@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .gates import REGRESSION_KINDS
 from .markers import EvalSpec, ItemMarks
 from .results import EvaluationResult
 from .settings import Settings
@@ -89,8 +88,15 @@ class MmluSession:
         from .evaluation import Evaluator
 
         if self._evaluator is None:
-            self._evaluator = Evaluator(self.loaded_model(), self.data(), self.settings.batch_size)
+            self._evaluator = Evaluator(self.loaded_model(), self.evaluated_data(), self.settings.batch_size)
         return self._evaluator
+
+    def evaluated_data(self) -> Any:
+        """The questions this job evaluates: all of them, or its shard's (``--mmlu-shard``)."""
+        from .shards import ShardedData
+
+        shard = self.settings.shard
+        return self.data() if shard is None else ShardedData(self.data(), shard)
 
     # -- evaluations ----------------------------------------------------------------------------
     def evaluate(self, spec: EvalSpec, budget: int | None,
@@ -98,11 +104,19 @@ class MmluSession:
         """The result of ``spec`` under ``budget``: from the result cache, else evaluated."""
         key = self._cache_key(spec, budget)
         result = self.cache.get(key) if key else None
+        if result is None and self.settings.shard is not None and not self._shard_has_questions(spec):
+            from .shards import empty_result
+
+            return empty_result(spec, budget, self.data())  # nothing of this evaluation is ours
         if result is None:
             result = self.evaluator().evaluate(spec, budget, progress=progress)
             if key:
                 self.cache.put(key, result)
         return result
+
+    def _shard_has_questions(self, spec: EvalSpec) -> bool:
+        data = self.evaluated_data()
+        return any(data.test_questions(s, spec.limit) for s in spec.subjects)
 
     def _cache_key(self, spec: EvalSpec, budget: int | None) -> str | None:
         if self.cache is None:
@@ -122,7 +136,8 @@ class MmluSession:
             subjects=spec.subjects, shots=spec.shots, limit=spec.limit,
             dtype=resolve_dtype(self.settings.dtype, device), batch_size=self.settings.batch_size,
             budget=budget, trust_remote_code=self.settings.trust_remote_code,
-            allow_pickle=self.settings.allow_pickle)
+            allow_pickle=self.settings.allow_pickle,
+            **({} if self.settings.shard is None else {"shard": str(self.settings.shard)}))
 
     def baseline(self) -> Baseline:
         """The baseline this run compares with (read once), or why there is none."""
@@ -132,8 +147,10 @@ class MmluSession:
             path = self.settings.baseline
             if self.settings.update_baseline:
                 self._baseline = Baseline(None, path, recording=True)
-            elif path and Path(path).is_file():
-                self._baseline = Baseline.load(path)
+            elif path and Path(path).exists():
+                from .baseline import load_baseline
+
+                self._baseline = load_baseline(path, self.data())
             else:
                 self._baseline = Baseline(None, path or None)
         return self._baseline
@@ -142,13 +159,11 @@ class MmluSession:
     def record(self, nodeid: str, result: EvaluationResult, marks: ItemMarks,
                verdicts: list[Verdict]) -> None:
         """One evaluation and what the gates concluded, as the report's entry."""
-        entry = result.to_dict()
-        entry["floor"] = None if marks.floor is None else {
-            "min": marks.floor.overall, "per_subject": dict(marks.floor.per_subject)}
-        entry["breaches"] = [v.line for v in verdicts if v.fails]
-        for v in verdicts:
-            if v.kind in REGRESSION_KINDS:
-                entry["regression"] = dict(v.detail)
+        from .reports import evaluation_entry
+
+        entry = evaluation_entry(result, marks, verdicts)
+        if self.settings.shard is not None:  # merge checks that the shards hold all of it
+            entry["unsharded_n"] = self.evaluated_data().unsharded_count(result.subjects, result.limit)
         self._evaluations_of(nodeid).append(entry)
 
     def record_failure(self, nodeid: str, spec: EvalSpec | None, marks: ItemMarks,
@@ -177,7 +192,9 @@ class MmluSession:
 
     def merge(self, payload: dict[str, Any]) -> None:
         """Take what an xdist worker shipped. Notes said by several workers are said once."""
-        self.records.update({r["nodeid"]: r for r in payload.get("records", [])})
+        from .merge import union_by_nodeid
+
+        self.records = {r["nodeid"]: r for r in union_by_nodeid(self.records.values(), payload.get("records", []))}
         if self.model_info is None and payload.get("model"):
             self.model_info = payload["model"]
         self.notes.extend(n for n in payload.get("notes", []) if n not in self.notes)

@@ -89,6 +89,12 @@ def _path(raw: str) -> str:
     return str(Path(raw).expanduser())
 
 
+def _shard(raw: str) -> Any:
+    from .shards import parse_shard
+
+    return parse_shard(raw)
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -156,6 +162,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("device_map", "fit (one GPU when the weights fit it, else spread over every visible "
            "GPU), auto (always spread with accelerate's device map) or single (one device).",
            _choice("fit", "auto", "single"), default="fit", metavar="MAP"),
+    # CI shards and lm-eval files (issue 11).
+    Option("shard", "Evaluate only shard I of N of every evaluation's questions (e.g. 2/3); "
+           "budgets are judged here, floors and no-regression by 'pytest-mmlu merge' on the "
+           "shards' reports.", _shard, metavar="I/N"),
+    Option("report_lm_eval", "Also write the results as lm-eval output (results_*.json and "
+           "samples_*.jsonl) under DIR.", _path, metavar="DIR"),
 )
 
 
@@ -177,6 +189,8 @@ class Settings:
     chart: str | None = None
     require_model: bool = False  # effective: --mmlu-allow-skip already applied
     allow_skip: bool = False
+    shard: Any = None  # shards.Shard
+    report_lm_eval: str | None = None
     quantization: str = "none"
     adapter: str | None = None
     merge_adapter: bool = False
@@ -236,15 +250,19 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
         # A missing file fails the tests that need it (saying how to create it); an
         # unreadable or foreign one is a configuration error for the whole run, and
         # --mmlu-update-baseline must not overwrite what it cannot read (and merge).
-        from .reports import ReportError, load_report
+        from .baseline import check_baseline
+        from .reports import ReportError
 
         try:
-            load_report(settings.baseline)
+            kind = check_baseline(settings.baseline)
         except ReportError as exc:
             refuse = ("; --mmlu-update-baseline does not overwrite a file it cannot read: fix it "
                       "or move it away" if settings.update_baseline else "")
             raise pytest.UsageError(f"pytest-mmlu: baseline from {settings.source_of('baseline')}: "
                                     f"{exc}{refuse}") from None
+        if kind == "lm-eval" and settings.update_baseline:
+            raise pytest.UsageError(f"pytest-mmlu: baseline {settings.baseline} is lm-eval output; "
+                                    "--mmlu-update-baseline writes pytest-mmlu reports: give another path")
     # Outputs are checked now, not at the end: a run must not evaluate for an hour and
     # then fail to write its verdict.
     for name, wanted in (("report", True), ("baseline", settings.update_baseline)):

