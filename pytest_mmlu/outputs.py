@@ -75,7 +75,8 @@ class Progress:
         tw = self._reporter._tw
         line = tw._current_line
         room = max(getattr(tw, "fullwidth", 80) - len(line) - 2, 10)
-        self._raw("\r" + line + " " + middle_cut(text, room) + "\x1b[K")
+        gap = "" if line.endswith(" ") else " "
+        self._raw("\r" + line + gap + middle_cut(text, room) + "\x1b[K")
         self._drawn = True
 
     def _raw(self, text: str) -> None:
