@@ -42,8 +42,12 @@ class Verdict:
 
 
 def judge(nodeid: str, result: EvaluationResult, marks: ItemMarks,
-          baseline: Baseline | None = None, shard: Any = None) -> list[Verdict]:
+          baseline: Baseline | None = None, shard: Any = None,
+          full: EvaluationResult | None = None) -> list[Verdict]:
     """Every verdict on one evaluation, failures first in the order people read them.
+
+    ``full``: the full-precision model's evaluation of the same questions (no-regression
+    ``against="full"``).
 
     In a CI shard (``shard`` given) budgets are judged, floors and no-regression deferred."""
     bad = non_finite(result)
@@ -53,7 +57,9 @@ def judge(nodeid: str, result: EvaluationResult, marks: ItemMarks,
     if shard is not None:
         return [v for v in [budget(result), *deferred(marks, shard)] if v]
     verdicts = [v for v in [budget(result), *floors(result, marks.floor)] if v]
-    if marks.no_regression is not None:
+    if marks.no_regression is not None and marks.no_regression.against == "full":
+        verdicts.append(regression_vs_full(result, full, marks.no_regression))
+    elif marks.no_regression is not None:
         verdicts.append(regression(nodeid, result.to_dict(), marks.no_regression, baseline))
     return verdicts
 
@@ -212,6 +218,41 @@ def sensitivity_text(detail: Mapping[str, Any]) -> str:
     return text
 
 
+def regression_vs_full(result: EvaluationResult, full: EvaluationResult | None,
+                       rule: NoRegression) -> Verdict:
+    """A variant (quantized, adapted) against the full-precision model on the same questions in
+    the same session: fails only when accuracy dropped by more than ``rule.max_drop`` and the
+    paired exact McNemar test is significant at ``rule.alpha``, as against a baseline."""
+    variant = result.variant
+    if full is None:
+        return _missing(f"MMLU no-regression against full precision: the full-precision "
+                        f"evaluation of {describe(result.to_dict())} did not run")
+    base_q, new_q = _right_or_wrong(full.to_dict()), _right_or_wrong(result.to_dict())
+    if base_q.keys() != new_q.keys():
+        return _missing(f"MMLU no-regression against full precision: {variant} and the full "
+                        f"model were evaluated on different questions")
+    keys = sorted(new_q)
+    c = compare_paired([base_q[k] for k in keys], [new_q[k] for k in keys])
+    same = sum(a.prediction == b.prediction for a, b in zip(
+        sorted(full.questions, key=lambda q: (q.subject, q.index)),
+        sorted(result.questions, key=lambda q: (q.subject, q.index))))
+    summary = (f"{c.base_accuracy:.3f} -> {c.new_accuracy:.3f} (n={c.n}; {c.lost} lost, "
+               f"{c.gained} gained; same answer on {same}/{c.n}; McNemar p=")
+    if c.regressed(rule.max_drop, rule.alpha):
+        kind, line = "regression", (f"MMLU regression of {variant} vs full precision: {summary}"
+                                    f"{c.p_worse:.3f} < {rule.alpha:g})")
+    elif c.improved(rule.max_drop, rule.alpha):
+        kind, line = "improved", (f"MMLU {variant} is significantly better than full precision: "
+                                  f"{summary}{c.p_better:.3f} < {rule.alpha:g})")
+    else:
+        kind, line = "unchanged", ""
+    return Verdict(kind, line, {
+        "verdict": "regressed" if kind == "regression" else kind, "line": line or None,
+        "against": "full", "base_accuracy": c.base_accuracy, "new_accuracy": c.new_accuracy,
+        "n": c.n, "lost": c.lost, "gained": c.gained, "same_prediction": same,
+        "p_worse": c.p_worse, "p_better": c.p_better, **sensitivity(c.n, c.lost + c.gained, rule)})
+
+
 def _right_or_wrong(ev: Mapping[str, Any]) -> dict[tuple[str, int], bool]:
     return {(q["subject"], q["index"]): q["prediction"] == q["target"] for q in ev["questions"]}
 
@@ -240,6 +281,16 @@ def no_evaluation() -> Verdict:
 def no_mmlu_marker() -> Verdict:
     return Verdict("error", "pytest-mmlu: the mmlu_result fixture needs @pytest.mark.mmlu(subjects=...) "
                             "on the test")
+
+
+def against_full_without_variant() -> Verdict:
+    return Verdict("error", "pytest-mmlu: mmlu_no_regression(against='full') compares a variant with "
+                            "the full-precision model, and this test evaluates the full model itself: "
+                            "name the variant with @pytest.mark.mmlu_variant(quantization=..., adapter=...)")
+
+
+def bad_variant(why: str) -> Verdict:
+    return Verdict("error", f"pytest-mmlu: model variant: {why}")
 
 
 def bad_evaluate_call(why: str) -> Verdict:

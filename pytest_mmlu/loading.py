@@ -327,6 +327,8 @@ def load_model(settings: Settings, variant: Variant | None = None) -> LoadedMode
     commit = None if local else getattr(model.config, "_commit_hash", None)
     if not on_cuda:
         model.to(device)
+        if "quantization_config" in kwargs:
+            _copy_out_of_checkpoint(model)
         _share_cpu_threads()
         # safetensors weights are memory-mapped and count as resident only once
         # touched; touch them now so the memory baseline of a budget includes them.
@@ -341,6 +343,21 @@ def load_model(settings: Settings, variant: Variant | None = None) -> LoadedMode
     label = str(Path(name).name) if local else name
     return LoadedModel(model, tokenizer, label, settings.revision, device, dtype, seconds,
                        weight_bytes(model), commit, variant, quantization, adapter)
+
+
+def _copy_out_of_checkpoint(model: Any) -> None:
+    """Give a model quantized at load its own memory.  Its unquantized tensors (embeddings,
+    norms) are views of the memory-mapped checkpoint, which keeps the whole file mapped, and
+    resident every fp32 weight that was read once to be quantized: SmolLM2 int8 measured
+    1.13 GiB peak against fp32's 1.02 GiB.  Copied, the mapping goes, and those pages with it."""
+    import gc
+
+    import torch
+
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if type(tensor) in (torch.Tensor, torch.nn.Parameter):
+            tensor.data = tensor.data.clone()
+    gc.collect()
 
 
 def _plain(tensor: Any) -> Any:

@@ -7,6 +7,7 @@ model is loaded, with the test and the marker named.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +25,13 @@ MARKER_DOCS = (
     "included) exceeds size ('6 GiB', '6GB', '6144 MiB' or bytes); batches are sized to fit it.",
     "mmlu_accuracy_floor(min=None, per_subject={}): fail when accuracy is below min overall, or "
     "below per_subject[subject] for a subject.",
-    "mmlu_no_regression(max_drop=0.02, alpha=0.05): fail when accuracy dropped by more than "
-    "max_drop against --mmlu-baseline on the same questions and a one-sided exact McNemar test "
-    "is significant at alpha.",
+    "mmlu_no_regression(max_drop=0.02, alpha=0.05, against='baseline'): fail when accuracy "
+    "dropped by more than max_drop against --mmlu-baseline (against='full': against the "
+    "full-precision model in this session) on the same questions and a one-sided exact McNemar "
+    "test is significant at alpha.",
+    "mmlu_variant(quantization=None, adapter=None, merge_adapter=None): evaluate this test on a "
+    "variant of the model: quantization none/int8/int4/fp8/nf4/bnb-int8, a PEFT adapter folder "
+    "(adapter=False: none); unset arguments keep the session's.",
 )
 
 
@@ -57,6 +62,16 @@ class Floor:
 class NoRegression:
     max_drop: float = 0.02
     alpha: float = 0.05
+    against: str = "baseline"  # or "full": the full-precision model in the same session
+
+
+@dataclass(frozen=True)
+class VariantMark:
+    """``@pytest.mark.mmlu_variant`` arguments, checked; None keeps the session's value."""
+
+    quantization: str | None = None
+    adapter: str | bool | None = None
+    merge_adapter: bool | None = None
 
 
 def _mmlu(subjects, shots=5, limit=None):
@@ -71,7 +86,11 @@ def _floor(min=None, per_subject=None):
     pass
 
 
-def _no_regression(max_drop=0.02, alpha=0.05):
+def _no_regression(max_drop=0.02, alpha=0.05, against="baseline"):
+    pass
+
+
+def _variant(quantization=None, adapter=None, merge_adapter=None):
     pass
 
 
@@ -119,10 +138,12 @@ class ItemMarks:
     budget_bytes: int | None = None
     floor: Floor | None = None
     no_regression: NoRegression | None = None
+    variant: VariantMark | None = None
 
     @property
     def uses_mmlu(self) -> bool:
-        return any(v is not None for v in (self.spec, self.budget_bytes, self.floor, self.no_regression))
+        return any(v is not None for v in (self.spec, self.budget_bytes, self.floor, self.no_regression,
+                                           self.variant))
 
 
 def read_item_marks(item: pytest.Item) -> ItemMarks:
@@ -133,6 +154,7 @@ def read_item_marks(item: pytest.Item) -> ItemMarks:
         ("mmlu_memory_budget", _parse_budget),
         ("mmlu_accuracy_floor", _parse_floor),
         ("mmlu_no_regression", _parse_no_regression),
+        ("mmlu_variant", _parse_variant),
     ):
         mark = _single(item, name)
         if mark is None:
@@ -146,6 +168,7 @@ def read_item_marks(item: pytest.Item) -> ItemMarks:
         budget_bytes=parsed.get("mmlu_memory_budget"),
         floor=parsed.get("mmlu_accuracy_floor"),
         no_regression=parsed.get("mmlu_no_regression"),
+        variant=parsed.get("mmlu_variant"),
     )
 
 
@@ -186,4 +209,22 @@ def _parse_no_regression(mark: pytest.Mark) -> NoRegression:
     alpha = _check_fraction("alpha", args["alpha"])
     if not 0 < alpha < 1:
         raise MarkerError(f"alpha must be strictly between 0 and 1, got {alpha!r}")
-    return NoRegression(max_drop, alpha)
+    if args["against"] not in ("baseline", "full"):
+        raise MarkerError(f"against must be 'baseline' or 'full', got {args['against']!r}")
+    return NoRegression(max_drop, alpha, args["against"])
+
+
+def _parse_variant(mark: pytest.Mark) -> VariantMark:
+    from .variants import FULL, make_variant, parse_adapter
+
+    args = _bind(_variant, mark)
+    try:
+        make_variant(FULL, **args)  # validates each argument the same way the options are
+    except ValueError as exc:
+        if "merge_adapter=True needs an adapter" not in str(exc):  # the session's may provide it
+            raise MarkerError(str(exc)) from None
+    if all(v is None for v in args.values()):
+        raise MarkerError("name the variant: quantization=..., adapter=... or merge_adapter=...")
+    if isinstance(args["adapter"], (str, os.PathLike)):
+        args["adapter"] = parse_adapter(args["adapter"])  # absolute: the cache key hashes its files
+    return VariantMark(**args)

@@ -48,10 +48,12 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     try:
         device = resolve_device(sess.settings.device)
         text = make_meter(device).describe()
-        dtype = resolve_dtype(sess.settings.dtype, device)
+        dtype = resolve_dtype(sess.settings.dtype, device, sess.settings.model, sess.settings.revision)
     except ModelLoadError as exc:
         raise pytest.UsageError(f"pytest-mmlu: {exc}") from None
-    return reports.header_lines(sess.settings, text, dtype)
+    from .loading import variant_lines
+
+    return [*reports.header_lines(sess.settings, text, dtype), *variant_lines(sess.settings)]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -65,6 +67,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not has_model and (item_marks.uses_mmlu or MMLU_FIXTURES & set(fixturenames)):
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
             item.stash[NEEDS_MODEL] = True
+    if any(item.stash[MARKS].variant is not None for item in items):
+        items[:] = _grouped_by_variant(config.stash[SESSION], items)
+
+
+def _grouped_by_variant(sess: MmluSession, items: list[pytest.Item]) -> list[pytest.Item]:
+    """Tests in order of their variant (the full model first, then as they first appear), each
+    group in its own order: every variant's model is loaded once (one in memory at a time)."""
+    from .variants import FULL
+
+    ranks: dict[Any, int] = {FULL: 0}
+
+    def rank(item: pytest.Item) -> int:
+        try:
+            variant = sess.variant_of(item.stash[MARKS].variant)
+        except ValueError:
+            return 0  # an invalid combination fails when the test runs, saying why
+        return ranks.setdefault(variant, len(ranks))
+
+    return sorted(items, key=rank)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -110,12 +131,19 @@ class MmluFixture:
     def __init__(self, item: pytest.Item) -> None:
         self._item = item
 
-    def evaluate(self, subjects: Any = "all", shots: int = 5, limit: int | None = None) -> EvaluationResult:
+    def evaluate(self, subjects: Any = "all", shots: int = 5, limit: int | None = None, *,
+                 quantization: str | None = None, adapter: Any = None,
+                 merge_adapter: bool | None = None) -> EvaluationResult:
+        """``quantization``/``adapter``/``merge_adapter`` evaluate a variant of the model (unset:
+        the test's ``mmlu_variant`` mark, else the session's)."""
+        overrides = {k: v for k, v in (("quantization", quantization), ("adapter", adapter),
+                                       ("merge_adapter", merge_adapter)) if v is not None}
         try:
             spec = markers.make_eval_spec(subjects, shots, limit)
-        except markers.MarkerError as exc:
+            self._item.config.stash[SESSION].variant_of(self._item.stash[MARKS].variant, **overrides)
+        except ValueError as exc:  # MarkerError too
             _fail([gates.bad_evaluate_call(str(exc))])
-        result, failures = _run_evaluation(self._item, spec)
+        result, failures = _run_evaluation(self._item, spec, overrides)
         if failures:
             _fail(failures)
         return result
@@ -140,8 +168,8 @@ def mmlu_result(request: pytest.FixtureRequest) -> EvaluationResult | None:
     return result
 
 
-def _run_evaluation(item: pytest.Item,
-                    spec: markers.EvalSpec) -> tuple[EvaluationResult | None, list[gates.Verdict]]:
+def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec, overrides: dict[str, Any] | None = None,
+                    ) -> tuple[EvaluationResult | None, list[gates.Verdict]]:
     """Evaluate (or read from the cache), judge, record; return the result and its failing verdicts."""
     from .data import DataError
     from .loading import ModelLoadError
@@ -152,7 +180,12 @@ def _run_evaluation(item: pytest.Item,
     evaluated = item.stash.setdefault(EVALUATED, [])
     shown = outputs.progress(item.config, item.nodeid)
     try:
-        result = sess.evaluate(spec, item_marks.budget_bytes, shown)
+        variant = sess.variant_of(item_marks.variant, **(overrides or {}))
+    except ValueError as exc:  # e.g. merge_adapter=True with no adapter anywhere
+        _fail([gates.bad_variant(str(exc))])
+    try:
+        full = _full_reference(sess, spec, item_marks, variant)
+        result = sess.evaluate(spec, item_marks.budget_bytes, shown, variant=variant)
     except (BudgetTooSmall, OutOfMemory, MeterUnavailable, DataError, ModelLoadError) as exc:
         verdict = gates.error(exc)
         sess.record_failure(item.nodeid, spec, item_marks, verdict)  # a report row, not a silent gap
@@ -165,7 +198,7 @@ def _run_evaluation(item: pytest.Item,
             shown.close()
     shard = sess.settings.shard  # in a CI shard, floors and no-regression are judged at merge
     baseline = sess.baseline() if item_marks.no_regression is not None and shard is None else None
-    verdicts = gates.judge(item.nodeid, result, item_marks, baseline, shard=shard)
+    verdicts = gates.judge(item.nodeid, result, item_marks, baseline, shard=shard, full=full)
     sess.record(item.nodeid, result, item_marks, verdicts)
     item.user_properties.extend(outputs.junit_properties(result))
     evaluated.append(result)
@@ -173,6 +206,18 @@ def _run_evaluation(item: pytest.Item,
     if any(v.kind == "non-finite" for v in failing):
         _fail(failing)  # no answer to judge: an error in setup (the marker), a failure in the body
     return result, failing
+
+
+def _full_reference(sess: MmluSession, spec: markers.EvalSpec, item_marks: markers.ItemMarks,
+                    variant: Any) -> EvaluationResult | None:
+    """For ``mmlu_no_regression(against="full")``: the full model's result on the same questions
+    (this session's, else evaluated now, before the variant's model is loaded)."""
+    rule = item_marks.no_regression
+    if rule is None or rule.against != "full" or getattr(sess.settings, "shard", None) is not None:
+        return None
+    if variant.is_full:
+        _fail([gates.against_full_without_variant()])
+    return sess.full_result(spec)
 
 
 def _fail(verdicts: list[gates.Verdict]) -> None:

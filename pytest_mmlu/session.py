@@ -17,6 +17,7 @@ import pytest
 from .markers import EvalSpec, ItemMarks
 from .results import EvaluationResult
 from .settings import Settings
+from .variants import FULL, Variant, make_variant, session_variant
 
 if TYPE_CHECKING:
     from .baseline import Baseline
@@ -31,6 +32,8 @@ class MmluSession:
         self.settings = settings
         self._loaded: Any = None
         self._load_error: str | None = None
+        self._load_errors: dict[Variant, str] = {}  # per variant: a failed load is not retried
+        self.full_results: dict[tuple, EvaluationResult] = {}  # for no-regression against="full"
         self._data: Any = None
         self._evaluator: Any = None
         self.model_info: dict[str, Any] | None = None
@@ -49,24 +52,53 @@ class MmluSession:
                 self.cache.clear()  # --cache-clear clears our folder too when it lives elsewhere
 
     # -- model and data, loaded on first use ----------------------------------------------------
-    def loaded_model(self) -> Any:
+    @property
+    def variant(self) -> Variant:
+        """The variant the session's options name; tests may evaluate others (``variant_of``)."""
+        return session_variant(self.settings)
+
+    def variant_of(self, mark: Any = None, **overrides: Any) -> Variant:
+        """The session's variant with a test's ``mmlu_variant`` mark and call arguments applied."""
+        variant = self.variant
+        if mark is not None:
+            variant = make_variant(variant, mark.quantization, mark.adapter, mark.merge_adapter)
+        return make_variant(variant, **overrides) if overrides else variant
+
+    def loaded_model(self, variant: Variant | None = None) -> Any:
+        """The model as ``variant`` (default: the session's). One model is in memory at a time:
+        another variant's is released first, so that each evaluation's budget sees one model."""
         from .loading import ModelLoadError, load_model
 
-        if self._load_error is not None:
-            raise ModelLoadError(self._load_error)
+        variant = self.variant if variant is None else variant
+        if variant in self._load_errors:
+            raise ModelLoadError(self._load_errors[variant])
+        if self._loaded is not None and self._loaded.variant != variant:
+            self.release_model()
         if self._loaded is None:
             try:
-                self._loaded = load_model(self.settings)
+                self._loaded = load_model(self.settings, variant)
             except ModelLoadError as exc:
-                self._load_error = str(exc)
+                self._load_errors[variant] = str(exc)
+                if variant == self.variant:
+                    self._load_error = str(exc)
                 raise
-            lm = self._loaded
-            self.model_info = {
-                "name": lm.name, "model": self.settings.model, "revision": lm.revision,
-                "commit": lm.commit, "dtype": lm.dtype, "device": lm.device,
-                "weight_bytes": lm.weight_bytes, "load_seconds": round(lm.load_seconds, 3),
-            }
+            info = {"model": self.settings.model, **self._loaded.describe()}
+            others = (self.model_info or {}).get("variants", {})
+            if variant == self.variant:
+                self.model_info = {**info, **({"variants": others} if others else {})}
+            else:  # the report's model entry lists every variant loaded
+                self.model_info = {**(self.model_info or {"model": self.settings.model}),
+                                   "variants": {**others, variant.label: info}}
         return self._loaded
+
+    def release_model(self) -> None:
+        """Drop the loaded model (and its evaluator) and give its memory back."""
+        from .memory import release_memory
+
+        if self._loaded is not None:
+            device = self._loaded.device
+            self._loaded = self._evaluator = None
+            release_memory(device)
 
     @property
     def model_loaded(self) -> bool:
@@ -84,11 +116,12 @@ class MmluSession:
             self._data = MmluData(self.settings.data)
         return self._data
 
-    def evaluator(self) -> Any:
+    def evaluator(self, variant: Variant | None = None) -> Any:
         from .evaluation import Evaluator
 
-        if self._evaluator is None:
-            self._evaluator = Evaluator(self.loaded_model(), self.evaluated_data(), self.settings.batch_size)
+        loaded = self.loaded_model(variant)
+        if self._evaluator is None or self._evaluator.loaded is not loaded:
+            self._evaluator = Evaluator(loaded, self.evaluated_data(), self.settings.batch_size)
         return self._evaluator
 
     def evaluated_data(self) -> Any:
@@ -100,25 +133,35 @@ class MmluSession:
 
     # -- evaluations ----------------------------------------------------------------------------
     def evaluate(self, spec: EvalSpec, budget: int | None,
-                 progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
-        """The result of ``spec`` under ``budget``: from the result cache, else evaluated."""
-        key = self._cache_key(spec, budget)
+                 progress: Callable[[int, int], None] | None = None,
+                 variant: Variant | None = None) -> EvaluationResult:
+        """The result of ``spec`` under ``budget`` on ``variant`` (default: the session's): from
+        the result cache, else evaluated."""
+        variant = self.variant if variant is None else variant
+        key = self._cache_key(spec, budget, variant)
         result = self.cache.get(key) if key else None
         if result is None and self.settings.shard is not None and not self._shard_has_questions(spec):
             from .shards import empty_result
 
             return empty_result(spec, budget, self.data())  # nothing of this evaluation is ours
         if result is None:
-            result = self.evaluator().evaluate(spec, budget, progress=progress)
+            result = self.evaluator(variant).evaluate(spec, budget, progress=progress)
             if key:
                 self.cache.put(key, result)
+        if variant.is_full:
+            self.full_results.setdefault(spec.key(), result)
         return result
+
+    def full_result(self, spec: EvalSpec) -> EvaluationResult:
+        """The full-precision model's result on ``spec``: this session's, else evaluated now."""
+        found = self.full_results.get(spec.key())
+        return found if found is not None else self.evaluate(spec, None, variant=FULL)
 
     def _shard_has_questions(self, spec: EvalSpec) -> bool:
         data = self.evaluated_data()
         return any(data.test_questions(s, spec.limit) for s in spec.subjects)
 
-    def _cache_key(self, spec: EvalSpec, budget: int | None) -> str | None:
+    def _cache_key(self, spec: EvalSpec, budget: int | None, variant: Variant = FULL) -> str | None:
         if self.cache is None:
             return None
         if self._model_key is False:
@@ -134,10 +177,24 @@ class MmluSession:
         return self.cache.evaluation_key(
             self._model_key, device, data=self.data().fingerprint(spec.subjects),
             subjects=spec.subjects, shots=spec.shots, limit=spec.limit,
-            dtype=resolve_dtype(self.settings.dtype, device), batch_size=self.settings.batch_size,
+            dtype=resolve_dtype(self.settings.dtype, device, self.settings.model, self.settings.revision),
+            batch_size=self.settings.batch_size, **self._variant_key(variant),
             budget=budget, trust_remote_code=self.settings.trust_remote_code,
             allow_pickle=self.settings.allow_pickle,
             **({} if self.settings.shard is None else {"shard": str(self.settings.shard)}))
+
+    def _variant_key(self, variant: Variant) -> dict[str, Any]:
+        """What a variant and the placement add to the key: nothing for the plain model on one
+        device (keys made before variants existed still match); the adapter by its files."""
+        parts: dict[str, Any] = {}
+        if variant.quantization != "none":
+            parts["quantization"] = variant.quantization
+        if variant.adapter is not None:
+            parts["adapter"] = self.cache.model_key(variant.adapter, None).key
+            parts["merge_adapter"] = variant.merge_adapter
+        if self.settings.device_map != "fit":
+            parts["device_map"] = self.settings.device_map
+        return parts
 
     def baseline(self) -> Baseline:
         """The baseline this run compares with (read once), or why there is none."""

@@ -208,10 +208,12 @@ def test_markers_are_documented(pytester):
     result.stdout.fnmatch_lines(["@pytest.mark.mmlu(subjects, shots=5, limit=None)*",
                                  "@pytest.mark.mmlu_memory_budget(size)*",
                                  "@pytest.mark.mmlu_accuracy_floor(min=None, per_subject={})*",
-                                 "@pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.05)*"])
+                                 "@pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.05, against='baseline')*",
+                                 "@pytest.mark.mmlu_variant(quantization=None, adapter=None, merge_adapter=None)*"])
     help_text = pytester.runpytest_inprocess("--help").stdout.str()
     for flag in ("--mmlu-model", "--mmlu-revision", "--mmlu-data", "--mmlu-dtype", "--mmlu-device",
-                 "--mmlu-report", "--mmlu-trust-remote-code"):
+                 "--mmlu-report", "--mmlu-trust-remote-code", "--mmlu-quantization", "--mmlu-adapter",
+                 "--mmlu-merge-adapter", "--mmlu-device-map"):
         assert flag in help_text
 
 

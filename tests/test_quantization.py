@@ -13,8 +13,18 @@ import shutil
 import pytest
 
 from pytest_mmlu import quantization
-from pytest_mmlu.loading import ModelLoadError, estimate_weight_bytes, load_model, variant_lines
-from pytest_mmlu.quantization import INSTALL, QuantizationUnavailable, plan, stored_bytes
+from pytest_mmlu.loading import (
+    ModelLoadError,
+    estimate_weight_bytes,
+    load_model,
+    variant_lines,
+)
+from pytest_mmlu.quantization import (
+    INSTALL,
+    QuantizationUnavailable,
+    plan,
+    stored_bytes,
+)
 from pytest_mmlu.settings import Settings
 from pytest_mmlu.variants import Variant
 
@@ -194,3 +204,17 @@ def test_a_gptq_checkpoint_without_its_library_is_one_line(tiny_model_dir, tmp_p
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"cannot load model folder {folder}: ")
     assert "gptq" in message.lower()
+
+
+def test_a_model_quantized_at_load_lets_go_of_the_checkpoint_file(tiny_model_dir, tmp_path):
+    """Its unquantized tensors were views of the memory-mapped float32 checkpoint, which kept
+    the file mapped and every weight read for quantization resident (SmolLM2 int8 peaked above
+    fp32). Once copied, the file is no longer mapped."""
+    import gc
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    loaded = load_model(Settings(model=str(folder), device="cpu"), Variant("int8"))
+    gc.collect()
+    with open("/proc/self/maps") as maps:
+        assert str(folder / "model.safetensors") not in maps.read()
+    assert loaded.weight_bytes < load_model(Settings(model=str(folder), device="cpu")).weight_bytes
