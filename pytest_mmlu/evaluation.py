@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
-from .data import MmluData
+from .chat import PromptFormat, PromptRenderer
+from .data import MmluData, Question
 from .engine import ScoringEngine, resolve_max_length
 from .loading import LoadedModel
 from .markers import EvalSpec
@@ -15,7 +17,8 @@ from .memory import (
     make_meter,
     release_memory,
 )
-from .prompts import LmEvalTokenizer, TokenRequest
+from .prompts import TokenRequest
+from .requests import BuildStats, Group, RequestBuilder
 from .results import EvaluationResult, QuestionResult
 
 # Without a declared budget, use at most this share of the memory the device has free.
@@ -49,24 +52,34 @@ def build_engine(loaded: LoadedModel, meter, batch_size: str | int, budget_bytes
 class Evaluator:
     """Evaluates MMLU specs on one loaded model; the model and meter are reused across calls."""
 
-    def __init__(self, loaded: LoadedModel, data: MmluData, batch_size: str | int = "auto") -> None:
+    def __init__(self, loaded: LoadedModel, data: MmluData, batch_size: str | int = "auto",
+                 prompt_format: PromptFormat | None = None) -> None:
         self.loaded = loaded
         self.data = data
         self.batch_size = batch_size
         self.meter = make_meter(loaded.device)
-        self.tokenizer = LmEvalTokenizer(loaded.tokenizer)
+        self.prompt_format = prompt_format or PromptFormat()
+        self.renderer = PromptRenderer(self.prompt_format, loaded.tokenizer)
+        self.builder = RequestBuilder(loaded.tokenizer)
         self.max_length = resolve_max_length(loaded.model.config, loaded.tokenizer)
         dtype_bytes = loaded.model.dtype.itemsize
         self.row_cost = RowCost.from_config(loaded.model.config, dtype_bytes)
+        self.last_build: BuildStats | None = None
 
-    def requests(self, spec: EvalSpec) -> tuple[list[TokenRequest], list]:
-        requests: list[TokenRequest] = []
-        questions = []
+    def requests(self, spec: EvalSpec) -> tuple[list[TokenRequest], list[Question]]:
+        """Four requests per question (A-D), in question order; each subject's shared prompt
+        text is tokenized once (``requests.py``)."""
+        groups: list[Group] = []
+        questions: list[Question] = []
         for subject in spec.subjects:
             shots = self.data.shots(subject, spec.shots)
-            for q in self.data.test_questions(subject, spec.limit):
-                requests.extend(self.tokenizer.mmlu_requests(q, shots))
-                questions.append(q)
+            subject_questions = self.data.test_questions(subject, spec.limit)
+            if not subject_questions:
+                continue
+            contexts = self.renderer.contexts(subject, shots, subject_questions)
+            groups.append(Group(contexts, self.prompt_format.continuations))
+            questions.extend(subject_questions)
+        requests, self.last_build = self.builder.build(groups)
         return requests, questions
 
     def engine(self, budget_bytes: int | None) -> ScoringEngine:
@@ -75,7 +88,9 @@ class Evaluator:
 
     def evaluate(self, spec: EvalSpec, budget_bytes: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
+        start = time.perf_counter()
         requests, questions = self.requests(spec)
+        build_seconds = time.perf_counter() - start
         engine = self.engine(budget_bytes)
         total = len(questions)
         on_progress = None if progress is None else (lambda done: progress(done // 4, total))
@@ -89,11 +104,12 @@ class Evaluator:
             subjects=spec.subjects, shots=spec.shots, limit=spec.limit, label=spec.label or
             ",".join(spec.subjects), questions=results, peak_memory_bytes=stats.peak_bytes,
             budget_bytes=budget_bytes, batch_size=max(stats.batch_sizes, default=0),
-            batch_sizes=stats.batch_sizes, seconds=stats.seconds,
+            batch_sizes=stats.batch_sizes, seconds=build_seconds + stats.seconds,
             tokens=stats.prefix_tokens + stats.suffix_tokens, device=self.loaded.device,
             dtype=self.loaded.dtype, data_fingerprint=self.data.fingerprint(spec.subjects),
             weight_bytes=self.loaded.weight_bytes, engine_mode=stats.mode,
             engine_mode_reason=stats.mode_reason,
             peak_device=getattr(self.meter, "peak_device", None),  # a spread model's highest GPU
             variant=self.loaded.variant.label,
+            prompt_format=self.prompt_format.describe(self.renderer.template),
         )

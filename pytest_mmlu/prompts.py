@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .data import LETTERS, Question
 
 TARGET_DELIMITER = " "
@@ -41,12 +43,15 @@ def context(q: Question, shots: Sequence[Question]) -> str:
     return description(q.subject) + examples + question_text(q)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TokenRequest:
-    """One log-likelihood request: score ``continuation`` after ``context`` (token ids)."""
+    """One log-likelihood request: score ``continuation`` after ``context`` (token ids).
 
-    context: tuple[int, ...]
-    continuation: tuple[int, ...]
+    Either field may be a tuple of ints or an int32 array; the four requests of a question
+    share one context object, which the engine turns into one input row without a copy."""
+
+    context: Sequence[int] | np.ndarray
+    continuation: Sequence[int] | np.ndarray
 
 
 class LmEvalTokenizer:
@@ -56,14 +61,14 @@ class LmEvalTokenizer:
         self.tokenizer = tokenizer
         prefix_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.prefix_token_id = prefix_id
-        self._bos_text = tokenizer.decode(prefix_id) if prefix_id is not None else None
+        self.bos_text = tokenizer.decode(prefix_id) if prefix_id is not None else None
 
     def encode(self, text: str) -> list[int]:
         return self.encode_all([text])[0]
 
     def encode_all(self, texts: Sequence[str]) -> list[list[int]]:
         """Encode texts that start alike (same special-token rule) in one tokenizer call."""
-        special = self._bos_text is None or not texts[0].startswith(self._bos_text)
+        special = self.bos_text is None or not texts[0].startswith(self.bos_text)
         return self.tokenizer(list(texts), add_special_tokens=special)["input_ids"]
 
     def request(self, context_text: str, continuation_text: str) -> TokenRequest:
@@ -79,10 +84,3 @@ class LmEvalTokenizer:
         whole = self.encode(context_text + continuation_text)
         ctx = self.encode(context_text)
         return TokenRequest(tuple(ctx), tuple(whole[len(ctx):]))
-
-    def mmlu_requests(self, q: Question, shots: Sequence[Question]) -> list[TokenRequest]:
-        """The four requests (A-D) of one question; the context is encoded once, and the
-        five texts in one tokenizer call."""
-        ctx_text = context(q, shots)
-        ctx, *wholes = self.encode_all([ctx_text, *(ctx_text + cont for cont in CONTINUATIONS)])
-        return [TokenRequest(tuple(ctx), tuple(whole[len(ctx):])) for whole in wholes]

@@ -108,6 +108,7 @@ class EvaluationResult:
     engine_mode_reason: str | None = None  # why "plain": nothing could be shared
     peak_device: str | None = None  # a model spread over GPUs: the one whose peak was highest
     variant: str = "full"  # what was loaded: "full", "int8", "adapter NAME"... (variants.py)
+    prompt_format: dict[str, Any] | None = None  # chat template (name, sha256), multiturn, system instruction
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- derived figures -----------------------------------------------------------------------
@@ -176,6 +177,7 @@ class EvaluationResult:
             "engine_mode_reason": self.engine_mode_reason,
             "peak_device": self.peak_device,
             "variant": self.variant,
+            "prompt_format": self.prompt_format,
             "questions": [
                 {"subject": q.subject, "index": q.index, "target": q.target,
                  "prediction": q.prediction, "loglikelihoods": list(q.loglikelihoods)}
@@ -200,4 +202,5 @@ class EvaluationResult:
             weight_bytes=int(d.get("weight_bytes", 0)), from_cache=bool(d.get("from_cache", False)),
             engine_mode=d.get("engine_mode", "prefix"), engine_mode_reason=d.get("engine_mode_reason"),
             peak_device=d.get("peak_device"), variant=d.get("variant", "full"),
+            prompt_format=d.get("prompt_format"),
         )

@@ -269,3 +269,39 @@ def save_long_arch_model(folder: Path, arch: str, tokenizer_dir: Path, seed: int
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_llama_sentencepiece_tokenizer(folder: Path, mmlu_zip: Path, vocab_size: int = 4096) -> Path:
+    """A SentencePiece-style llama tokenizer that adds BOS, trained on real MMLU's dev and val
+    questions in their prompt layout: BPE with byte fallback behind a Metaspace pre-tokenizer
+    (the string's first word gets a "▁"; the whole string is one piece at encoding, as in
+    llama's tokenizer.json), wrapped as ``LlamaTokenizer`` with ``add_bos_token=True``.
+
+    Trained on whole prompt lines, its merges cross line breaks ("\\nAnswer:", "\\n\\n"):
+    the hard case for splitting a prompt into separately encoded pieces."""
+    import csv
+    import io
+    import json
+    import zipfile
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+
+    texts = []
+    with zipfile.ZipFile(mmlu_zip) as zf:
+        for name in sorted(zf.namelist()):
+            if name.endswith(".csv") and ("/dev/" in name or "/val/" in name):
+                with zf.open(name) as f:
+                    for row in csv.reader(io.TextIOWrapper(f, encoding="utf-8")):
+                        texts.append(f"{row[0]}\nA. {row[1]}\nB. {row[2]}\nC. {row[3]}\nD. {row[4]}\n"
+                                     f"Answer: {row[5]}\n\n")
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, limit_alphabet=200, special_tokens=[
+        "<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))])
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.train_from_iterator(texts, trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    llama = LlamaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=True, model_max_length=4096)
+    llama.save_pretrained(folder)
+    return folder
