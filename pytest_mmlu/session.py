@@ -121,7 +121,10 @@ class MmluSession:
 
         loaded = self.loaded_model(variant)
         if self._evaluator is None or self._evaluator.loaded is not loaded:
-            self._evaluator = Evaluator(loaded, self.evaluated_data(), self.settings.batch_size)
+            from .chat import prompt_format_of
+
+            self._evaluator = Evaluator(loaded, self.evaluated_data(), self.settings.batch_size,
+                                        prompt_format_of(self.settings))
         return self._evaluator
 
     def evaluated_data(self) -> Any:
@@ -181,7 +184,15 @@ class MmluSession:
             batch_size=self.settings.batch_size, **self._variant_key(variant),
             budget=budget, trust_remote_code=self.settings.trust_remote_code,
             allow_pickle=self.settings.allow_pickle,
-            **({} if self.settings.shard is None else {"shard": str(self.settings.shard)}))
+            **({} if self.settings.shard is None else {"shard": str(self.settings.shard)}),
+            # The template's text is in the model's files (hashed above); these choose how it is used.
+            **self._prompt_key())
+
+    def _prompt_key(self) -> dict[str, Any]:
+        from .chat import prompt_format_of
+
+        described = prompt_format_of(self.settings).describe(None)  # None: plain, as before
+        return {} if described is None else {"prompt_format": described}
 
     def _variant_key(self, variant: Variant) -> dict[str, Any]:
         """What a variant and the placement add to the key: nothing for the plain model on one

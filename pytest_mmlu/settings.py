@@ -89,6 +89,16 @@ def _path(raw: str) -> str:
     return str(Path(raw).expanduser())
 
 
+def _chat_template(raw: str) -> bool | str | None:
+    """lm-eval's --apply_chat_template: true for the tokenizer's template, or a template name."""
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return None
+    return raw
+
+
 def _shard(raw: str) -> Any:
     from .shards import parse_shard
 
@@ -103,6 +113,7 @@ class Option:
     default: Any = None
     metavar: str | None = None
     is_flag: bool = False
+    const: str | None = None  # a value option whose bare form (no value) means this
 
     @property
     def cli(self) -> str:
@@ -168,6 +179,16 @@ OPTIONS: tuple[Option, ...] = (
            "shards' reports.", _shard, metavar="I/N"),
     Option("report_lm_eval", "Also write the results as lm-eval output (results_*.json and "
            "samples_*.jsonl) under DIR.", _path, metavar="DIR"),
+    # Chat templates, as lm-eval's --apply_chat_template, --fewshot_as_multiturn and
+    # --system_instruction (issue 11).
+    Option("chat_template", "Render prompts with the tokenizer's chat template, as lm-eval's "
+           "--apply_chat_template: true (the tokenizer's default template) or a template name.",
+           _chat_template, metavar="NAME_OR_TRUE", const="true"),
+    Option("fewshot_as_multiturn", "Few-shot examples as separate user/assistant turns (lm-eval's "
+           "default with a chat template; false: one user turn). Needs --mmlu-chat-template.",
+           _flag, metavar="BOOL", const="true"),
+    Option("system_instruction", "A system instruction before the subject's description, as "
+           "lm-eval's --system_instruction.", str, metavar="TEXT"),
 )
 
 
@@ -195,6 +216,9 @@ class Settings:
     adapter: str | None = None
     merge_adapter: bool = False
     device_map: str = "fit"
+    chat_template: bool | str | None = None  # None: plain prompts
+    fewshot_as_multiturn: bool | None = None  # None: on with a chat template (lm-eval's default)
+    system_instruction: str | None = None
     # Where each non-default value came from, for messages ("--mmlu-dtype", "PYTEST_MMLU_DTYPE"...).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -209,6 +233,9 @@ def add_options(parser: pytest.Parser) -> None:
         if opt.is_flag:
             group.addoption(opt.cli, action="store_true", default=None, dest=f"mmlu_{opt.name}",
                             help=helptext)
+        elif opt.const is not None:
+            group.addoption(opt.cli, action="store", nargs="?", const=opt.const, default=None,
+                            dest=f"mmlu_{opt.name}", metavar=opt.metavar, help=helptext)
         else:
             group.addoption(opt.cli, action="store", default=None, dest=f"mmlu_{opt.name}",
                             metavar=opt.metavar, help=helptext)
@@ -243,6 +270,10 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
     if values["allow_skip"]:
         values["require_model"] = False  # the explicit escape hatch wins over CI and ini
     settings = Settings(**values, sources=sources)
+    if settings.fewshot_as_multiturn and settings.chat_template is None:
+        raise pytest.UsageError(  # lm-eval's rule
+            f"pytest-mmlu: --mmlu-fewshot-as-multiturn from {settings.source_of('fewshot_as_multiturn')} "
+            "needs --mmlu-chat-template (few-shot turns exist only in a chat)")
     if settings.update_baseline and not settings.baseline:
         raise pytest.UsageError("pytest-mmlu: --mmlu-update-baseline needs --mmlu-baseline PATH "
                                 "(the file to write)")
