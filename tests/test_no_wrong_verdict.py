@@ -354,13 +354,13 @@ def test_gate(mmlu_result):
 def test_out_of_memory_at_batch_1_fails_the_gate_with_a_line(pytester, tiny_model_dir, mmlu_csv_dir):
     pytester.makeconftest('''
 import pytest
-from pytest_mmlu.engine import ScoringEngine
+from pytest_mmlu.engine import scoring
 
 @pytest.fixture(autouse=True)
 def _device_full(monkeypatch):
-    def forward(self, batch, prefix_len, prefix):
+    def forward(calls, batch, prefix_len, prefix, stats):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    monkeypatch.setattr(ScoringEngine, "_forward", forward)
+    monkeypatch.setattr(scoring, "forward", forward)
 ''')
     pytester.makepyfile('''
 import pytest

@@ -110,16 +110,21 @@ def _block_mask(segments: tuple[tuple[int, int], ...], total: int, prefix: int, 
                                     mask_mod=mask_mod, seq_lengths=(total, keys))
 
 
+@functools.cache  # one function per cap: a new closure per call could make the compiled kernel recompile
+def _softcapping(softcap: float) -> Any:
+    def score_mod(score: Any, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
+        return torch.tanh(score / softcap) * softcap
+
+    return score_mod
+
+
 def attend(q: Any, k: Any, v: Any, piece_ks: Sequence[Any], piece_vs: Sequence[Any],
            segments: Sequence[tuple[int, int]], scale: float, softcap: float | None) -> Any:
     prefix = sum(p.shape[1] for p in piece_ks)
     keys = torch.cat([*piece_ks, k], dim=1) if piece_ks else k
     values = torch.cat([*piece_vs, v], dim=1) if piece_vs else v
     mask = block_mask(segments, q.shape[1], prefix, q.device)
-    score_mod = None
-    if softcap is not None:
-        def score_mod(score: Any, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> Any:
-            return torch.tanh(score / softcap) * softcap
+    score_mod = None if softcap is None else _softcapping(softcap)
     out = _flex(q.device)(q[None], keys[None], values[None], score_mod=score_mod, block_mask=mask,
                           scale=scale, enable_gqa=q.shape[0] != k.shape[0])
     return out[0]
