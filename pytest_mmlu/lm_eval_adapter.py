@@ -23,6 +23,7 @@ from .memory import RowCost, make_meter
 from .prompts import LmEvalTokenizer, TokenRequest
 from .settings import Settings
 from .sizes import parse_size
+from .variants import FULL, make_variant
 
 
 @register_model("pytest-mmlu", "pytest_mmlu")
@@ -30,11 +31,16 @@ class PytestMmluLM(TemplateLM):
     def __init__(self, pretrained: str, revision: str | None = None, dtype: str = "auto",
                  device: str = "auto", batch_size: str | int = "auto",
                  memory_budget: str | int | None = None, trust_remote_code: bool = False,
-                 **_ignored: Any) -> None:
+                 quantization: str = "none", adapter: str | None = None, merge_adapter: bool = False,
+                 device_map: str = "fit", **_ignored: Any) -> None:
         super().__init__()
         batch = batch_size if batch_size == "auto" else int(batch_size)
+        # model_args arrive as strings ("merge_adapter=True"): the variant parses them as the options do
+        variant = make_variant(FULL, quantization, adapter, str(merge_adapter).lower() in ("1", "true", "yes"))
         settings = Settings(model=pretrained, revision=revision, dtype=dtype, device=device,
-                            trust_remote_code=bool(trust_remote_code), batch_size=batch)
+                            trust_remote_code=bool(trust_remote_code), batch_size=batch,
+                            quantization=variant.quantization, adapter=variant.adapter,
+                            merge_adapter=variant.merge_adapter, device_map=device_map)
         self.loaded = load_model(settings)
         self.tokenizer = self.loaded.tokenizer
         self._tok = LmEvalTokenizer(self.tokenizer)

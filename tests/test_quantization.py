@@ -218,3 +218,19 @@ def test_a_model_quantized_at_load_lets_go_of_the_checkpoint_file(tiny_model_dir
     with open("/proc/self/maps") as maps:
         assert str(folder / "model.safetensors") not in maps.read()
     assert loaded.weight_bytes < load_model(Settings(model=str(folder), device="cpu")).weight_bytes
+
+
+def test_the_lm_eval_model_takes_the_variant_from_model_args(tiny_model_dir):
+    """``lm_eval --model pytest-mmlu --model_args pretrained=...,quantization=int8``."""
+    from lm_eval.api.registry import get_model
+
+    import pytest_mmlu.lm_eval_adapter  # noqa: F401 - registers the model
+
+    lm = get_model("pytest-mmlu").create_from_arg_string(f"pretrained={tiny_model_dir},quantization=int8,device=cpu")
+    assert lm.loaded.variant.label == "int8" and lm.loaded.quantization["library"] == "torchao"
+    import torch
+
+    ((score, _),) = lm._loglikelihood_tokens([(None, (5, 6, 7), (8,))])
+    with torch.inference_mode():  # the same quantized model, one plain forward
+        expected = lm.loaded.model(torch.tensor([[5, 6, 7]])).logits[0, -1].log_softmax(-1)[8].item()
+    assert abs(score - expected) <= 1e-5
