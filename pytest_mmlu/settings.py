@@ -114,6 +114,7 @@ class Option:
     metavar: str | None = None
     is_flag: bool = False
     const: str | None = None  # a value option whose bare form (no value) means this
+    verbatim: bool = False  # text taken as given: surrounding whitespace is part of the value
 
     @property
     def cli(self) -> str:
@@ -188,7 +189,8 @@ OPTIONS: tuple[Option, ...] = (
            "default with a chat template; false: one user turn). Needs --mmlu-chat-template.",
            _flag, metavar="BOOL", const="true"),
     Option("system_instruction", "A system instruction before the subject's description, as "
-           "lm-eval's --system_instruction.", str, metavar="TEXT"),
+           "lm-eval's --system_instruction (verbatim: whitespace around it is kept).", str,
+           metavar="TEXT", verbatim=True),
 )
 
 
@@ -260,7 +262,8 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
             values[opt.name] = opt.default
             continue
         try:
-            values[opt.name] = raw if isinstance(raw, bool) else opt.parse(str(raw).strip())
+            text = str(raw) if opt.verbatim else str(raw).strip()  # lm-eval keeps its text as given
+            values[opt.name] = raw if isinstance(raw, bool) else opt.parse(text)
         except ValueError as exc:
             raise pytest.UsageError(f"pytest-mmlu: bad value {raw!r} from {where}: {exc}") from None
         sources[opt.name] = where

@@ -14,6 +14,7 @@ from pytest_mmlu.chat import ChatTemplateError, PromptFormat, PromptRenderer
 
 SUBJECTS = ["abstract_algebra", "marketing"]
 INSTRUCTION = "You are an expert in every field. Answer with one letter."
+SPACED_INSTRUCTION = "  Answer with one letter.\n"  # whitespace at both ends: lm-eval keeps it
 # A template that refuses the system role, as Gemma's and Mistral's do: lm-eval renders again
 # without the system message (HFLM.apply_chat_template catches the TemplateError).
 NO_SYSTEM_TEMPLATE = (
@@ -51,7 +52,9 @@ def lm_eval_contexts(tokenizer, task, n, fmt: PromptFormat) -> list[str]:
 @pytest.mark.parametrize("fmt", [
     PromptFormat(True, True, None), PromptFormat(True, False, None), PromptFormat(True, True, INSTRUCTION),
     PromptFormat(True, False, INSTRUCTION), PromptFormat(None, False, INSTRUCTION),
-], ids=["multiturn", "single-turn", "multiturn+system", "single-turn+system", "plain+system"])
+    PromptFormat(True, True, SPACED_INSTRUCTION), PromptFormat(None, False, SPACED_INSTRUCTION),
+], ids=["multiturn", "single-turn", "multiturn+system", "single-turn+system", "plain+system",
+        "multiturn+spaced-system", "plain+spaced-system"])
 def test_rendering_is_lm_evals(smollm2_dir, synthetic, fmt):  # noqa: F811
     from transformers import AutoTokenizer
 
@@ -99,6 +102,9 @@ def test_template_selection_follows_lm_eval(smollm2_dir):  # noqa: F811
     ([], {"PYTEST_MMLU_CHAT_TEMPLATE": "true", "PYTEST_MMLU_SYSTEM_INSTRUCTION": "Be brief."},
      (True, None, "Be brief.")),
     (["--mmlu-chat-template=false"], {}, (None, None, None)),
+    # Verbatim, as lm-eval takes --system_instruction: the whitespace around it changes the prompt.
+    (["--mmlu-chat-template", "--mmlu-system-instruction=  Be brief.\n"], {}, (True, None, "  Be brief.\n")),
+    ([], {"PYTEST_MMLU_SYSTEM_INSTRUCTION": "\tBe brief. "}, (None, None, "\tBe brief. ")),
 ])
 def test_chat_settings(pytester, monkeypatch, args, env, expected):
     from pytest_mmlu.chat import prompt_format_of
