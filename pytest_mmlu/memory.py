@@ -12,6 +12,8 @@ weights included):
   namespaces in containers, MIG without privileges), the growth of the device's
   used memory (``mem_get_info``) beyond torch's since the meter started; torch's
   figures alone where neither is sound.  ``describe()`` says which.
+- A model spread over several GPUs (accelerate's device map): every GPU it uses, each
+  measured as above; the budget bounds each of them (``MultiCudaMeter``).
 
 Batches are sized by a memory model: a per-row cost computed from the model's
 config for the real sequence lengths, scaled by factors calibrated from the

@@ -11,16 +11,24 @@ rows are batched (our shared prefixes and packed rows against lm-eval's padded b
 from __future__ import annotations
 
 import pytest
-from test_lm_eval_agreement import (  # noqa: F401
-    LIMIT,
-    SUBJECTS,
-    real_mmlu_zip,
-    run_lm_eval,
-    smollm2_dir,
-)
+from test_lm_eval_agreement import real_mmlu_zip, smollm2_dir  # noqa: F401
 
 pytest.importorskip("torchao", reason="needs the quant extra: pip install 'pytest-mmlu[quant]'")
 pytestmark = pytest.mark.slow
+# Short prompts (CI time): int8 layers do not care how long the context is, and the engine's
+# long shared prefixes are held to lm-eval in float32 by test_lm_eval_agreement.py.
+SUBJECTS, LIMIT = ["abstract_algebra", "college_medicine"], 3
+
+
+def run_lm_eval(model, data):
+    from lm_eval import simple_evaluate
+
+    from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+
+    out = simple_evaluate(model=model, tasks=list(mmlu_tasks(data, SUBJECTS).values()), num_fewshot=5,
+                          limit=LIMIT, log_samples=True, bootstrap_iters=0)
+    return {(task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
+            for task, samples in out["samples"].items() for s in samples}
 
 
 def test_int8_smollm2_agrees_with_lm_eval_hf_on_the_same_quantized_model(smollm2_dir, tmp_path):  # noqa: F811
