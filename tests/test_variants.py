@@ -198,8 +198,11 @@ def test_x(mmlu_result):
 ''')
     common = (f"--mmlu-model={world['good']}", f"--mmlu-data={world['data']}", "-p", "no:cacheprovider",
               f"--mmlu-cache-dir={tmp_path / 'cache'}", f"--mmlu-adapter={adapter}", "-s")
-    pytester.runpytest_inprocess(*common).stdout.fnmatch_lines(["*FROM_CACHE False*"])
+    report = tmp_path / "report.json"
+    pytester.runpytest_inprocess(*common, f"--mmlu-report={report}").stdout.fnmatch_lines(["*FROM_CACHE False*"])
+    first = json.loads(report.read_text())["model"]["adapter"]["sha256"]
     pytester.runpytest_inprocess(*common).stdout.fnmatch_lines(["*FROM_CACHE True*"])
     # Another fine-tune's weights in the same folder: same path, same config, other files.
     shutil.copy(world["degraded"] / "adapter_model.safetensors", adapter / "adapter_model.safetensors")
-    pytester.runpytest_inprocess(*common).stdout.fnmatch_lines(["*FROM_CACHE False*"])
+    pytester.runpytest_inprocess(*common, f"--mmlu-report={report}").stdout.fnmatch_lines(["*FROM_CACHE False*"])
+    assert json.loads(report.read_text())["model"]["adapter"]["sha256"] != first  # the report tells them apart
