@@ -3,8 +3,9 @@
 A baseline is a pytest-mmlu report, or lm-eval ``--log_samples`` output of one run
 (``lm_eval_files.LmEvalBaseline``, matched question by question by subject and doc index).
 An evaluation matches its report entry by test id, subjects, shots and limit; whether
-the entry can answer for it (same data, same questions) and what the comparison means
-is judged in ``gates.regression``, which holds every line a person reads.
+the entry can answer for it (same data, same prompts: ``prompt_format``, same questions)
+and what the comparison means is judged in ``gates.regression``, which holds every line a
+person reads.
 """
 
 from __future__ import annotations

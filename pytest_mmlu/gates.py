@@ -171,6 +171,12 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression,
     if base.get("data_fingerprint") != ev.get("data_fingerprint"):
         return _missing(f"MMLU baseline entry for {where} was made on other data "
                         f"(fingerprint differs); {HOW_TO_CREATE}")
+    from .chat import format_difference
+
+    prompts = format_difference(base.get("prompt_format"), ev.get("prompt_format"))
+    if prompts:  # a chat template or system instruction on one side only: other prompts
+        return _missing(f"MMLU baseline entry for {where} was made with other prompts ({prompts}); "
+                        f"{HOW_TO_CREATE}")
     base_q, new_q = _right_or_wrong(base), _right_or_wrong(ev)
     if base_q.keys() != new_q.keys():
         return _missing(f"MMLU baseline entry for {where} covers other questions; {HOW_TO_CREATE}")

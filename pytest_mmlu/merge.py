@@ -11,7 +11,8 @@ and CI shards.
   as one unsharded run.
 
 Shards are refused, naming what differs or is missing, when they were made with other
-models, settings or data, split another way, or do not make a complete set.
+models, settings, data or prompts (chat template, system instruction), split another way,
+or do not make a complete set.
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> d
             raise MergeError(f"{nodeid}: shards made on different data (fingerprint "
                              f"{first.get('data_fingerprint', '')[:12]} in {first_name}, "
                              f"{ev.get('data_fingerprint', '')[:12]} in {name})")
+    _check_same_prompts(nodeid, [(name, ev) for name, ev in parts if ev.get("n")])
     expected = first.get("unsharded_n")
     order = {s: i for i, s in enumerate(first["subjects"])}
     questions, seen = [], set()
@@ -209,6 +211,18 @@ def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> d
     entry["shards"] = [{"shard": name, "n": ev["n"], "peak_memory_bytes": ev["peak_memory_bytes"],
                         "batch_size": ev["batch_size"], "seconds": ev["seconds"]} for name, ev in parts]
     return entry
+
+
+def _check_same_prompts(nodeid: str, ran: list[tuple[str, dict[str, Any]]]) -> None:
+    """Shards whose questions were asked with other prompts (another chat template in a local
+    model folder, say: the settings alone do not show it). A shard without questions of
+    this evaluation rendered none and is not compared."""
+    from .chat import format_difference
+
+    for name, ev in ran[1:]:
+        differs = format_difference(ran[0][1].get("prompt_format"), ev.get("prompt_format"), (ran[0][0], name))
+        if differs:
+            raise MergeError(f"{nodeid}: shards made with other prompts ({differs})")
 
 
 # -- judging the whole ------------------------------------------------------------------------
