@@ -48,3 +48,13 @@ def test_fits_the_edge_device(mmlu_result):
 @pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.05)
 def test_no_regression_vs_last_release(mmlu_result):
     """Not significantly worse than the last release on the same 60 questions."""
+
+
+@pytest.mark.mmlu_variant(quantization="int8")
+@pytest.mark.mmlu(subjects=CORE, shots=5, limit=40)
+@pytest.mark.mmlu_memory_budget("768 MiB")
+@pytest.mark.mmlu_no_regression(against="full", max_drop=0.06, alpha=0.05)
+def test_int8_build_fits_the_edge_device(mmlu_result):
+    """The int8 build is what ships to the edge box: inside its 768 MiB, and not significantly
+    worse than the full-precision model on the same 120 questions (evaluated in this session).
+    max_drop 0.06: what 120 questions can see here (the summary gives the detectable drop)."""
