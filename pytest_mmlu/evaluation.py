@@ -97,8 +97,9 @@ class Evaluator:
         scores = engine.score(requests, progress=on_progress)
         results = []
         for i, q in enumerate(questions):
-            lls = tuple(s.loglikelihood for s in scores[4 * i: 4 * i + 4])
-            results.append(QuestionResult.scored(q.subject, q.index, q.answer, lls))
+            own = scores[4 * i: 4 * i + 4]
+            results.append(QuestionResult.scored(q.subject, q.index, q.answer, tuple(s.loglikelihood for s in own),
+                                                 tuple(s.is_greedy for s in own)))
         stats = engine.stats
         return EvaluationResult(
             subjects=spec.subjects, shots=spec.shots, limit=spec.limit, label=spec.label or

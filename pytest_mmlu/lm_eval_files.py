@@ -14,7 +14,9 @@ and sha256 hashes of the doc, the prompt and the target). Values in the samples 
   the test split, our ``index``). It refuses, saying why, a run made with other shots, another
   prompt template or chat template, or other data (each doc and prompt is compared with ours).
 - :func:`write_lm_eval` writes a report's evaluations as lm-eval output (one run per number of
-  shots), with lm-eval's hashes, so that tools reading lm-eval results read ours.
+  shots), with lm-eval's hashes, so that tools reading lm-eval results read ours; a chat-template
+  evaluation as lm-eval's ``--apply_chat_template`` run (rendered prompts, the template and its
+  sha, few-shot turns, system instruction).
 """
 
 from __future__ import annotations
@@ -183,14 +185,19 @@ class LmEvalBaseline:
             if reason:
                 return {"refused": reason}
             lls = [float(r[0]) for r in sample["filtered_resps"]]
+            greedy = [str(r[1]) if len(r) > 1 else None for r in sample["filtered_resps"]]
             questions.append({"subject": subject, "index": index, "target": int(sample["target"]),
                               "prediction": max(range(len(lls)), key=lambda i: (lls[i], -i)),
-                              "loglikelihoods": lls})
+                              "loglikelihoods": lls,
+                              **({"is_greedy": [g == "True" for g in greedy]}
+                                 if all(g in ("True", "False") for g in greedy) else {})})
         for q in questions:
             counts = per_subject.setdefault(q["subject"], [0, 0])
             counts[0] += q["prediction"] == q["target"]
             counts[1] += 1
-        return {"data_fingerprint": ev.get("data_fingerprint"), "questions": questions,
+        # The run's prompt format was checked equal to ours above.
+        return {"data_fingerprint": ev.get("data_fingerprint"), "prompt_format": ev.get("prompt_format"),
+                "questions": questions,
                 "per_subject": {s: {"accuracy": c / n, "n": n} for s, (c, n) in per_subject.items()}}
 
     def _format_mismatch(self, ours: dict[str, Any] | None) -> str | None:
@@ -225,12 +232,14 @@ class LmEvalBaseline:
                 question.question, list(question.choices), str(question.answer)):
             return (f"made on other data: lm-eval's {subject}#{index} is not this run's question "
                     f"(another MMLU copy or version)")
-        from .prompts import context
+        from .chat import PromptFormat, PromptRenderer
 
         prompt = (sample.get("arguments") or {}).get("gen_args_0", {}).get("arg_0")
-        # Plain prompts are compared here; a chat's are the template's, compared by its sha above.
-        plain = not self.run.results.get("chat_template") and not self.run.results.get("system_instruction")
-        if plain and prompt is not None and prompt != context(question, examples):
+        # Plain prompts (with the run's system instruction) are compared here; a chat's are the
+        # template's, compared by its sha above (the tokenizer is not at hand here).
+        results = self.run.results
+        if not results.get("chat_template") and prompt is not None and prompt != PromptRenderer(
+                PromptFormat(None, False, results.get("system_instruction"))).contexts(subject, examples, [question])[0]:
             return (f"lm-eval's prompt for {subject}#{index} differs from this run's (other few-shot "
                     f"examples or template)")
         return None
@@ -249,15 +258,21 @@ def _lookup_in(data: Any) -> QuestionLookup:
 
 
 # -- writing: our results as lm-eval output -----------------------------------------------------
-def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any) -> list[Path]:
+def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokenizer: Any = None) -> list[Path]:
     """Write ``report``'s evaluations as lm-eval output under ``folder``: for each number of
     shots one run (``[<k>-shot/]<model>/results_<date>.json`` and one ``samples_mmlu_<subject>_
     <date>.jsonl`` per subject; a question several evaluations share is written once).
-    ``data``: the MmluData (or its source) the report was made on, for the docs and prompts."""
+    ``data``: the MmluData (or its source) the report was made on, for the docs and prompts.
+
+    Evaluations made with a chat template or a system instruction are written as lm-eval
+    writes a run with ``--apply_chat_template`` (``--fewshot_as_multiturn``,
+    ``--system_instruction``): the rendered prompts, and the run's template, its sha256 and
+    the instruction in the results file. The prompts are rendered again with ``tokenizer``
+    (default: the report's model's, loaded now), which must hold the template the
+    evaluation recorded (same sha256)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
-    from .prompts import context
 
     if isinstance(data, str) or data is None:
         from .data import DataError, MmluData
@@ -268,17 +283,21 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any) -> list
             raise ReportError(f"cannot read the MMLU data for the samples: {exc}") from None
     by_shots: dict[int, dict[str, dict[int, dict]]] = {}
     limits: dict[int, set] = {}
+    formats: dict[str, Any] = {}
     for test in report["tests"]:
         for ev in test["evaluations"]:
             if ev.get("accuracy") is None or not ev.get("n"):
                 continue
-            if ev.get("prompt_format"):
-                raise ReportError("lm-eval output of chat-template or system-instruction evaluations is "
-                                  "not written (their prompts are not in the report)")
+            formats.setdefault(json.dumps(ev.get("prompt_format"), sort_keys=True), ev.get("prompt_format"))
             tasks = by_shots.setdefault(ev["shots"], {})
             limits.setdefault(ev["shots"], set()).add(ev["limit"])
             for q in ev["questions"]:
                 tasks.setdefault(q["subject"], {}).setdefault(q["index"], q)
+    if len(formats) > 1:  # lm-eval records one prompt format per run; a session has one
+        raise ReportError("the report's evaluations were made with different prompt formats (chat template, "
+                          "system instruction): lm-eval output holds one per run")
+    renderer = _renderer(next(iter(formats.values()), None), report, tokenizer)
+    fmt = renderer.format
     model = report.get("model") or {}
     model_name = str(model.get("model") or model.get("name") or "pytest-mmlu")
     try:
@@ -293,9 +312,11 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any) -> list
         results, configs, samples_of = {}, {}, {}
         for subject, questions in sorted(tasks.items()):
             task = f"mmlu_{subject}"
-            examples = data.shots(subject, shots)
             rows = data.split(subject, "test")
-            samples = [_sample(rows[i], examples, questions[i], context) for i in sorted(questions)]
+            asked = [rows[i] for i in sorted(questions)]
+            prompts = renderer.contexts(subject, data.shots(subject, shots), asked)
+            samples = [_sample(question, prompt, fmt.continuations, questions[question.index])
+                       for question, prompt in zip(asked, prompts)]
             samples_of[task] = samples
             accs = [s["acc"] for s in samples]
             n = len(accs)
@@ -328,8 +349,12 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any) -> list
                                                    for s in samples_of[t])) for t in results},
             "model_source": "pytest-mmlu", "model_name": model_name,
             "model_name_sanitized": sanitize_model_name(model_name),
-            "system_instruction": None, "system_instruction_sha": None, "fewshot_as_multiturn": None,
-            "chat_template": None, "chat_template_sha": None,
+            # lm-eval's GeneralConfigTracker.log_experiment_args: the run's prompt format.
+            "system_instruction": fmt.system_instruction,
+            "system_instruction_sha": hash_string(fmt.system_instruction) if fmt.system_instruction else None,
+            "fewshot_as_multiturn": fmt.fewshot_as_multiturn if fmt.is_chat else None,
+            "chat_template": renderer.template,
+            "chat_template_sha": hash_string(renderer.template) if renderer.template else None,
         }
         path = out / f"results_{date}.json"
         path.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -341,21 +366,60 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any) -> list
     return written
 
 
+def _renderer(recorded: dict[str, Any] | None, report: dict[str, Any], tokenizer: Any) -> Any:
+    """The renderer of the prompts an evaluation recorded (``prompt_format``; None: plain)."""
+    from .chat import ChatTemplateError, PromptFormat, PromptRenderer
+
+    recorded = recorded or {}
+    fmt = PromptFormat(recorded.get("chat_template"), bool(recorded.get("fewshot_as_multiturn")),
+                       recorded.get("system_instruction"))
+    if fmt.is_chat and tokenizer is None:
+        tokenizer = _report_tokenizer(report)
+    try:
+        renderer = PromptRenderer(fmt, tokenizer)
+    except ChatTemplateError as exc:
+        raise ReportError(f"cannot render the chat prompts again: {exc}") from None
+    if fmt.is_chat and hash_string(renderer.template) != recorded.get("chat_template_sha256"):
+        raise ReportError(f"cannot render the chat prompts again: the tokenizer's template (sha256 "
+                          f"{hash_string(renderer.template)[:12]}) is not the one the evaluations used (sha256 "
+                          f"{str(recorded.get('chat_template_sha256'))[:12]})")
+    return renderer
+
+
+def _report_tokenizer(report: dict[str, Any]) -> Any:
+    """The tokenizer of the model the report was made with (its commit when known)."""
+    settings = report.get("settings") or {}
+    model = report.get("model") or {}
+    name = settings.get("model") or model.get("model")
+    if not name:
+        raise ReportError("cannot render the chat prompts again: the report names no model")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(name), revision=model.get("commit") or settings.get("revision"),
+                                             trust_remote_code=bool(settings.get("trust_remote_code")))
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError...: any reason it cannot load
+        raise ReportError(f"cannot render the chat prompts again: the tokenizer of {name} cannot be "
+                          f"loaded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
 def _one_limit(limits: set) -> Any:
     return next(iter(limits)) if len(limits) == 1 else None
 
 
-def _sample(question: Any, examples: list, q: dict[str, Any], context: Callable) -> dict[str, Any]:
+def _sample(question: Any, prompt: str, continuations: tuple[str, ...], q: dict[str, Any]) -> dict[str, Any]:
     """One question as lm-eval's samples file has it (values stringified as lm-eval does)."""
     doc = {"question": question.question, "subject": question.subject, "choices": list(question.choices),
            "answer": question.answer}
-    prompt = context(question, examples)
     lls = q["loglikelihoods"]
-    # Whether each choice is the greedy continuation is not recorded by the engine: "None".
+    # lm-eval's (loglikelihood, is_greedy) pairs, stringified; "None" for a report written
+    # before is_greedy was kept.
+    greedy = q.get("is_greedy") or [None] * len(lls)
+    resps = [[str(ll), str(None if g is None else bool(g))] for ll, g in zip(lls, greedy)]
     return {
         "doc_id": question.index, "doc": doc, "target": str(question.answer),
-        "arguments": {f"gen_args_{i}": {"arg_0": prompt, "arg_1": f" {letter}"} for i, letter in enumerate(LETTERS)},
-        "resps": [[[str(ll), "None"]] for ll in lls], "filtered_resps": [[str(ll), "None"] for ll in lls],
+        "arguments": {f"gen_args_{i}": {"arg_0": prompt, "arg_1": cont} for i, cont in enumerate(continuations)},
+        "resps": [[r] for r in resps], "filtered_resps": resps,
         "filter": "none", "metrics": ["acc"],
         "doc_hash": hash_string(json.dumps(doc, indent=2, ensure_ascii=False)),
         "prompt_hash": hash_string(prompt), "target_hash": hash_string(str(question.answer)),

@@ -41,14 +41,17 @@ class QuestionResult:
     target: int
     prediction: int
     loglikelihoods: tuple[float, float, float, float]
+    # Per choice: is it the greedy continuation (lm-eval's second response value)? None in
+    # reports written before it was kept.
+    is_greedy: tuple[bool, bool, bool, bool] | None = None
 
     @classmethod
-    def scored(cls, subject: str, index: int, target: int,
-               loglikelihoods: tuple[float, float, float, float]) -> QuestionResult:
+    def scored(cls, subject: str, index: int, target: int, loglikelihoods: tuple[float, float, float, float],
+               is_greedy: tuple[bool, bool, bool, bool] | None = None) -> QuestionResult:
         """A question and its answer; NaN/inf scores give NO_ANSWER (gates.non_finite fails
         the evaluation) instead of an exception that would lose the other questions."""
         return cls(subject, index, target, predict(loglikelihoods) if all_finite(loglikelihoods) else NO_ANSWER,
-                   tuple(loglikelihoods))
+                   tuple(loglikelihoods), None if is_greedy is None else tuple(bool(g) for g in is_greedy))
 
     @property
     def correct(self) -> bool:
@@ -180,7 +183,8 @@ class EvaluationResult:
             "prompt_format": self.prompt_format,
             "questions": [
                 {"subject": q.subject, "index": q.index, "target": q.target,
-                 "prediction": q.prediction, "loglikelihoods": list(q.loglikelihoods)}
+                 "prediction": q.prediction, "loglikelihoods": list(q.loglikelihoods),
+                 **({} if q.is_greedy is None else {"is_greedy": list(q.is_greedy)})}
                 for q in self.questions
             ],
         }
@@ -189,7 +193,8 @@ class EvaluationResult:
     def from_dict(cls, d: dict[str, Any]) -> EvaluationResult:
         questions = [
             QuestionResult(q["subject"], int(q["index"]), int(q["target"]), int(q["prediction"]),
-                           tuple(float(x) for x in q["loglikelihoods"]))
+                           tuple(float(x) for x in q["loglikelihoods"]),
+                           None if q.get("is_greedy") is None else tuple(bool(g) for g in q["is_greedy"]))
             for q in d["questions"]
         ]
         return cls(

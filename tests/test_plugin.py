@@ -72,7 +72,8 @@ def test_gate_fails_exactly_the_breaching_tests(pytester, gate):
     assert ev["n"] == 8 and ev["shots"] == 5 and ev["limit"] == 4 and ev["budget_bytes"] == 4 * 2**30
     assert 0 < ev["peak_memory_bytes"] <= ev["budget_bytes"]
     q = ev["questions"][0]
-    assert set(q) == {"subject", "index", "target", "prediction", "loglikelihoods"}
+    assert set(q) == {"subject", "index", "target", "prediction", "loglikelihoods", "is_greedy"}
+    assert len(q["is_greedy"]) == 4 and all(isinstance(g, bool) for g in q["is_greedy"])
     assert q["index"] == 0 and q["prediction"] == max(range(4), key=lambda i: q["loglikelihoods"][i])
     props = {p.get("name") for p in ET.parse(junit).iter("property")}
     assert {"mmlu_accuracy", "mmlu_peak_memory_bytes", "mmlu_batch_size", "mmlu_ci95_low"} <= props
