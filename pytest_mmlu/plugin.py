@@ -113,14 +113,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 # -- fixtures -----------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture
 def mmlu_model(request: pytest.FixtureRequest) -> Any:
-    """The model under test (a LoadedModel: model, tokenizer, device, dtype, load_seconds,
-    weight_bytes), loaded once per session (once per xdist worker)."""
+    """The model under test as the test's ``mmlu_variant`` (a LoadedModel: model, tokenizer,
+    device, dtype, load_seconds, weight_bytes), loaded once per variant and session (once per
+    xdist worker).  Per test, not per session: a session-scoped value would keep a variant's
+    model alive after the session released it for the next, and inflate that one's budget."""
     from .loading import ModelLoadError
 
+    session = request.config.stash[SESSION]
     try:
-        return request.config.stash[SESSION].loaded_model()
+        marks = request.node.stash.get(MARKS, None)
+        return session.loaded_model(session.variant_of(marks.variant if marks is not None else None))
     except ModelLoadError as exc:
         _fail([gates.error(exc)])
 

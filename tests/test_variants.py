@@ -206,3 +206,28 @@ def test_x(mmlu_result):
     shutil.copy(world["degraded"] / "adapter_model.safetensors", adapter / "adapter_model.safetensors")
     pytester.runpytest_inprocess(*common, f"--mmlu-report={report}").stdout.fnmatch_lines(["*FROM_CACHE False*"])
     assert json.loads(report.read_text())["model"]["adapter"]["sha256"] != first  # the report tells them apart
+
+
+def test_the_model_fixture_gives_the_tests_variant_and_keeps_no_model_alive(pytester, world, loads):
+    """A session-scoped mmlu_model kept the full model referenced after the int8 test's switch:
+    two models resident while the int8 build's budget was judged."""
+    pytester.makepyfile(test_gate='''
+import gc, weakref
+import pytest
+
+FULL = []
+
+def test_full(mmlu_model):
+    FULL.append(weakref.ref(mmlu_model.model))
+    assert mmlu_model.variant.label == "full"
+
+@pytest.mark.mmlu_variant(quantization="int8")
+def test_int8(mmlu_model, mmlu):
+    gc.collect()
+    assert FULL[0]() is None, "the full model is still alive after the switch to int8"
+    assert mmlu_model.variant.quantization == "int8"
+    assert mmlu.evaluate(subjects="anatomy", shots=0, limit=2).n == 2
+''')
+    result = run(pytester, world)
+    result.assert_outcomes(passed=2)
+    assert loads == ["full", "int8"]
