@@ -67,10 +67,12 @@ def build_model(shape: dict, device: str, dtype):
 
 def loaded_model(model, tokenizer, device: str, dtype: str):
     """What the Evaluator reads of a loaded model."""
+    from pytest_mmlu.variants import FULL
+
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return SimpleNamespace(model=model, tokenizer=tokenizer, device=device, dtype=dtype,
                            weight_bytes=weight_bytes, source="random 7B-shaped Qwen2", quantization=None,
-                           adapter=None, variant=None)
+                           adapter=None, variant=FULL)
 
 
 def engine_run(loaded, data, limit: int, budget: int) -> dict:

@@ -154,7 +154,10 @@ def test_two_shards_plus_merge_equal_one_unsharded_run(pytester, world):
         return [ln.split()[0] if ln.startswith("  test_") else ln for ln in keep]
 
     assert gist(merged_lines) == gist(whole_summary)
-    assert all(len(line) <= 100 for line in merged_lines)
+    # 100 columns, except a path longer than a line, which is never broken: it stands alone
+    # (pytest's tmp paths under xdist run past 100 characters).
+    assert all(len(line) <= 100 or len(line.split()) == 1 for line in merged_lines), \
+        [line for line in merged_lines if len(line) > 100]
 
 
 def test_merge_refuses_what_it_cannot_join(pytester, world):
