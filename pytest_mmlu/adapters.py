@@ -12,6 +12,7 @@ rounding, and as fast as the base.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,11 @@ def apply_adapter(model: Any, path: str, merge: bool) -> Any:
             f"tokens added by PEFT's own forward): pytest-mmlu scores adapters that change the "
             f"model's layers (LoRA, IA3, ...)")
     try:
-        wrapped = PeftModel.from_pretrained(model, path)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated is_gradient_checkpointing: a FutureWarning
+            # in every user's test summary that says nothing about their model.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            wrapped = PeftModel.from_pretrained(model, path)
         return wrapped.merge_and_unload() if merge else wrapped.get_base_model()
     except Exception as exc:  # noqa: BLE001 - shape mismatches, unsupported layers
         raise AdapterError(f"cannot apply adapter {path}: {first_line(exc)}") from None

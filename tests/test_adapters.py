@@ -127,3 +127,20 @@ def test_missing_peft_names_the_extra(tiny_model_dir, lora_dir, monkeypatch):
     with pytest.raises(ModelLoadError) as info:
         load_model(Settings(model=str(tiny_model_dir), device="cpu", adapter=str(lora_dir)))
     assert str(info.value) == "--mmlu-adapter needs peft, which is not installed: pip install 'pytest-mmlu[peft]'"
+
+
+def test_applying_an_adapter_puts_no_third_party_deprecation_in_the_users_summary(tiny_model_dir, lora_dir):
+    """peft reads transformers' deprecated is_gradient_checkpointing: without the filter every
+    adapter run showed a FutureWarning about a property the user never touched."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    from pytest_mmlu.adapters import apply_adapter
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        apply_adapter(model, str(lora_dir), merge=False)
+    assert not [w for w in seen if issubclass(w.category, (FutureWarning, DeprecationWarning))], \
+        [str(w.message) for w in seen]

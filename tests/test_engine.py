@@ -126,8 +126,18 @@ class _OomOnce(torch.nn.Module):
             self.ooms += 1
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          past_key_values=past_key_values, use_cache=use_cache,
-                          logits_to_keep=logits_to_keep, **kw)
+                          use_cache=use_cache, logits_to_keep=logits_to_keep,
+                          **_cache_kwargs(self.inner, past_key_values), **kw)
+
+
+def _cache_kwargs(model, cache):
+    """The cache under the name the wrapped model takes (transformers 5.24 deprecates
+    past_key_values for cache; 5.2 has only past_key_values)."""
+    if cache is None:
+        return {}
+    import inspect
+
+    return {"cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values": cache}
 
 
 def test_out_of_memory_shrinks_and_completes():
@@ -248,8 +258,8 @@ class _ForgetsCache(torch.nn.Module):
         from transformers import DynamicCache
 
         out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=past_key_values, use_cache=use_cache,
-                         logits_to_keep=logits_to_keep, **kw)
+                         use_cache=use_cache, logits_to_keep=logits_to_keep,
+                         **_cache_kwargs(self.inner, past_key_values), **kw)
         for key in ("cache", "past_key_values"):  # transformers 5.2 names it past_key_values
             if use_cache and key in out:
                 out[key] = DynamicCache()

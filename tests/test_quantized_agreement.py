@@ -31,6 +31,7 @@ def run_lm_eval(model, data):
             for task, samples in out["samples"].items() for s in samples}
 
 
+@pytest.mark.filterwarnings("ignore:You passed .quantization_config.:UserWarning")  # lm-eval's hf passes its own
 def test_int8_smollm2_agrees_with_lm_eval_hf_on_the_same_quantized_model(smollm2_dir, tmp_path):  # noqa: F811
     from lm_eval.models.huggingface import HFLM
 
