@@ -48,6 +48,7 @@ class ChatTemplateError(ValueError):
 
 
 def sha256(text: str) -> str:
+    """Hex sha256 of UTF-8 text: lm-eval's ``lm_eval.utils.hash_string`` (its chat_template_sha)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

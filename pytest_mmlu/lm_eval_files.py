@@ -21,7 +21,6 @@ and sha256 hashes of the doc, the prompt and the target). Values in the samples 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -29,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# lm-eval's lm_eval.utils.hash_string is the sha256 the report records a chat template by: one function.
+from .chat import sha256 as hash_string
 from .reports import ReportError
 
 LETTERS = "ABCD"
@@ -37,11 +38,6 @@ DOC_TO_TEXT = ("{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {
                "D. {{choices[3]}}\nAnswer:")
 DEFAULT_TEMPLATE = {"doc_to_text": DOC_TO_TEXT, "doc_to_choice": list(LETTERS), "doc_to_target": "answer",
                     "target_delimiter": " ", "fewshot_delimiter": "\n\n", "output_type": "multiple_choice"}
-
-
-def hash_string(text: str) -> str:
-    """lm-eval's ``lm_eval.utils.hash_string``."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def sanitize_model_name(name: str) -> str:
