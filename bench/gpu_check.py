@@ -17,7 +17,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -66,13 +65,12 @@ def build_model(shape: dict, device: str, dtype):
 
 
 def loaded_model(model, tokenizer, device: str, dtype: str):
-    """What the Evaluator reads of a loaded model."""
-    from pytest_mmlu.variants import FULL
+    """The model as the plugin's loader would hand it over (it was built in memory, not loaded)."""
+    from pytest_mmlu.loading import LoadedModel, weight_bytes
 
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    return SimpleNamespace(model=model, tokenizer=tokenizer, device=device, dtype=dtype,
-                           weight_bytes=weight_bytes, source="random 7B-shaped Qwen2", quantization=None,
-                           adapter=None, variant=FULL)
+    return LoadedModel(model=model, tokenizer=tokenizer, name="random 7B-shaped Qwen2", revision=None,
+                       device=device, dtype=dtype, load_seconds=0.0, weight_bytes=weight_bytes(model),
+                       commit=None)
 
 
 def engine_run(loaded, data, limit: int, budget: int) -> dict:
