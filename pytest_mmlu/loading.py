@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .memory import (
-    configure_cpu_allocator,
+    cpu_allocator_for_loading,
     first_line,
     gpu_sharers,
     set_gpu_sharers,
@@ -240,6 +240,14 @@ def _share_cpu_threads() -> None:
 def load_model(settings: Settings, variant: Variant | None = None) -> LoadedModel:
     """Load the model and tokenizer the settings name, as ``variant`` (default: the one the
     settings name); raise ModelLoadError with one clear line."""
+    device = resolve_device(settings.device)
+    if device.startswith("cuda"):
+        return _load_model(settings, variant, device)
+    with cpu_allocator_for_loading():
+        return _load_model(settings, variant, device)
+
+
+def _load_model(settings: Settings, variant: Variant | None, device: str) -> LoadedModel:
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -252,14 +260,11 @@ def load_model(settings: Settings, variant: Variant | None = None) -> LoadedMode
     variant = session_variant(settings) if variant is None else variant
     name = settings.model
     assert name, "load_model needs settings.model"
-    device = resolve_device(settings.device)
     local = looks_like_path(name)
     where = f"model folder {name}" if local else f"model {name!r} from the Hugging Face hub"
     common: dict[str, Any] = {"revision": settings.revision,
                               "trust_remote_code": settings.trust_remote_code}
     on_cuda = device.startswith("cuda")
-    if not on_cuda:
-        configure_cpu_allocator()
 
     def failed(exc: BaseException, hint: str = "") -> ModelLoadError:
         reason = first_line(exc)
