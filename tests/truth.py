@@ -14,10 +14,19 @@ from typing import Any
 
 
 def float64_copy(model: Any) -> Any:
-    """A float64 copy of ``model`` on the CPU with plain eager attention."""
+    """A float64 copy of ``model`` on the CPU with plain eager attention.
+
+    A quantized weight (torchao's tensor subclasses) becomes its dequantized values, the
+    weight its layer multiplies by, held in float64: the truth of the quantized model.
+    """
     import torch
 
-    truth = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+    truth = copy.deepcopy(model)
+    for module in truth.modules():
+        for name, weight in list(module.named_parameters(recurse=False)):
+            if type(weight) not in (torch.Tensor, torch.nn.Parameter) and hasattr(weight, "dequantize"):
+                setattr(module, name, torch.nn.Parameter(weight.dequantize().double(), requires_grad=False))
+    truth = truth.to(device="cpu", dtype=torch.float64).eval()
     truth.config._attn_implementation = "eager"
     for module in truth.modules():  # sub-configs (vision towers, text configs) too
         cfg = getattr(module, "config", None)
