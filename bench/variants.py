@@ -10,6 +10,7 @@ McNemar p-values (one-sided: worse, better) against fp32 on the same questions.
     python bench/variants.py                      # 3 subjects x 100 questions, fp32/int8/int4
     python bench/variants.py --limit 5 int8       # a quick look
     python bench/variants.py --forward            # forward speed only, the variants interleaved
+    python bench/variants.py --truth 2            # each variant against its own float64 truth
 
 ``--forward`` loads the three in one process and times one 512-token forward of each in turn,
 five rounds, medians: on a machine whose load drifts (other jobs), interleaving keeps the
@@ -104,6 +105,39 @@ def forward_speed(rounds: int = 5, tokens: int = 512) -> str:
                                      f"({median[v] / median['none']:.2f}x fp32)" for v in VARIANTS))
 
 
+def against_truth(limit: int) -> list[str]:
+    """Each variant's log-likelihoods against the float64 truth of the same variant (its
+    dequantized weights in float64, one unpadded forward per row: tests/truth.py)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from truth import truth_loglikelihoods
+
+    from pytest_mmlu.data import MmluData
+    from pytest_mmlu.evaluation import Evaluator
+    from pytest_mmlu.loading import load_model
+    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.settings import Settings
+    from pytest_mmlu.variants import Variant
+
+    data = MmluData(data_path())
+    spec = make_eval_spec(SUBJECTS, 5, limit)
+    lines = [f"5-shot, first {limit} test questions of {', '.join(SUBJECTS)}, against each variant's "
+             f"own float64 truth:"]
+    for variant in VARIANTS:
+        loaded = load_model(Settings(model=model_path(), device="cpu"), Variant(variant))
+        evaluator = Evaluator(loaded, data)
+        requests, _ = evaluator.requests(spec)
+        result = evaluator.evaluate(spec)
+        ours = [ll for q in result.questions for ll in q.loglikelihoods]
+        truth = truth_loglikelihoods(loaded.model, requests, evaluator.max_length)
+        same = sum(max(range(4), key=lambda c: ours[4 * i + c]) == max(range(4), key=lambda c: truth[4 * i + c])
+                   for i in range(len(result.questions)))
+        lines.append(f"  {loaded.variant.label}: {len(ours)} log-likelihoods, max |delta| "
+                     f"{max(abs(a - b) for a, b in zip(ours, truth)):.1e}, same prediction "
+                     f"{same}/{len(result.questions)}")
+        del loaded, evaluator
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("variants", nargs="*", default=VARIANTS)
@@ -111,9 +145,13 @@ def main() -> None:
     parser.add_argument("--worker")
     parser.add_argument("--json", help="also write every run (predictions included) to this file")
     parser.add_argument("--forward", action="store_true", help="forward speed only (see above)")
+    parser.add_argument("--truth", type=int, metavar="N", help="N questions per subject against the float64 truth")
     options = parser.parse_args()
     if options.forward:
         print(forward_speed())
+        return
+    if options.truth:
+        print("\n".join(against_truth(options.truth)))
         return
     if options.worker:
         print(json.dumps(run_one(json.loads(options.worker))))
