@@ -115,6 +115,7 @@ def against_truth(limit: int) -> list[str]:
     from pytest_mmlu.evaluation import Evaluator
     from pytest_mmlu.loading import load_model
     from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.results import predict
     from pytest_mmlu.settings import Settings
     from pytest_mmlu.variants import Variant
 
@@ -129,8 +130,7 @@ def against_truth(limit: int) -> list[str]:
         result = evaluator.evaluate(spec)
         ours = [ll for q in result.questions for ll in q.loglikelihoods]
         truth = truth_loglikelihoods(loaded.model, requests, evaluator.max_length)
-        same = sum(max(range(4), key=lambda c: ours[4 * i + c]) == max(range(4), key=lambda c: truth[4 * i + c])
-                   for i in range(len(result.questions)))
+        same = sum(q.prediction == predict(truth[4 * i: 4 * i + 4]) for i, q in enumerate(result.questions))
         lines.append(f"  {loaded.variant.label}: {len(ours)} log-likelihoods, max |delta| "
                      f"{max(abs(a - b) for a, b in zip(ours, truth)):.1e}, same prediction "
                      f"{same}/{len(result.questions)}")

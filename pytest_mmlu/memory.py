@@ -106,7 +106,7 @@ HEAP_MMAP_THRESHOLD = 32 << 20
 HEAP_TRIM_THRESHOLD = 64 << 20
 # While a model loads: glibc's own initial thresholds, so that every weight-sized tensor,
 # kept or temporary, gets a mapping of its own.
-LOADING_MMAP_THRESHOLD = 128 << 10
+LOADING_THRESHOLD = 128 << 10
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
@@ -142,8 +142,8 @@ def cpu_allocator_for_loading() -> Iterator[None]:
     """
     libc = _libc()
     if libc is not None:
-        libc.mallopt(_M_MMAP_THRESHOLD, LOADING_MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, LOADING_MMAP_THRESHOLD)
+        libc.mallopt(_M_MMAP_THRESHOLD, LOADING_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, LOADING_THRESHOLD)
     try:
         yield
     finally:
