@@ -18,7 +18,6 @@ text encoded once, the questions' own parts in one batched call per subject.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -30,13 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from w5_bench import data_path, model_path  # noqa: E402
+
 from pytest_mmlu import prompts  # noqa: E402
 from pytest_mmlu.chat import PromptFormat, PromptRenderer  # noqa: E402
 from pytest_mmlu.data import MmluData  # noqa: E402
 from pytest_mmlu.requests import Group, RequestBuilder  # noqa: E402
 from pytest_mmlu.subjects import ALL_SUBJECTS  # noqa: E402
 
-SMOLLM2 = Path.home() / ".cache" / "pytest-mmlu" / "models" / "SmolLM2-135M-Instruct"
 SHOTS = 5
 
 
@@ -109,8 +109,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare every request, two tokenizers")
     parser.add_argument("--chat", action="store_true", help="SmolLM2's chat template, few-shot as multiturn")
-    parser.add_argument("--data", default=os.environ.get("PYTEST_MMLU_REAL_DATA",
-                                                         str(ROOT.parent / "shared" / "mmlu" / "mmlu.zip")))
+    parser.add_argument("--data", default=data_path())
     args = parser.parse_args()
     from factories import save_llama_sentencepiece_tokenizer
     from transformers import AutoTokenizer
@@ -119,7 +118,7 @@ def main() -> int:
     for s in ALL_SUBJECTS:  # read the data before any clock
         data.split(s, "dev"), data.split(s, "test")
     fmt = PromptFormat(chat_template=True, fewshot_as_multiturn=True) if args.chat else PromptFormat()
-    ok = run("smollm2", AutoTokenizer.from_pretrained(SMOLLM2), data, args.check, fmt)
+    ok = run("smollm2", AutoTokenizer.from_pretrained(model_path()), data, args.check, fmt)
     if args.check and not args.chat:
         with tempfile.TemporaryDirectory() as tmp:
             folder = save_llama_sentencepiece_tokenizer(Path(tmp), Path(args.data))

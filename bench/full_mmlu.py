@@ -12,7 +12,6 @@ the engine) and its peak memory, as the summary and the JSON report give them.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOLLM2 = Path.home() / ".cache" / "pytest-mmlu" / "models" / "SmolLM2-135M-Instruct"
+sys.path.insert(0, str(ROOT / "bench"))
+from w5_bench import data_path, model_path  # noqa: E402
+
 MODEL = Path.home() / ".cache" / "pytest-mmlu" / "bench" / "tiny-llama-smollm2-tokenizer"
 TEST = '''import pytest
 
@@ -32,12 +33,12 @@ def test_all_of_mmlu_5_shot(mmlu_result):
 
 
 def main() -> int:
-    data = os.environ.get("PYTEST_MMLU_REAL_DATA", str(ROOT.parent / "shared" / "mmlu" / "mmlu.zip"))
+    data = data_path()
     if not (MODEL / "config.json").is_file():
         sys.path.insert(0, str(ROOT / "tests"))
         from factories import save_long_arch_model
 
-        save_long_arch_model(MODEL, "llama", SMOLLM2)
+        save_long_arch_model(MODEL, "llama", model_path())
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "test_full_mmlu.py").write_text(TEST)
         report = Path(tmp) / "report.json"

@@ -20,8 +20,9 @@ does. The continuations are "A".."D" with no target delimiter (MMLU has no
 ``gen_prefix``), so the whitespace that ends the generation prompt ("assistant\\n")
 moves into the continuation under lm-eval's tokenization rule.
 
-Without a chat template the plain prompt is ``prompts.context``, with the system
-instruction (if any) joined in front of the description the same way.
+Without a chat template the plain prompt is the description, ``prompts.fewshot_text``
+and the question, with the system instruction (if any) joined in front of the
+description the same way.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from .data import LETTERS, Question
 from .prompts import (
     CONTINUATIONS,
     FEWSHOT_DELIMITER,
-    TARGET_DELIMITER,
     description,
+    fewshot_text,
     question_text,
 )
 
@@ -166,7 +167,7 @@ class PromptRenderer:
         system = self.system_prompt(subject)
         examples = [(question_text(s), LETTERS[s.answer]) for s in shots]
         if not self.format.is_chat:
-            shared = system + "".join(q + TARGET_DELIMITER + a + FEWSHOT_DELIMITER for q, a in examples)
+            shared = system + fewshot_text(examples)
             return [shared + question_text(q) for q in questions]
         return [self.render(self.messages(system, examples, question_text(q))) for q in questions]
 
@@ -177,7 +178,7 @@ class PromptRenderer:
             for q, a in examples:
                 turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
             return head + turns + [{"role": "user", "content": question}]
-        joined = "".join(q + TARGET_DELIMITER + a + FEWSHOT_DELIMITER for q, a in examples) + question
+        joined = fewshot_text(examples) + question
         return head + [{"role": "user", "content": joined}]
 
     def render(self, messages: list[dict[str, str]]) -> str:

@@ -18,7 +18,7 @@ from .memory import (
     release_memory,
 )
 from .prompts import TokenRequest
-from .requests import BuildStats, Group, RequestBuilder
+from .requests import Group, RequestBuilder
 from .results import EvaluationResult, QuestionResult
 
 # Without a declared budget, use at most this share of the memory the device has free.
@@ -64,7 +64,6 @@ class Evaluator:
         self.max_length = resolve_max_length(loaded.model.config, loaded.tokenizer)
         dtype_bytes = loaded.model.dtype.itemsize
         self.row_cost = RowCost.from_config(loaded.model.config, dtype_bytes)
-        self.last_build: BuildStats | None = None
 
     def requests(self, spec: EvalSpec) -> tuple[list[TokenRequest], list[Question]]:
         """Four requests per question (A-D), in question order; each subject's shared prompt
@@ -79,7 +78,7 @@ class Evaluator:
             contexts = self.renderer.contexts(subject, shots, subject_questions)
             groups.append(Group(contexts, self.prompt_format.continuations))
             questions.extend(subject_questions)
-        requests, self.last_build = self.builder.build(groups)
+        requests, _ = self.builder.build(groups)
         return requests, questions
 
     def engine(self, budget_bytes: int | None) -> ScoringEngine:

@@ -36,11 +36,9 @@ def question_text(q: Question) -> str:
     return f"{q.question.strip()}\nA. {c[0]}\nB. {c[1]}\nC. {c[2]}\nD. {c[3]}\nAnswer:"
 
 
-def context(q: Question, shots: Sequence[Question]) -> str:
-    examples = "".join(
-        question_text(s) + TARGET_DELIMITER + LETTERS[s.answer] + FEWSHOT_DELIMITER for s in shots
-    )
-    return description(q.subject) + examples + question_text(q)
+def fewshot_text(examples: Sequence[tuple[str, str]]) -> str:
+    """The few-shot block: each (question text, answer letter) as "<q> <letter>\n\n"."""
+    return "".join(q + TARGET_DELIMITER + a + FEWSHOT_DELIMITER for q, a in examples)
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,10 +64,13 @@ class LmEvalTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.encode_all([text])[0]
 
+    def special(self, text: str) -> bool:
+        """lm-eval's rule: default special tokens unless the text starts with the BOS text."""
+        return self.bos_text is None or not text.startswith(self.bos_text)
+
     def encode_all(self, texts: Sequence[str]) -> list[list[int]]:
         """Encode texts that start alike (same special-token rule) in one tokenizer call."""
-        special = self.bos_text is None or not texts[0].startswith(self.bos_text)
-        return self.tokenizer(list(texts), add_special_tokens=special)["input_ids"]
+        return self.tokenizer(list(texts), add_special_tokens=self.special(texts[0]))["input_ids"]
 
     def request(self, context_text: str, continuation_text: str) -> TokenRequest:
         if context_text == "":

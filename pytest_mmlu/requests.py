@@ -84,11 +84,6 @@ class RequestBuilder:
     def _plain(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
-    def _special(self, text: str) -> bool:
-        """lm-eval's rule: default special tokens unless the text starts with the BOS text."""
-        bos = self.rule.bos_text
-        return bos is None or not text.startswith(bos)
-
     # -- building ---------------------------------------------------------------------------------
     def build(self, groups: Sequence[Group]) -> tuple[list[TokenRequest], BuildStats]:
         """Requests of every question of every group, in order (four per question, A-D)."""
@@ -122,7 +117,7 @@ class RequestBuilder:
                 continue
             for k, cont in enumerate(conts):
                 requests[width * i + k] = TokenRequest(ctx, cont)
-        self._encode_in_full(group, in_full, requests)
+        self._encode_in_full(contexts, moved, group.continuations, in_full, requests)
         stats.split += n - len(in_full)
         return requests  # type: ignore[return-value]
 
@@ -147,8 +142,7 @@ class RequestBuilder:
         if chosen is None:
             return refused
         junction, split = chosen
-        for i, ids in zip(range(len(contexts)), self._windows(contexts, range(len(contexts)), junction, split)):
-            out[i] = ids
+        out[:] = self._windows(contexts, range(len(contexts)), junction, split)
         return None
 
     @staticmethod
@@ -173,7 +167,7 @@ class RequestBuilder:
         why the piece cannot be split."""
         if len(piece) < len(self.rule.bos_text or ""):
             return "the shared piece is shorter than the BOS text (lm-eval's BOS rule)"
-        with_special = self.tokenizer(piece, add_special_tokens=self._special(piece))["input_ids"]
+        with_special = self.tokenizer(piece, add_special_tokens=self.rule.special(piece))["input_ids"]
         plain = self.tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True)
         piece_ids, offsets = plain["input_ids"], plain["offset_mapping"]
         lead = len(with_special) - len(piece_ids)
@@ -259,23 +253,23 @@ class RequestBuilder:
             found[key] = (_int32(tail_ids), [_int32(w[m:]) for w in wholes]) if ok else None
         return found
 
-    def _encode_in_full(self, group: Group, which: list[int], out: list[TokenRequest | None]) -> None:
-        """lm-eval's rule itself for these questions: the context and the four wholes, batched."""
+    def _encode_in_full(self, contexts: list[str], moved: list[str], continuations: Sequence[str],
+                        which: list[int], out: list[TokenRequest | None]) -> None:
+        """lm-eval's rule itself for these questions (contexts stripped, their trailing
+        whitespace in ``moved``): the context and the four wholes, batched."""
         if not which:
             return
-        width = len(group.continuations)
+        width = len(continuations)
         by_special: dict[bool, list[tuple[int, int, str]]] = {}
         for i in which:
-            text = group.contexts[i]
-            ctx = text.rstrip()
-            moved = text[len(ctx):]
+            ctx = contexts[i]
             if not ctx:
-                for k, cont in enumerate(group.continuations):
-                    req = self.rule.request(text, cont)
+                for k, cont in enumerate(continuations):
+                    req = self.rule.request(moved[i], cont)
                     out[width * i + k] = TokenRequest(_int32(req.context), _int32(req.continuation))
                 continue
-            for k, t in enumerate((ctx, *(ctx + moved + c for c in group.continuations))):
-                by_special.setdefault(self._special(t), []).append((i, k, t))
+            for k, t in enumerate((ctx, *(ctx + moved[i] + c for c in continuations))):
+                by_special.setdefault(self.rule.special(t), []).append((i, k, t))
         encoded: dict[tuple[int, int], list[int]] = {}
         for special, items in by_special.items():
             ids = self.tokenizer([t for _, _, t in items], add_special_tokens=special,

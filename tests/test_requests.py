@@ -9,18 +9,15 @@ compares every request of all of MMLU.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from factories import save_llama_sentencepiece_tokenizer
-from test_lm_eval_agreement import real_mmlu_zip
+from test_lm_eval_agreement import real_mmlu_zip, smollm2_dir  # noqa: F401
 
 from pytest_mmlu.chat import PromptFormat, PromptRenderer
 from pytest_mmlu.prompts import CONTINUATIONS, LmEvalTokenizer
 from pytest_mmlu.requests import Group, RequestBuilder
-
-SMOLLM2 = Path.home() / ".cache" / "pytest-mmlu" / "models" / "SmolLM2-135M-Instruct"
 
 
 def assert_lm_eval_rule(tokenizer, group: Group, requests, questions) -> None:
@@ -125,14 +122,12 @@ def _real_mmlu_sample_check(tokenizer, data, fmt: PromptFormat) -> None:
 
 
 @pytest.mark.slow
-def test_every_subject_of_real_mmlu_with_smollm2s_tokenizer():
+def test_every_subject_of_real_mmlu_with_smollm2s_tokenizer(smollm2_dir):  # noqa: F811
     from transformers import AutoTokenizer
 
     from pytest_mmlu.data import MmluData
 
-    if not SMOLLM2.is_dir():
-        pytest.skip(f"{SMOLLM2} not built (scripts/build_smollm2.py)")
-    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     data = MmluData(str(real_mmlu_zip()))
     _real_mmlu_sample_check(tokenizer, data, PromptFormat())
     _real_mmlu_sample_check(tokenizer, data, PromptFormat(chat_template=True, fewshot_as_multiturn=True))
