@@ -180,25 +180,36 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression,
     base_q, new_q = _right_or_wrong(base), _right_or_wrong(ev)
     if base_q.keys() != new_q.keys():
         return _missing(f"MMLU baseline entry for {where} covers other questions; {HOW_TO_CREATE}")
+    return _paired_verdict(
+        base_q, new_q, rule, "MMLU regression vs baseline",
+        "MMLU improved significantly vs baseline (baseline is stale)",
+        extra={"base_per_subject": {s: v["accuracy"] for s, v in base.get("per_subject", {}).items()}})
+
+
+def _paired_verdict(base_q: Mapping[tuple[str, int], bool], new_q: Mapping[tuple[str, int], bool],
+                    rule: NoRegression, regressed: str, improved: str, noted: str = "",
+                    extra: Mapping[str, Any] | None = None) -> Verdict:
+    """The paired exact McNemar verdict on the same questions (right or wrong on each side):
+    "regression" only when accuracy dropped by more than ``rule.max_drop`` and the drop is
+    significant at ``rule.alpha``; ``regressed``/``improved`` begin the failure lines, ``noted``
+    goes into their summary before the p-value, ``extra`` into the detail."""
     keys = sorted(new_q)
     c = compare_paired([base_q[k] for k in keys], [new_q[k] for k in keys])
-    sees = sensitivity(c.n, c.lost + c.gained, rule)
     summary = (f"{c.base_accuracy:.3f} -> {c.new_accuracy:.3f} (n={c.n}; {c.lost} lost, "
-               f"{c.gained} gained; McNemar p=")
+               f"{c.gained} gained; {noted}McNemar p=")
     if c.regressed(rule.max_drop, rule.alpha):
         kind, word, line = "regression", "regressed", (
-            f"MMLU regression vs baseline: {summary}{c.p_worse:.3f} < {rule.alpha:g})")
+            f"{regressed}: {summary}{c.p_worse:.3f} < {rule.alpha:g})")
     elif c.improved(rule.max_drop, rule.alpha):
         kind, word, line = "improved", "improved", (
-            f"MMLU improved significantly vs baseline (baseline is stale): "
-            f"{summary}{c.p_better:.3f} < {rule.alpha:g})")
+            f"{improved}: {summary}{c.p_better:.3f} < {rule.alpha:g})")
     else:
         kind, word, line = "unchanged", "unchanged", ""
     return Verdict(kind, line, {
         "verdict": word, "line": line or None, "base_accuracy": c.base_accuracy,
         "new_accuracy": c.new_accuracy, "n": c.n, "lost": c.lost, "gained": c.gained,
-        "p_worse": c.p_worse, "p_better": c.p_better, **sees,
-        "base_per_subject": {s: v["accuracy"] for s, v in base.get("per_subject", {}).items()}})
+        "p_worse": c.p_worse, "p_better": c.p_better,
+        **sensitivity(c.n, c.lost + c.gained, rule), **(extra or {})})
 
 
 def sensitivity(n: int, discordant: int, rule: NoRegression) -> dict[str, Any]:
@@ -237,26 +248,12 @@ def regression_vs_full(result: EvaluationResult, full: EvaluationResult | None,
     if base_q.keys() != new_q.keys():
         return _missing(f"MMLU no-regression against full precision: {variant} and the full "
                         f"model were evaluated on different questions")
-    keys = sorted(new_q)
-    c = compare_paired([base_q[k] for k in keys], [new_q[k] for k in keys])
-    same = sum(a.prediction == b.prediction for a, b in zip(
-        sorted(full.questions, key=lambda q: (q.subject, q.index)),
-        sorted(result.questions, key=lambda q: (q.subject, q.index))))
-    summary = (f"{c.base_accuracy:.3f} -> {c.new_accuracy:.3f} (n={c.n}; {c.lost} lost, "
-               f"{c.gained} gained; same answer on {same}/{c.n}; McNemar p=")
-    if c.regressed(rule.max_drop, rule.alpha):
-        kind, line = "regression", (f"MMLU regression of {variant} vs full precision: {summary}"
-                                    f"{c.p_worse:.3f} < {rule.alpha:g})")
-    elif c.improved(rule.max_drop, rule.alpha):
-        kind, line = "improved", (f"MMLU {variant} is significantly better than full precision: "
-                                  f"{summary}{c.p_better:.3f} < {rule.alpha:g})")
-    else:
-        kind, line = "unchanged", ""
-    return Verdict(kind, line, {
-        "verdict": "regressed" if kind == "regression" else kind, "line": line or None,
-        "against": "full", "base_accuracy": c.base_accuracy, "new_accuracy": c.new_accuracy,
-        "n": c.n, "lost": c.lost, "gained": c.gained, "same_prediction": same,
-        "p_worse": c.p_worse, "p_better": c.p_better, **sensitivity(c.n, c.lost + c.gained, rule)})
+    full_prediction = {(q.subject, q.index): q.prediction for q in full.questions}
+    same = sum(full_prediction[q.subject, q.index] == q.prediction for q in result.questions)
+    return _paired_verdict(
+        base_q, new_q, rule, f"MMLU regression of {variant} vs full precision",
+        f"MMLU {variant} is significantly better than full precision",
+        noted=f"same answer on {same}/{len(new_q)}; ", extra={"against": "full", "same_prediction": same})
 
 
 def _right_or_wrong(ev: Mapping[str, Any]) -> dict[tuple[str, int], bool]:
