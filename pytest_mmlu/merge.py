@@ -234,7 +234,8 @@ def marks_of(entry: dict[str, Any]) -> Any:
     return ItemMarks(
         budget_bytes=entry.get("budget_bytes"),
         floor=None if floor is None else Floor(floor.get("min"), dict(floor.get("per_subject") or {})),
-        no_regression=None if rule is None else NoRegression(rule["max_drop"], rule["alpha"]))
+        no_regression=None if rule is None else NoRegression(rule["max_drop"], rule["alpha"],
+                                                             rule.get("against", "baseline")))
 
 
 def judge_merged(report: dict[str, Any], baseline: Any) -> dict[str, Any]:

@@ -123,7 +123,8 @@ def evaluation_entry(result: Any, marks: Any, verdicts: list) -> dict[str, Any]:
     entry["floor"] = None if marks.floor is None else {
         "min": marks.floor.overall, "per_subject": dict(marks.floor.per_subject)}
     entry["no_regression"] = None if marks.no_regression is None else {
-        "max_drop": marks.no_regression.max_drop, "alpha": marks.no_regression.alpha}
+        "max_drop": marks.no_regression.max_drop, "alpha": marks.no_regression.alpha,
+        "against": marks.no_regression.against}
     entry["breaches"] = [v.line for v in verdicts if v.fails]
     deferred = [v.detail["gate"] for v in verdicts if v.kind == "deferred"]
     if deferred:

@@ -130,6 +130,26 @@ def test_judge_orders_budget_floors_then_regression():
     assert gates.judge("t.py::test_a", result({"anatomy": (9, 10)}), ItemMarks(spec=EvalSpec(("anatomy",)))) == []
 
 
+def test_a_sharded_gate_against_full_precision_is_not_judged_against_the_baseline_at_merge():
+    """The report carried max_drop and alpha, not ``against``: merge rebuilt the gate as one
+    against --mmlu-baseline and judged the variant against the wrong reference, passing here.
+    The shards do not evaluate the full model, so the gate now fails, loudly, as missing."""
+    from pytest_mmlu.merge import judge_merged, marks_of
+    from pytest_mmlu.reports import evaluation_entry
+
+    variant = dataclasses.replace(result({"anatomy": (9, 10)}), variant="int8")
+    marks = ItemMarks(spec=EvalSpec(("anatomy",)), no_regression=NoRegression(0.02, 0.05, "full"))
+    entry = evaluation_entry(variant, marks, [])
+    assert marks_of(entry).no_regression == marks.no_regression
+    baseline = Baseline(None, "b.json")
+    baseline.entry = lambda nodeid, ev: evaluation_entry(result({"anatomy": (9, 10)}), marks, [])
+    baseline.exists = True
+    report = judge_merged({"tests": [{"nodeid": "t.py::test_int8", "evaluations": [entry]}]}, baseline)
+    judged = report["tests"][0]["evaluations"][0]
+    assert judged["breaches"] == ["MMLU no-regression against full precision: the full-precision "
+                                  "evaluation of stem, 5-shot did not run"]
+
+
 def test_verdicts_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Verdict("floor", "x").line = "y"
