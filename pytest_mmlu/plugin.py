@@ -144,10 +144,10 @@ class MmluFixture:
                                        ("merge_adapter", merge_adapter)) if v is not None}
         try:
             spec = markers.make_eval_spec(subjects, shots, limit)
-            self._item.config.stash[SESSION].variant_of(self._item.stash[MARKS].variant, **overrides)
+            variant = self._item.config.stash[SESSION].variant_of(self._item.stash[MARKS].variant, **overrides)
         except ValueError as exc:  # MarkerError too
             _fail([gates.bad_evaluate_call(str(exc))])
-        result, failures = _run_evaluation(self._item, spec, overrides)
+        result, failures = _run_evaluation(self._item, spec, variant)
         if failures:
             _fail(failures)
         return result
@@ -172,7 +172,7 @@ def mmlu_result(request: pytest.FixtureRequest) -> EvaluationResult | None:
     return result
 
 
-def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec, overrides: dict[str, Any] | None = None,
+def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec, variant: Any = None,
                     ) -> tuple[EvaluationResult | None, list[gates.Verdict]]:
     """Evaluate (or read from the cache), judge, record; return the result and its failing verdicts."""
     from .data import DataError
@@ -183,10 +183,11 @@ def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec, overrides: dict[s
     item_marks = item.stash[MARKS]
     evaluated = item.stash.setdefault(EVALUATED, [])
     shown = outputs.progress(item.config, item.nodeid)
-    try:
-        variant = sess.variant_of(item_marks.variant, **(overrides or {}))
-    except ValueError as exc:  # e.g. merge_adapter=True with no adapter anywhere
-        _fail([gates.bad_variant(str(exc))])
+    if variant is None:  # the test's mark (mmlu_result); mmlu.evaluate passes its own
+        try:
+            variant = sess.variant_of(item_marks.variant)
+        except ValueError as exc:  # e.g. merge_adapter=True with no adapter anywhere
+            _fail([gates.bad_variant(str(exc))])
     try:
         full = _full_reference(sess, spec, item_marks, variant)
         result = sess.evaluate(spec, item_marks.budget_bytes, shown, variant=variant)
@@ -217,7 +218,7 @@ def _full_reference(sess: MmluSession, spec: markers.EvalSpec, item_marks: marke
     """For ``mmlu_no_regression(against="full")``: the full model's result on the same questions
     (this session's, else evaluated now, before the variant's model is loaded)."""
     rule = item_marks.no_regression
-    if rule is None or rule.against != "full" or getattr(sess.settings, "shard", None) is not None:
+    if rule is None or rule.against != "full" or sess.settings.shard is not None:
         return None
     if variant.is_full:
         _fail([gates.against_full_without_variant()])
@@ -250,11 +251,12 @@ def pytest_runtest_call(item: pytest.Item):
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     sess = item.config.stash[SESSION]
-    if (report.when == "setup" and report.failed and sess.load_error is not None
-            and "mmlu_model" in getattr(item, "fixturenames", ()) and not item.stash.get(EVALUATED, None)):
-        # The session-scoped mmlu_model fixture failed: the test still gets a report row.
-        sess.record_failure(item.nodeid, item.stash[MARKS].spec, item.stash[MARKS],
-                            gates.model_not_loaded(sess.load_error))
+    if (report.when == "setup" and report.failed and "mmlu_model" in getattr(item, "fixturenames", ())
+            and not item.stash.get(EVALUATED, None)):
+        load_error = sess.load_error_of(item.stash[MARKS].variant)
+        if load_error is not None:  # mmlu_model could not load the test's variant: still a report row
+            sess.record_failure(item.nodeid, item.stash[MARKS].spec, item.stash[MARKS],
+                                gates.model_not_loaded(load_error))
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome = report.outcome if report.when == "call" else (
             "skipped" if report.skipped else "error")

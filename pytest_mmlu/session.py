@@ -31,7 +31,6 @@ class MmluSession:
         self.config = config
         self.settings = settings
         self._loaded: Any = None
-        self._load_error: str | None = None
         self._load_errors: dict[Variant, str] = {}  # per variant: a failed load is not retried
         self.full_results: dict[tuple, EvaluationResult] = {}  # for no-regression against="full"
         self._data: Any = None
@@ -79,8 +78,6 @@ class MmluSession:
                 self._loaded = load_model(self.settings, variant)
             except ModelLoadError as exc:
                 self._load_errors[variant] = str(exc)
-                if variant == self.variant:
-                    self._load_error = str(exc)
                 raise
             info = {"model": self.settings.model, **self._loaded.describe()}
             others = (self.model_info or {}).get("variants", {})
@@ -104,10 +101,13 @@ class MmluSession:
     def model_loaded(self) -> bool:
         return self._loaded is not None
 
-    @property
-    def load_error(self) -> str | None:
-        """Why the model could not be loaded (once tried), else None."""
-        return self._load_error
+    def load_error_of(self, mark: Any = None) -> str | None:
+        """Why the model, as the variant a test's ``mmlu_variant`` mark names, could not be
+        loaded (once tried), else None."""
+        try:
+            return self._load_errors.get(self.variant_of(mark))
+        except ValueError:  # a bad variant: its own error, not a load error
+            return None
 
     def data(self) -> Any:
         from .data import MmluData

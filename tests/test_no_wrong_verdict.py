@@ -274,6 +274,26 @@ def test_data_error_gets_a_report_row_and_a_summary_line(pytester, tiny_model_di
         assert len(ev["breaches"]) == 1 and "MMLU data error" in ev["breaches"][0]
 
 
+def test_a_variant_that_cannot_load_gets_a_report_row(pytester, tiny_model_dir, mmlu_csv_dir):
+    """Only the session's own variant's load error was looked up: a test whose mmlu_model
+    variant failed to load (nf4 needs CUDA) errored with no row in the report."""
+    pytester.makepyfile('''
+import pytest
+
+@pytest.mark.mmlu_variant(quantization="nf4")
+def test_model(mmlu_model):
+    pass
+''')
+    report = pytester.path / "r.json"
+    result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir),
+                                          *NO_CACHE, "--mmlu-report", str(report))
+    result.assert_outcomes(errors=1)
+    (test,) = json.loads(report.read_text())["tests"]
+    assert test["outcome"] == "error"
+    (ev,) = test["evaluations"]
+    assert ev["n"] == 0 and ev["breaches"][0].startswith("pytest-mmlu: ") and "nf4" in ev["breaches"][0]
+
+
 def test_model_load_error_gets_a_report_row_for_every_test(pytester, mmlu_csv_dir, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
