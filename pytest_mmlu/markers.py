@@ -7,7 +7,6 @@ model is loaded, with the test and the marker named.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -215,16 +214,18 @@ def _parse_no_regression(mark: pytest.Mark) -> NoRegression:
 
 
 def _parse_variant(mark: pytest.Mark) -> VariantMark:
-    from .variants import FULL, make_variant, parse_adapter
+    from .variants import parse_adapter, parse_merge_adapter, parse_quantization
 
     args = _bind(_variant, mark)
-    try:
-        make_variant(FULL, **args)  # validates each argument the same way the options are
+    try:  # each argument checked as the options are; merge_adapter's adapter may be the session's
+        if args["quantization"] is not None:
+            parse_quantization(args["quantization"])
+        if args["adapter"] is not None and args["adapter"] is not False:  # False: drop the session's
+            args["adapter"] = parse_adapter(args["adapter"])  # absolute: the cache key hashes its files
+        if args["merge_adapter"] is not None:
+            parse_merge_adapter(args["merge_adapter"])
     except ValueError as exc:
-        if "merge_adapter=True needs an adapter" not in str(exc):  # the session's may provide it
-            raise MarkerError(str(exc)) from None
+        raise MarkerError(str(exc)) from None
     if all(v is None for v in args.values()):
         raise MarkerError("name the variant: quantization=..., adapter=... or merge_adapter=...")
-    if isinstance(args["adapter"], (str, os.PathLike)):
-        args["adapter"] = parse_adapter(args["adapter"])  # absolute: the cache key hashes its files
     return VariantMark(**args)

@@ -36,6 +36,12 @@ def parse_adapter(raw: Any) -> str:
     return str(path.resolve())
 
 
+def parse_merge_adapter(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError(f"merge_adapter must be True or False, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Variant:
     quantization: str = "none"
@@ -71,9 +77,7 @@ def make_variant(base: Variant, quantization: Any = None, adapter: Any = None,
         a = None
     else:
         a = base.adapter if adapter is None else parse_adapter(adapter)
-    if merge_adapter is not None and not isinstance(merge_adapter, bool):
-        raise ValueError(f"merge_adapter must be True or False, got {merge_adapter!r}")
-    merge = base.merge_adapter if merge_adapter is None else merge_adapter
+    merge = base.merge_adapter if merge_adapter is None else parse_merge_adapter(merge_adapter)
     if merge and a is None:
         raise ValueError("merge_adapter=True needs an adapter")
     return Variant(q, a, merge and a is not None)
