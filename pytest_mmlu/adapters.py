@@ -27,15 +27,15 @@ class AdapterError(Exception):
 
 def adapter_info(path: str) -> dict[str, Any]:
     """What the adapter folder declares (type, base model, rank) and the sha256 of its files
-    (the result cache's key holds the same), for the report."""
-    from .cache import local_model_key
+    (the evaluation's identity holds the same), for the report."""
+    from .content import ContentHashes
 
     try:
         config = json.loads((Path(path) / "adapter_config.json").read_text())
     except (OSError, ValueError) as exc:
         raise AdapterError(f"adapter {path}: unreadable adapter_config.json ({exc})") from None
     return {"path": path, "type": config.get("peft_type"), "base_model": config.get("base_model_name_or_path"),
-            "r": config.get("r"), "sha256": local_model_key(Path(path), {})}
+            "r": config.get("r"), "sha256": ContentHashes().folder(Path(path)).removeprefix("sha256:")}
 
 
 def apply_adapter(model: Any, path: str, merge: bool) -> Any:

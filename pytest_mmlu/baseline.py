@@ -2,17 +2,20 @@
 
 A baseline is a pytest-mmlu report, or lm-eval ``--log_samples`` output of one run
 (``lm_eval_files.LmEvalBaseline``, matched question by question by subject and doc index).
-An evaluation matches its report entry by test id, subjects, shots and limit; whether
-the entry can answer for it (same data, same prompts: ``prompt_format``, same questions)
-and what the comparison means is judged in ``gates.regression``, which holds every line a
-person reads.
+An evaluation's baseline entry is the report's entry of the same test, subjects, shots and
+limit that is the same evaluation for ``identity.BASELINE`` (the variant, dtype, prompts,
+data and questions; a test may evaluate several variants of one spec). Whether the entry
+can answer, and what the comparison means, is judged in ``gates.regression`` (through the
+same ``identity.difference``), which holds every line a person reads.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .reports import load_report, merge_reports
+from .identity import BASELINE, difference, of_entry
+from .records import is_reference, own_evaluations, union_by_nodeid
+from .reports import load_report
 
 
 def evaluation_key(nodeid: str, ev: dict[str, Any]) -> tuple:
@@ -27,19 +30,23 @@ class Baseline:
         self.path = path
         self.exists = report is not None
         self.recording = recording
-        self._index: dict[tuple, dict[str, Any]] = {}
+        self._index: dict[tuple, list[dict[str, Any]]] = {}
         for test in (report or {}).get("tests", []):
             for ev in test["evaluations"]:
-                if ev.get("n"):
-                    self._index[evaluation_key(test["nodeid"], ev)] = ev
+                if ev.get("n") and not is_reference(ev):
+                    self._index.setdefault(evaluation_key(test["nodeid"], ev), []).append(ev)
 
     @classmethod
     def load(cls, path: str) -> Baseline:
         return cls(load_report(path), path)
 
     def entry(self, nodeid: str, ev: dict[str, Any]) -> dict[str, Any] | None:
-        """The baseline's evaluation of the same test, subjects, shots and limit, if any."""
-        return self._index.get(evaluation_key(nodeid, ev))
+        """The baseline's evaluation of the same test, subjects, shots and limit that is the
+        same evaluation as ``ev`` (else the first of them: the gate says what differs)."""
+        found = self._index.get(evaluation_key(nodeid, ev), [])
+        ours = of_entry(ev)
+        same = [base for base in found if difference(of_entry(base), ours, BASELINE) is None]
+        return (same or found or [None])[0]
 
 
 def load_baseline(path: str, data: Any = None) -> Any:
@@ -87,10 +94,18 @@ def write_baseline(path: str, report: dict[str, Any]) -> int:
     try:
         with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S):
             try:
-                merged = merge_reports(load_report(path), report) if Path(path).is_file() else report
+                old = load_report(path) if Path(path).is_file() else {"tests": []}
+                merged = _kept_and_new(old, report)
             except ReportError as exc:
                 raise BaselineWriteError(f"{exc}; not overwriting a file it cannot read") from None
             write_json_atomic(path, merged)
     except Timeout:
         raise BaselineWriteError(f"lock {path}.lock still held after {LOCK_TIMEOUT_S:.0f} s") from None
-    return sum(len(t["evaluations"]) for t in report["tests"])
+    return sum(1 for t in report["tests"] for e in own_evaluations(t) if e.get("n"))
+
+
+def _kept_and_new(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new``, plus the tests of ``old`` that ``new`` did not evaluate (nothing lost on a
+    partial run: a test skipped this time keeps its entry)."""
+    evaluated = [t for t in new["tests"] if any(e.get("n") for e in t["evaluations"])]
+    return {**new, "tests": union_by_nodeid(old["tests"], evaluated)}

@@ -108,39 +108,15 @@ class PromptFormat:
         }
 
 
-def _seen(described: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What of a recorded prompt format changes the prompts: the template by its text's hash
-    (True and the name of the same template render alike), multiturn only with a template."""
-    d = described or {}
-    chat = d.get("chat_template") is not None
-    return {"chat template": d.get("chat_template_sha256") if chat else None,
-            "few-shot as multiturn": bool(d.get("fewshot_as_multiturn")) if chat else None,
-            "system instruction": d.get("system_instruction") or None}
-
-
-def _words(name: str, value: Any) -> str:
-    if value is None:
-        return f"no {name}" if name != "few-shot as multiturn" else "no chat template"
-    if name == "chat template":
-        return f"chat template sha256 {str(value)[:12]}"
-    if name == "system instruction":
-        return f"system instruction {value if len(value) <= 40 else value[:37] + '...'!r}"
-    return "few-shot as separate turns" if value else "few-shot in one user turn"
-
-
 def format_difference(base: Mapping[str, Any] | None, ours: Mapping[str, Any] | None,
                       names: tuple[str, str] = ("baseline", "this run")) -> str | None:
     """How two recorded prompt formats (``PromptFormat.describe``; None is plain) differ, in
     words (``"baseline: no chat template; this run: chat template sha256 1a2b..."``, each side
     called by ``names``), or None when they render the same prompts."""
-    a, b = _seen(base), _seen(ours)
-    differs = [k for k in a if a[k] != b[k]]
-    if not differs:
-        return None
-    if a["chat template"] != b["chat template"] and "few-shot as multiturn" in differs:
-        differs.remove("few-shot as multiturn")  # follows from the template's presence
-    return (f"{names[0]}: {', '.join(_words(k, a[k]) for k in differs)}; "
-            f"{names[1]}: {', '.join(_words(k, b[k]) for k in differs)}")
+    from .identity import prompt_difference, prompt_identity
+
+    words = prompt_difference(prompt_identity(base), prompt_identity(ours))
+    return None if words is None else f"{names[0]}: {words[0]}; {names[1]}: {words[1]}"
 
 
 def prompt_format_of(settings: Any) -> PromptFormat:

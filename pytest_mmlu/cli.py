@@ -1,8 +1,10 @@
 """``pytest-mmlu`` command line.
 
-- ``pytest-mmlu compare OLD.json NEW.json [--max-drop 0.02] [--alpha 0.05]``: per-subject
-  accuracy diff and the McNemar verdict of every evaluation the two reports share. Exit
-  status 1 on a regression, 2 when nothing was comparable (or a report cannot be read).
+- ``pytest-mmlu compare OLD.json NEW.json [--max-drop 0.02] [--alpha 0.05]``: every gate NEW's
+  tests declared, judged with OLD as the baseline (the run's own judge), plus the McNemar
+  verdict and per-subject diff of every evaluation the two share (``--max-drop``/``--alpha``
+  where a test declares no no-regression gate). Exit status 1 on a breach or a failed test,
+  2 when nothing was comparable or judged (or a report cannot be read).
 - ``pytest-mmlu merge SHARD.json... [-o MERGED.json] [--baseline PATH]``: join the reports of
   ``--mmlu-shard I/N`` runs, judge every declared gate on the whole, print the summary (and
   append it to ``$GITHUB_STEP_SUMMARY``). Exit status 1 on a breach or a failed test, 2 when
@@ -20,60 +22,95 @@ from .reports import ReportError, format_table, load_report
 
 
 def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
-    from .baseline import Baseline, evaluation_key
-    from .gates import describe, regression
+    """Judge every gate NEW's tests declared, OLD as their baseline, with the one judge
+    (``gates.judge_record``); an evaluation whose test declares no no-regression gate against
+    the baseline is compared under ``--max-drop``/``--alpha`` where OLD has it."""
+    from .baseline import Baseline
+    from .gates import apply, describe, judge_record, record_failing
     from .markers import NoRegression
+    from .records import gates_of, own_evaluations
 
     try:
         old, new = load_report(old_path), load_report(new_path)
     except ReportError as exc:
         print(f"pytest-mmlu compare: {exc}", file=sys.stderr)
         return 2
+    if new.get("shard"):
+        print(f"pytest-mmlu compare: {new_path} is shard {new['shard']['index']}/{new['shard']['count']}: "
+              f"compare the merged report (pytest-mmlu merge)", file=sys.stderr)
+        return 2
     baseline = Baseline(old, old_path)
     rule = NoRegression(max_drop, alpha)
-    old_keys = {evaluation_key(t["nodeid"], e) for t in old["tests"] for e in t["evaluations"] if e.get("n")}
-    regressed = compared = 0
+    compared = 0
+    failed: list[str] = []
     for test in new["tests"]:
-        for ev in test["evaluations"]:
-            if not ev.get("n"):
-                continue
-            key = evaluation_key(test["nodeid"], ev)
-            print(f"\n{test['nodeid']} ({describe(ev)})")
-            verdict = regression(test["nodeid"], ev, rule, baseline)
-            if verdict.kind == "missing-baseline":
-                print(f"  not comparable: {verdict.line}")
-                continue
-            old_keys.discard(key)
-            compared += 1
-            c = verdict.detail
-            rows = []
-            for subject, acc in sorted(ev["per_subject"].items()):
-                before = c["base_per_subject"].get(subject)
-                rows.append([subject, str(acc["n"]), "-" if before is None else f"{before:.3f}",
-                             f"{acc['accuracy']:.3f}",
-                             "-" if before is None else f"{acc['accuracy'] - before:+.3f}"])
-            print("\n".join("  " + ln for ln in format_table(["subject", "n", "old", "new", "delta"], rows)))
-            word = {"regression": "REGRESSED", "improved": "IMPROVED", "unchanged": "no significant change"}
-            print(f"  overall {c['base_accuracy']:.3f} -> {c['new_accuracy']:.3f} (n={c['n']}; {c['lost']} lost, "
-                  f"{c['gained']} gained; McNemar p(worse)={c['p_worse']:.4f}, p(better)={c['p_better']:.4f}): "
-                  f"{word[verdict.kind]}")
-            regressed += verdict.kind == "regression"
-    for nodeid, subjects, shots, limit in sorted(old_keys):
+        marks = gates_of(test)
+        evaluations = own_evaluations(test)
+        if evaluations and not any(r.against == "baseline" for r in marks.no_regressions):
+            # The command line's rule, declared for this comparison and judged like any other:
+            # an evaluation OLD cannot answer for fails as missing, never passes unseen.
+            test = {**test, "gates": {**marks.to_dict(), "no_regression": [
+                *(r.to_dict() for r in marks.no_regressions), rule.to_dict()]}}
+        judged = apply(test, judge_record(test, baseline))
+        for ev in own_evaluations(judged):
+            print(f"\n{test['nodeid']} ({describe(ev) if ev.get('shots') is not None else '-'})")
+            for c in ev.get("regressions") or [ev.get("regression") or {}]:
+                if "base_accuracy" in c:
+                    compared += 1
+                    _print_comparison(ev, c)
+            for line in ev.get("breaches", []):
+                print(f"  BREACH {line}")
+        if judged.get("breaches"):
+            print(f"\n{test['nodeid']}")
+            for line in judged["breaches"]:
+                print(f"  BREACH {line}")
+        # A test that failed in its own body (no gate of its breached in that run) still failed.
+        if record_failing(judged) or (test.get("outcome") in ("failed", "error", "crashed", "not run")
+                                      and not record_failing(test)):
+            failed.append(test["nodeid"])
+    old_only = {(t["nodeid"], tuple(e["subjects"]), e["shots"], e["limit"]) for t in old["tests"]
+                for e in own_evaluations(t) if e.get("n")} - {
+        (t["nodeid"], tuple(e["subjects"]), e["shots"], e["limit"]) for t in new["tests"] for e in own_evaluations(t)}
+    for nodeid, subjects, shots, limit in sorted(old_only):
         print(f"\nonly in {old_path}: {nodeid} ({','.join(subjects)}, {shots}-shot, limit {limit})")
-    if not compared:
+    if not compared and not judged_gates_declared(new):
         # No verdict is not a pass: a script checking the exit status must not read "no regression".
         print(f"pytest-mmlu compare: nothing comparable: no evaluation of {new_path} matches one of "
-              f"{old_path} (same test, subjects, shots, limit, data and questions)", file=sys.stderr)
+              f"{old_path} (same test, subjects, shots, limit, data and questions), and it declares "
+              f"no gate", file=sys.stderr)
         return 2
-    return 1 if regressed else 0
+    return 1 if failed else 0
+
+
+def judged_gates_declared(report: dict[str, Any]) -> bool:
+    """Whether a report's tests declared any gate of their own (beyond this comparison)."""
+    from .records import gates_of
+
+    return any(m.budget_bytes is not None or m.floor is not None or m.no_regressions
+               for m in map(gates_of, report["tests"]))
+
+
+def _print_comparison(ev: dict[str, Any], c: dict[str, Any]) -> None:
+    rows = []
+    for subject, acc in sorted(ev["per_subject"].items()):
+        before = (c.get("base_per_subject") or {}).get(subject)
+        rows.append([subject, str(acc["n"]), "-" if before is None else f"{before:.3f}",
+                     f"{acc['accuracy']:.3f}", "-" if before is None else f"{acc['accuracy'] - before:+.3f}"])
+    print("\n".join("  " + ln for ln in format_table(["subject", "n", "old", "new", "delta"], rows)))
+    word = {"regressed": "REGRESSED", "improved": "IMPROVED", "unchanged": "no significant change"}
+    against = "full precision" if c.get("against") == "full" else "baseline"
+    print(f"  overall vs {against} {c['base_accuracy']:.3f} -> {c['new_accuracy']:.3f} (n={c['n']}; "
+          f"{c['lost']} lost, {c['gained']} gained; McNemar p(worse)={c['p_worse']:.4f}, "
+          f"p(better)={c['p_better']:.4f}): {word[c['verdict']]}")
 
 
 def merge(paths: list[str], output: str | None, baseline_path: str | None, data: str | None = None,
           lm_eval_dir: str | None = None) -> int:
     import os
 
+    from .gates import record_failing
     from .merge import MergeError, judge_merged, load_shards, merge_shards
-    from .outputs import github_summary, summary_lines, wrapped
+    from .outputs import github_summary, improved_lines, summary_lines, wrapped
     from .reports import write_json_atomic
 
     try:
@@ -87,11 +124,10 @@ def merge(paths: list[str], output: str | None, baseline_path: str | None, data:
     print("MMLU summary (merged shards; memory in GiB)")
     for line in summary_lines(records):
         print(line)
-    notes = [f"NOTE {e['regression']['line']}" for r in records for e in r["evaluations"]
-             if (e.get("regression") or {}).get("verdict") == "improved"]
-    failed = [r["nodeid"] for r in records if r.get("outcome") in ("failed", "error")]
+    notes = [f"NOTE {line}" for line in improved_lines(records)]
+    failed = [r["nodeid"] for r in records if r.get("outcome") in ("failed", "error", "crashed", "not run", "xpassed")]
     notes.extend(f"FAILED in a shard: {nodeid}" for nodeid in failed
-                 if not any(e.get("breaches") for r in records if r["nodeid"] == nodeid for e in r["evaluations"]))
+                 if not any(record_failing(r) for r in records if r["nodeid"] == nodeid))
     written = True
     if output:
         try:
@@ -120,7 +156,7 @@ def merge(paths: list[str], output: str | None, baseline_path: str | None, data:
     for note in notes:
         for line in wrapped(note):
             print(line)
-    breached = any(e.get("breaches") for r in records for e in r["evaluations"])
+    breached = any(record_failing(r) for r in records)
     return 1 if breached or failed or not written else 0
 
 

@@ -1,29 +1,37 @@
-"""Release gates: pure functions of (result, marks, baseline) -> verdicts. All failure text lives here.
+"""Release gates: one judge, pure functions of records. All failure text lives here.
 
-A ``Verdict`` is what one gate concluded about one evaluation: ``kind`` names the gate,
-``line`` is the one line a person reads, ``detail`` the figures behind it (JSON-able; the
-regression verdict's detail is the report's ``regression`` entry). Only the kinds in
-``FAILING`` fail a test; "improved" is a note, "unchanged" and "recorded" pass, and
-"deferred" is a floor or no-regression gate of a CI shard, judged by ``pytest-mmlu merge``
-on the whole (a part cannot pass or fail a floor on the whole).
-Nothing here reads pytest state, files or the session: the plugin and ``pytest-mmlu
-compare`` judge the same way.
+:func:`judge_record` is the one judge: the run (after each evaluation and at the end of each
+test), ``pytest-mmlu merge`` (on the joined shards) and ``pytest-mmlu compare`` (on the new
+report, the old one as the baseline) all call it on a test's record (``records.py``: the
+declared gates, the evaluation entries, the outcome) and write what it concludes with
+:func:`apply`. No path keeps rules of its own.
+
+A ``Verdict`` is what one gate concluded: ``kind`` names the gate, ``line`` is the one line a
+person reads, ``detail`` the figures behind it (JSON-able; the regression verdict's detail
+is the report's ``regression`` entry). Only the kinds in ``FAILING`` fail a test;
+"improved" is a note, "unchanged" and "recorded" pass, "skipped" is a test that skipped
+(its gates are not judged, on every path), and "deferred" is a floor or no-regression gate
+of a CI shard, judged by ``pytest-mmlu merge`` on the whole (a part cannot pass or fail a
+floor on the whole).
+Nothing here reads pytest state, files or the session.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .baseline import Baseline
+from .identity import BASELINE, FULL, difference, of_entry
 from .markers import Floor, ItemMarks, NoRegression
+from .records import gates_of, is_reference, reference_for
 from .results import Accuracy, EvaluationResult
 from .sizes import format_gib
 from .stats import compare_paired
 
-FAILING = frozenset({"budget", "floor", "regression", "missing-baseline", "non-finite", "error"})
+FAILING = frozenset({"budget", "floor", "regression", "missing-baseline", "non-finite", "error",
+                     "never-evaluated"})
 # What ``regression`` can conclude; its detail is the report's ``regression`` entry.
 REGRESSION_KINDS = frozenset({"regression", "missing-baseline", "improved", "unchanged", "recorded"})
 HOW_TO_CREATE = "create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"
@@ -40,54 +48,169 @@ class Verdict:
     def fails(self) -> bool:
         return self.kind in FAILING
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "line": self.line}
 
-def judge(nodeid: str, result: EvaluationResult, marks: ItemMarks,
-          baseline: Baseline | None = None, shard: Any = None,
-          full: EvaluationResult | None = None) -> list[Verdict]:
-    """Every verdict on one evaluation, failures first in the order people read them.
 
-    ``full``: the full-precision model's evaluation of the same questions (no-regression
-    ``against="full"``).
+@dataclass(frozen=True)
+class Judgement:
+    """What the judge concluded on one test: per evaluation entry (in the record's order) and
+    for the test as a whole (a gate never evaluated, a floor no evaluation covers)."""
 
-    In a CI shard (``shard`` given) budgets are judged, floors and no-regression deferred."""
+    evaluations: tuple[tuple[Verdict, ...], ...]
+    test: tuple[Verdict, ...] = ()
+
+    @property
+    def failing(self) -> list[Verdict]:
+        return [v for vs in (*self.evaluations, self.test) for v in vs if v.fails]
+
+
+# -- the judge ---------------------------------------------------------------------------------
+def judge_record(record: Mapping[str, Any], baseline: Any = None, *, final: bool = True) -> Judgement:
+    """Every verdict on one test's record.
+
+    ``baseline``: what ``mmlu_no_regression()`` compares with (``baseline.Baseline``, an lm-eval
+    run, or None). ``final``: the test is over (its record will not grow), so the test-level
+    gates are judged too. An entry made in a CI shard (``"shard"`` in it) has its floors and
+    no-regression deferred to the merge."""
+    marks = gates_of(record)
+    nodeid = record["nodeid"]
+    entries = record.get("evaluations", [])
+    judged = tuple(tuple(_judge_entry(nodeid, entry, marks, entries, baseline)) for entry in entries)
+    return Judgement(judged, tuple(_judge_test(record, marks)) if final else ())
+
+
+def _judge_entry(nodeid: str, entry: Mapping[str, Any], marks: ItemMarks,
+                 entries: Sequence[Mapping[str, Any]], baseline: Any) -> list[Verdict]:
+    if is_reference(entry):
+        return []  # judged with the variant it is the reference of
+    if entry.get("accuracy") is None:  # could not run: what stopped it is its verdict
+        return [Verdict(v["kind"], v["line"]) for v in entry.get("verdicts") or []] or [
+            Verdict("error", line) for line in entry.get("breaches", [])]
+    result = EvaluationResult.from_dict(dict(entry))
     bad = non_finite(result)
     if bad is not None:
         # NaN accuracy is no accuracy: floors and baselines would judge garbage.
         return [bad, *filter(None, [budget(result)])]
-    if shard is not None:
-        return [v for v in [budget(result), *deferred(marks, shard)] if v]
+    if entry.get("shard"):
+        return [v for v in [budget(result), *deferred(marks, entry["shard"])] if v]
     verdicts = [v for v in [budget(result), *floors(result, marks.floor)] if v]
-    if marks.no_regression is not None and marks.no_regression.against == "full":
-        verdicts.append(regression_vs_full(result, full, marks.no_regression))
-    elif marks.no_regression is not None:
-        verdicts.append(regression(nodeid, result.to_dict(), marks.no_regression, baseline))
+    for rule in marks.no_regressions:
+        if rule.against == "full":
+            verdicts.append(regression_vs_full(entry, reference_for(entries, entry), rule))
+        else:
+            verdicts.append(regression(nodeid, entry, rule, baseline))
     return verdicts
 
 
+OUTCOME_CAUSES = {
+    "failed": "the test failed before it evaluated",
+    "error": "the test errored before it evaluated",
+    "crashed": "its worker crashed",
+    "not run": "the test did not run",
+}
+
+
+def _judge_test(record: Mapping[str, Any], marks: ItemMarks) -> list[Verdict]:
+    own = [e for e in record.get("evaluations", []) if not is_reference(e)]
+    if not marks.gated:
+        return []
+    if not own:
+        outcome = record.get("outcome")
+        if outcome == "skipped":
+            return [Verdict("skipped", f"pytest-mmlu: {declared_words(marks)} not judged: the test was skipped")]
+        cause = record.get("cause") or OUTCOME_CAUSES.get(str(outcome))
+        if cause is None:
+            return [no_evaluation()]
+        return [Verdict("never-evaluated", f"pytest-mmlu: {declared_words(marks)} declared, never evaluated: "
+                                           f"{cause}")]
+    return floor_uncovered([e["subjects"] for e in own], marks.floor)
+
+
+def declared_words(marks: ItemMarks) -> str:
+    """The gates a test declares, in words: ``MMLU evaluation anatomy 5-shot, accuracy floor 0.500``."""
+    parts = []
+    if marks.spec is not None:
+        limit = "" if marks.spec.limit is None else f" limit {marks.spec.limit}"
+        parts.append(f"MMLU evaluation {marks.spec.label or ','.join(marks.spec.subjects)} "
+                     f"{marks.spec.shots}-shot{limit}")
+    if marks.budget_bytes is not None:
+        parts.append(f"memory budget {format_gib(marks.budget_bytes)}")
+    if marks.floor is not None:
+        parts.append("accuracy floor" + ("" if marks.floor.overall is None else f" {marks.floor.overall:.3f}")
+                     + ("" if not marks.floor.per_subject else f" (+{len(marks.floor.per_subject)} per subject)"))
+    for rule in marks.no_regressions:
+        parts.append(f"no-regression against {rule.against}")
+    return ", ".join(parts) if parts else "MMLU gates"
+
+
+def apply(record: Mapping[str, Any], judgement: Judgement) -> dict[str, Any]:
+    """The record with the judgement written into it: each entry's ``verdicts``, ``breaches``
+    (failing lines), ``regression`` (and ``regressions`` with several rules), ``judged_at_merge``
+    and the declared ``floor``/``no_regression`` it was judged on; the test's own ``verdicts``
+    and ``breaches``."""
+    marks = gates_of(record)
+    entries = []
+    for entry, verdicts in zip(record.get("evaluations", []), judgement.evaluations):
+        entry = dict(entry)
+        for stale in ("regression", "regressions", "judged_at_merge"):
+            entry.pop(stale, None)
+        if not is_reference(entry):
+            entry["floor"] = None if marks.floor is None else marks.floor.to_dict()
+            entry["no_regression"] = marks.no_regressions[0].to_dict() if marks.no_regressions else None
+            entry["verdicts"] = [v.to_dict() for v in verdicts]
+            entry["breaches"] = [v.line for v in verdicts if v.fails]
+        regressions = [dict(v.detail) for v in verdicts if v.kind in REGRESSION_KINDS]
+        if regressions:
+            entry["regression"] = regressions[0]
+            if len(regressions) > 1:
+                entry["regressions"] = regressions
+        deferred_gates = [v.detail["gate"] for v in verdicts if v.kind == "deferred"]
+        if deferred_gates:
+            entry["judged_at_merge"] = deferred_gates
+        entries.append(entry)
+    return {**record, "evaluations": entries, "verdicts": [v.to_dict() for v in judgement.test],
+            "breaches": [v.line for v in judgement.test if v.fails]}
+
+
+def record_failing(record: Mapping[str, Any]) -> list[str]:
+    """Every failing line of a judged record: its evaluations' and its own."""
+    return [line for e in record.get("evaluations", []) for line in e.get("breaches", [])] + list(
+        record.get("breaches", []))
+
+
+def record_failing_kinds(record: Mapping[str, Any]) -> set[str]:
+    """The kinds of the failing verdicts of a judged record (which gates failed)."""
+    found = [v for e in record.get("evaluations", []) for v in e.get("verdicts") or []]
+    found += list(record.get("verdicts") or [])
+    return {v["kind"] for v in found if v["kind"] in FAILING}
+
+
+# -- the gates ---------------------------------------------------------------------------------
 DEFERRED_GATES = (("floor", "accuracy floor"), ("no_regression", "no-regression"))
 
 
 def deferred(marks: ItemMarks, shard: Any) -> list[Verdict]:
     """The gates a shard records but cannot judge: they need every shard's questions."""
-    declared = {"floor": marks.floor, "no_regression": marks.no_regression}
+    declared = {"floor": marks.floor is not None, "no_regression": bool(marks.no_regressions)}
     return [Verdict("deferred", f"MMLU {words} judged at merge (this is shard {shard})", {"gate": gate})
-            for gate, words in DEFERRED_GATES if declared[gate] is not None]
+            for gate, words in DEFERRED_GATES if declared[gate]]
 
 
-def non_finite(result: EvaluationResult) -> Verdict | None:
+def non_finite(result: EvaluationResult, what: str = "") -> Verdict | None:
     """An evaluation with NaN or inf scores has no answers: an error, never a prediction."""
     bad = result.non_finite_questions
     if not bad:
         return None
     values = [ll for q in bad for ll in q.loglikelihoods]
     nan, inf = any(math.isnan(v) for v in values), any(math.isinf(v) for v in values)
-    what = "NaN/inf" if nan and inf else ("NaN" if nan else "inf")
+    kind = "NaN/inf" if nan and inf else ("NaN" if nan else "inf")
     names = [f"{q.subject}#{q.index}" for q in bad]
     shown = ", ".join(names[:NON_FINITE_SHOWN]) + (", ..." if len(names) > NON_FINITE_SHOWN else "")
     return Verdict("non-finite", (
-        f"MMLU scores are not finite ({what}) for {len(bad)} of {result.n} questions: {shown} "
+        f"MMLU {what}scores are not finite ({kind}) for {len(bad)} of {result.n} questions: {shown} "
         f"(dtype {result.dtype}, device {result.device})"),
-        {"questions": names, "n": result.n, "values": what})
+        {"questions": names, "n": result.n, "values": kind})
 
 
 def budget(result: EvaluationResult) -> Verdict | None:
@@ -129,11 +252,12 @@ def floors(result: EvaluationResult, floor: Floor | None) -> list[Verdict]:
     return verdicts
 
 
-def floor_uncovered(results: list[EvaluationResult], floor: Floor | None) -> list[Verdict]:
-    """Per-subject floors that no evaluation of the test covered: a misconfigured gate."""
-    if floor is None or not results:
+def floor_uncovered(evaluated_subjects: Sequence[Sequence[str]], floor: Floor | None) -> list[Verdict]:
+    """Per-subject floors that no evaluation of the test covered (by the subjects it asked for,
+    whatever a shard held of them): a misconfigured gate."""
+    if floor is None or not evaluated_subjects:
         return []
-    covered = {s for r in results for s in r.subjects}
+    covered = {s for subjects in evaluated_subjects for s in subjects}
     return [Verdict("floor", f"MMLU accuracy floor for {s!r} cannot be checked: no evaluation of "
                              f"this test covers it", {"what": s})
             for s in floor.per_subject if s not in covered]
@@ -149,13 +273,13 @@ def _missing(line: str) -> Verdict:
     return Verdict("missing-baseline", line, {"verdict": "missing", "line": line})
 
 
-def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression,
-               baseline: Baseline | None) -> Verdict:
+def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression, baseline: Any) -> Verdict:
     """Compare one evaluation (a report entry) with its baseline entry, question by question.
 
     Fails ("regression") only when accuracy dropped by more than ``rule.max_drop`` and the
     exact McNemar test is significant at ``rule.alpha``; a baseline that cannot answer for
-    this evaluation fails too ("missing-baseline"): nothing passes by checking nothing."""
+    this evaluation (no entry, or one of another evaluation: ``identity.BASELINE``) fails too
+    ("missing-baseline"): nothing passes by checking nothing."""
     if baseline is not None and baseline.recording:  # this run writes the baseline
         return Verdict("recorded", "", {"verdict": "recorded", "line": None})
     if baseline is None or baseline.path is None:
@@ -168,20 +292,13 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression,
         return _missing(f"MMLU baseline {baseline.path} has no entry for {where}; {HOW_TO_CREATE}")
     if "refused" in base:  # lm-eval output that cannot answer for this evaluation
         return _missing(f"MMLU baseline {baseline.path} cannot serve {where}: {base['refused']}")
-    if base.get("data_fingerprint") != ev.get("data_fingerprint"):
-        return _missing(f"MMLU baseline entry for {where} was made on other data "
-                        f"(fingerprint differs); {HOW_TO_CREATE}")
-    from .chat import format_difference
-
-    prompts = format_difference(base.get("prompt_format"), ev.get("prompt_format"))
-    if prompts:  # a chat template or system instruction on one side only: other prompts
-        return _missing(f"MMLU baseline entry for {where} was made with other prompts ({prompts}); "
-                        f"{HOW_TO_CREATE}")
-    base_q, new_q = _right_or_wrong(base), _right_or_wrong(ev)
-    if base_q.keys() != new_q.keys():
-        return _missing(f"MMLU baseline entry for {where} covers other questions; {HOW_TO_CREATE}")
+    differs = difference(of_entry(base), of_entry(ev), BASELINE, ("baseline", "this run"))
+    if differs is not None:
+        made = "covers" if differs.field == "questions" else (
+            "was made on" if differs.field == "data" else "was made with")
+        return _missing(f"MMLU baseline entry for {where} {made} {differs.phrase}; {HOW_TO_CREATE}")
     return _paired_verdict(
-        base_q, new_q, rule, "MMLU regression vs baseline",
+        _right_or_wrong(base), _right_or_wrong(ev), rule, "MMLU regression vs baseline",
         "MMLU improved significantly vs baseline (baseline is stale)",
         extra={"base_per_subject": {s: v["accuracy"] for s, v in base.get("per_subject", {}).items()}})
 
@@ -208,7 +325,7 @@ def _paired_verdict(base_q: Mapping[tuple[str, int], bool], new_q: Mapping[tuple
     return Verdict(kind, line, {
         "verdict": word, "line": line or None, "base_accuracy": c.base_accuracy,
         "new_accuracy": c.new_accuracy, "n": c.n, "lost": c.lost, "gained": c.gained,
-        "p_worse": c.p_worse, "p_better": c.p_better,
+        "p_worse": c.p_worse, "p_better": c.p_better, "against": "baseline",
         **sensitivity(c.n, c.lost + c.gained, rule), **(extra or {})})
 
 
@@ -235,21 +352,34 @@ def sensitivity_text(detail: Mapping[str, Any]) -> str:
     return text
 
 
-def regression_vs_full(result: EvaluationResult, full: EvaluationResult | None,
+def regression_vs_full(entry: Mapping[str, Any], reference: Mapping[str, Any] | None,
                        rule: NoRegression) -> Verdict:
-    """A variant (quantized, adapted) against the full-precision model on the same questions in
-    the same session: fails only when accuracy dropped by more than ``rule.max_drop`` and the
-    paired exact McNemar test is significant at ``rule.alpha``, as against a baseline."""
-    variant = result.variant
-    if full is None:
+    """A variant (quantized, adapted) against the full-precision model on the same questions,
+    model, prompts and software (``identity.FULL``): fails only when accuracy dropped by more
+    than ``rule.max_drop`` and the paired exact McNemar test is significant at ``rule.alpha``,
+    as against a baseline. ``reference``: the full model's entry in the same record."""
+    variant = entry.get("variant") or "full"
+    if variant == "full":
+        return against_full_without_variant()
+    if reference is None or reference.get("accuracy") is None:
+        why = "did not run" if reference is None else "could not run"
         return _missing(f"MMLU no-regression against full precision: the full-precision "
-                        f"evaluation of {describe(result.to_dict())} did not run")
-    base_q, new_q = _right_or_wrong(full.to_dict()), _right_or_wrong(result.to_dict())
-    if base_q.keys() != new_q.keys():
-        return _missing(f"MMLU no-regression against full precision: {variant} and the full "
-                        f"model were evaluated on different questions")
-    full_prediction = {(q.subject, q.index): q.prediction for q in full.questions}
-    same = sum(full_prediction[q.subject, q.index] == q.prediction for q in result.questions)
+                        f"evaluation of {describe(entry)} {why}")
+    ref_identity = of_entry(reference)
+    if ref_identity.get("quantization") != "none" or ref_identity.get("adapter") is not None:
+        return _missing(f"MMLU no-regression against full precision: the reference of {describe(entry)} "
+                        f"is not the full-precision model ({reference.get('variant')})")
+    differs = difference(ref_identity, of_entry(entry), FULL, ("the full-precision evaluation", variant))
+    if differs is not None:
+        return _missing(f"MMLU no-regression against full precision: {variant} and the full model "
+                        f"were evaluated with {differs.phrase}")
+    full = EvaluationResult.from_dict(dict(reference))
+    bad = non_finite(full, "full-precision reference ")
+    if bad is not None:
+        return bad
+    base_q, new_q = _right_or_wrong(reference), _right_or_wrong(entry)
+    full_prediction = {(q["subject"], q["index"]): q["prediction"] for q in reference["questions"]}
+    same = sum(full_prediction[q["subject"], q["index"]] == q["prediction"] for q in entry["questions"])
     return _paired_verdict(
         base_q, new_q, rule, f"MMLU regression of {variant} vs full precision",
         f"MMLU {variant} is significantly better than full precision",
@@ -277,8 +407,8 @@ def model_not_loaded(why: str) -> Verdict:
 
 
 def no_evaluation() -> Verdict:
-    return Verdict("error", "pytest-mmlu: this test declares MMLU gates but made no evaluation: add "
-                            "@pytest.mark.mmlu(subjects=...) or call mmlu.evaluate()")
+    return Verdict("never-evaluated", "pytest-mmlu: this test declares MMLU gates but made no evaluation: "
+                                      "add @pytest.mark.mmlu(subjects=...) or call mmlu.evaluate()")
 
 
 def no_mmlu_marker() -> Verdict:

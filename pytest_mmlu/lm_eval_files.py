@@ -25,11 +25,14 @@ import json
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 # lm-eval's lm_eval.utils.hash_string is the sha256 the report records a chat template by: one function.
 from .chat import sha256 as hash_string
+from .identity import LM_EVAL_RUN, of_entry, prompt_identity, run_key, with_questions
+from .records import own_evaluations
 from .reports import ReportError
 
 LETTERS = "ABCD"
@@ -98,6 +101,30 @@ class LmEvalRun:
                 raise ReportError(f"{files[0]}: not readable lm-eval samples ({exc})") from None
         return cls(target, results, samples)
 
+    def identity(self) -> dict[str, Any]:
+        """What the run evaluated, as far as an identity goes (``identity.py``): its own record
+        where pytest-mmlu wrote it, else lm-eval's fields (the model's dtype, its arguments'
+        quantization and adapter, the chat template and system instruction)."""
+        results = self.results
+        ours = results.get("pytest_mmlu_identity")
+        if isinstance(ours, dict):
+            return dict(ours)
+        config = results.get("config") or {}
+        args = _model_args(config.get("model_args"))
+        found: dict[str, Any] = {
+            "quantization": _lm_eval_quantization(args),
+            "adapter": "unknown content (an lm-eval run)" if args.get("peft") or args.get("adapter") else None,
+            "merge_adapter": str(args.get("merge_adapter", "")).lower() in ("1", "true", "yes", "on"),
+            "prompt": prompt_identity({
+                "chat_template": True if results.get("chat_template") else None,
+                "chat_template_sha256": results.get("chat_template_sha"),
+                "fewshot_as_multiturn": results.get("fewshot_as_multiturn"),
+                "system_instruction": results.get("system_instruction")})}
+        dtype = str(config.get("model_dtype") or "").removeprefix("torch.")
+        if dtype:
+            found["dtype"] = dtype  # else unknown: it never matches
+        return found
+
     def task_of(self, subject: str) -> str | None:
         """The task holding ``subject``'s questions (lm-eval names it mmlu_<subject>)."""
         if f"mmlu_{subject}" in self.samples:
@@ -150,9 +177,6 @@ class LmEvalBaseline:
     def entry(self, nodeid: str, ev: dict[str, Any]) -> dict[str, Any]:
         """The lm-eval run's answers to ``ev``'s questions as a baseline entry, or
         ``{"refused": why}`` when the run cannot answer for this evaluation."""
-        reason = self._format_mismatch(ev.get("prompt_format"))
-        if reason:
-            return {"refused": reason}
         results = self.run.results
         questions, per_subject = [], {}
         for subject in ev["subjects"]:
@@ -191,30 +215,12 @@ class LmEvalBaseline:
             counts = per_subject.setdefault(q["subject"], [0, 0])
             counts[0] += q["prediction"] == q["target"]
             counts[1] += 1
-        # The run's prompt format was checked equal to ours above.
-        return {"data_fingerprint": ev.get("data_fingerprint"), "prompt_format": ev.get("prompt_format"),
-                "questions": questions,
+        # Every doc was checked equal to this run's: the data is this run's; the rest of what the
+        # run was (variant, dtype, prompts) is its own, and gates.regression compares it.
+        identity = with_questions({**self.run.identity(), "data": of_entry(ev).get("data"), "shots": ev["shots"]},
+                                  ((q["subject"], q["index"]) for q in questions))
+        return {"identity": identity, "questions": questions,
                 "per_subject": {s: {"accuracy": c / n, "n": n} for s, (c, n) in per_subject.items()}}
-
-    def _format_mismatch(self, ours: dict[str, Any] | None) -> str | None:
-        """A chat template, few-shot turns or a system instruction on one side only (or other
-        ones): lm-eval records them per run, our report per evaluation (``prompt_format``)."""
-        results = self.run.results
-        ours = ours or {}
-        our_chat = ours.get("chat_template") is not None
-        if bool(results.get("chat_template")) != our_chat:
-            return ("the lm-eval run applied a chat template (--apply_chat_template), this run scores "
-                    "plain prompts" if not our_chat else
-                    "the lm-eval run scored plain prompts, this run applies a chat template")
-        if our_chat:
-            if ours.get("chat_template_sha256") != results.get("chat_template_sha"):
-                return "the lm-eval run applied another chat template (chat_template_sha differs)"
-            if bool(results.get("fewshot_as_multiturn")) != bool(ours.get("fewshot_as_multiturn")):
-                return (f"the lm-eval run had fewshot_as_multiturn {bool(results.get('fewshot_as_multiturn'))}, "
-                        f"this run {bool(ours.get('fewshot_as_multiturn'))}")
-        if (results.get("system_instruction") or None) != (ours.get("system_instruction") or None):
-            return "the lm-eval run used another system instruction (--system_instruction)"
-        return None
 
     def _other_question(self, sample: dict[str, Any], subject: str, index: int, shots: int) -> str | None:
         if self._lookup is None:
@@ -239,6 +245,27 @@ class LmEvalBaseline:
             return (f"lm-eval's prompt for {subject}#{index} differs from this run's (other few-shot "
                     f"examples or template)")
         return None
+
+
+def _model_args(raw: Any) -> dict[str, Any]:
+    """lm-eval's ``model_args`` as recorded: a dict, or its command-line string ``k=v,k=v``."""
+    if isinstance(raw, dict):
+        return raw
+    pairs = [part.split("=", 1) for part in str(raw or "").split(",") if "=" in part]
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _lm_eval_quantization(args: dict[str, Any]) -> str:
+    """The quantization an lm-eval run's model arguments asked for: ours (``quantization=``),
+    or the hf backend's bitsandbytes flags."""
+    if args.get("quantization"):
+        return str(args["quantization"])
+    if str(args.get("load_in_8bit", "")).lower() in ("true", "1"):
+        return "bnb-int8"
+    if str(args.get("load_in_4bit", "")).lower() in ("true", "1"):
+        kind = str(args.get("bnb_4bit_quant_type") or "fp4")
+        return "nf4" if kind == "nf4" else f"bnb-{kind}"
+    return "none"
 
 
 def _lookup_in(data: Any) -> QuestionLookup:
@@ -277,23 +304,7 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
             data = MmluData(str(data))
         except DataError as exc:
             raise ReportError(f"cannot read the MMLU data for the samples: {exc}") from None
-    by_shots: dict[int, dict[str, dict[int, dict]]] = {}
-    limits: dict[int, set] = {}
-    formats: dict[str, Any] = {}
-    for test in report["tests"]:
-        for ev in test["evaluations"]:
-            if ev.get("accuracy") is None or not ev.get("n"):
-                continue
-            formats.setdefault(json.dumps(ev.get("prompt_format"), sort_keys=True), ev.get("prompt_format"))
-            tasks = by_shots.setdefault(ev["shots"], {})
-            limits.setdefault(ev["shots"], set()).add(ev["limit"])
-            for q in ev["questions"]:
-                tasks.setdefault(q["subject"], {}).setdefault(q["index"], q)
-    if len(formats) > 1:  # lm-eval records one prompt format per run; a session has one
-        raise ReportError("the report's evaluations were made with different prompt formats (chat template, "
-                          "system instruction): lm-eval output holds one per run")
-    renderer = _renderer(next(iter(formats.values()), None), report, tokenizer)
-    fmt = renderer.format
+    runs = _runs_of(report)
     model = report.get("model") or {}
     model_name = str(model.get("model") or model.get("name") or "pytest-mmlu")
     try:
@@ -302,8 +313,11 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
         lm_eval_version = None
     written = []
     date = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()) + f".{int(time.time() * 1e6) % 10**6:06d}"
-    for shots, tasks in sorted(by_shots.items()):
-        out = Path(folder) / (f"{shots}-shot" if len(by_shots) > 1 else "") / sanitize_model_name(model_name)
+    for run in runs:
+        shots, tasks, identity = run.shots, run.tasks, run.identity
+        renderer = _renderer(run.prompt_format, report, tokenizer)
+        fmt = renderer.format
+        out = Path(folder) / run.folder / sanitize_model_name(model_name)
         out.mkdir(parents=True, exist_ok=True)
         results, configs, samples_of = {}, {}, {}
         for subject, questions in sorted(tasks.items()):
@@ -339,7 +353,7 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
             "config": {"model": "pytest-mmlu", "model_args": {"pretrained": model_name},
                        "model_dtype": model.get("dtype"), "model_revision": model.get("revision"),
                        "model_sha": model.get("commit") or "", "device": model.get("device"),
-                       "limit": _one_limit(limits[shots]), "bootstrap_iters": 0},
+                       "limit": _one_limit(run.limits), "bootstrap_iters": 0},
             "date": time.time(), "lm_eval_version": lm_eval_version, "pytest_mmlu_version": __version__,
             "task_hashes": {t: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"]
                                                    for s in samples_of[t])) for t in results},
@@ -351,7 +365,12 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
             "fewshot_as_multiturn": fmt.fewshot_as_multiturn if fmt.is_chat else None,
             "chat_template": renderer.template,
             "chat_template_sha": hash_string(renderer.template) if renderer.template else None,
+            # What the run evaluated (identity.py, less the questions): read back when these files
+            # are a baseline, so that another variant or dtype is never compared as this one.
+            "pytest_mmlu_identity": identity,
         }
+        if identity.get("dtype"):
+            document["config"]["model_dtype"] = f"torch.{identity['dtype']}"
         path = out / f"results_{date}.json"
         path.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
         written.append(path)
@@ -360,6 +379,51 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
             path.write_text("".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples), encoding="utf-8")
             written.append(path)
     return written
+
+
+@dataclass
+class _Run:
+    """The evaluations of a report that make one lm-eval run: one identity but the questions
+    (``identity.LM_EVAL_RUN``: the same model, variant, dtype, prompts, shots, software)."""
+
+    identity: dict[str, Any]
+    shots: int
+    prompt_format: dict[str, Any] | None
+    variant: str
+    tasks: dict[str, dict[int, dict]] = field(default_factory=dict)
+    limits: set = field(default_factory=set)
+    folder: str = ""
+
+
+def _runs_of(report: dict[str, Any]) -> list[_Run]:
+    """The report's evaluations grouped into lm-eval runs, each with the folder it is written in
+    (none for a single run; else named by what tells the runs apart: ``5-shot``, ``int8``...)."""
+    runs: dict[str, _Run] = {}
+    for test in report["tests"]:
+        for ev in own_evaluations(test):
+            if ev.get("accuracy") is None or not ev.get("n"):
+                continue
+            identity = of_entry(ev)
+            key = run_key(identity, LM_EVAL_RUN)
+            if key not in runs:
+                kept = {k: v for k, v in identity.items() if k not in ("data", "questions", "n")}
+                runs[key] = _Run(kept, ev["shots"], ev.get("prompt_format"), ev.get("variant") or "full")
+            run = runs[key]
+            run.limits.add(ev["limit"])
+            for q in ev["questions"]:
+                run.tasks.setdefault(q["subject"], {}).setdefault(q["index"], q)
+    found = list(runs.values())
+    if len(found) > 1:
+        for i, run in enumerate(found):
+            parts = []
+            if len({r.variant for r in found}) > 1:
+                parts.append(sanitize_model_name(run.variant.replace(" ", "-")))
+            if len({r.shots for r in found}) > 1:
+                parts.append(f"{run.shots}-shot")
+            if len({(r.variant, r.shots) for r in found}) < len(found):  # told apart by something else
+                parts.append(f"run-{i + 1}")
+            run.folder = "_".join(parts)
+    return found
 
 
 def _renderer(recorded: dict[str, Any] | None, report: dict[str, Any], tokenizer: Any) -> Any:

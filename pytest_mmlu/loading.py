@@ -100,17 +100,29 @@ def checkpoint_config(model: str | None, revision: str | None = None) -> dict[st
     if not model:
         return None
     try:
-        if looks_like_path(model):
-            path: Any = Path(model) / "config.json"
-        else:
-            from huggingface_hub import try_to_load_from_cache
-
-            path = try_to_load_from_cache(model, "config.json", revision=revision)
-            if not isinstance(path, str):
-                return None
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError, ImportError):
+        return _read_config(model, revision, download=False)
+    except Exception:  # noqa: BLE001 - OSError, ValueError, the hub's own errors: unreadable
         return None
+
+
+def _read_config(model: str, revision: str | None, download: bool) -> dict[str, Any]:
+    """config.json of a local folder, or of a hub model from the local hub cache (``download``:
+    else from the hub); raises what reading it raised."""
+    if looks_like_path(model):
+        return json.loads((Path(model) / "config.json").read_text())
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    path = try_to_load_from_cache(model, "config.json", revision=revision)
+    if not isinstance(path, str):
+        if not download:
+            raise FileNotFoundError(f"{model}: config.json is not in the local hub cache")
+        path = hf_hub_download(model, "config.json", revision=revision)
+    return json.loads(Path(path).read_text())
+
+
+def where_model(name: str) -> str:
+    """How messages name the model: a folder, or a hub id."""
+    return f"model folder {name}" if looks_like_path(name) else f"model {name!r} from the Hugging Face hub"
 
 
 def checkpoint_dtype(config: Any) -> str | None:
@@ -181,6 +193,46 @@ def spread_max_memory(gpus: list[int], cuda: Any) -> dict[int, int]:
     return {i: int(cuda.mem_get_info(i)[0] / gpu_sharers(i) * SPREAD_SHARE) for i in gpus}
 
 
+@dataclass(frozen=True)
+class LoadPlan:
+    """Where and in what dtype a model loads, decided once per variant before loading: the
+    loader follows it, and the evaluation's identity (the result cache's key) is made from it,
+    so that what is identified is what is loaded."""
+
+    device: str  # resolve_device's answer; a model spread over GPUs starts on it
+    dtype: str  # the activations' dtype, after the quantization method's own rule
+    quantization: Any = None  # quantization.QuantPlan, or None
+    saved_as: dict[str, Any] | None = None  # a checkpoint saved quantized (pre_quantized)
+
+
+def plan_load(settings: Settings, variant: Variant | None = None) -> LoadPlan:
+    """The load plan of the settings' model as ``variant``; ModelLoadError with one line."""
+    from .quantization import QuantizationUnavailable, plan
+
+    variant = session_variant(settings) if variant is None else variant
+    device = resolve_device(settings.device)
+    name = str(settings.model)
+    try:
+        config = _read_config(name, settings.revision, download=True)
+    except Exception as exc:  # noqa: BLE001 - a missing folder, offline, no such repository
+        hint = "" if looks_like_path(name) else "; with no network, pass --mmlu-model=/path/to/a/local/folder"
+        raise ModelLoadError(f"cannot load {where_model(name)}: {first_line(exc)}{hint}") from None
+    saved_as = pre_quantized(config)
+    dtype = resolve_dtype(settings.dtype, device, saved=checkpoint_dtype(config))
+    quant = None
+    if variant.quantization != "none":
+        if saved_as is not None:
+            raise ModelLoadError(
+                f"--mmlu-quantization={variant.quantization}: {where_model(name)} is already quantized "
+                f"({saved_as['description']}); it loads as it is with --mmlu-quantization none")
+        try:
+            quant = plan(variant.quantization, device, dtype, settings.dtype)
+        except QuantizationUnavailable as exc:
+            raise ModelLoadError(str(exc)) from None
+        dtype = quant.dtype
+    return LoadPlan(device, dtype, quant, saved_as)
+
+
 # Bytes per weight of a quantized linear layer, scales included: int4 keeps a scale and a zero
 # point per group of 32 (on CPU each int4 value takes a byte: no packed layout), NF4 an 8-bit
 # absmax per 64; the per-row scales of the 8-bit methods are negligible.
@@ -237,31 +289,34 @@ def _share_cpu_threads() -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-def load_model(settings: Settings, variant: Variant | None = None) -> LoadedModel:
+def load_model(settings: Settings, variant: Variant | None = None, load_plan: LoadPlan | None = None,
+               ) -> LoadedModel:
     """Load the model and tokenizer the settings name, as ``variant`` (default: the one the
-    settings name); raise ModelLoadError with one clear line."""
-    device = resolve_device(settings.device)
-    if device.startswith("cuda"):
-        return _load_model(settings, variant, device)
+    settings name) following ``load_plan`` (default: made now); raise ModelLoadError with one
+    clear line."""
+    variant = session_variant(settings) if variant is None else variant
+    load_plan = plan_load(settings, variant) if load_plan is None else load_plan
+    if load_plan.device.startswith("cuda"):
+        return _load_model(settings, variant, load_plan)
     with cpu_allocator_for_loading():
-        return _load_model(settings, variant, device)
+        return _load_model(settings, variant, load_plan)
 
 
-def _load_model(settings: Settings, variant: Variant | None, device: str) -> LoadedModel:
+def _load_model(settings: Settings, variant: Variant, load_plan: LoadPlan) -> LoadedModel:
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from .adapters import AdapterError, adapter_info, apply_adapter
-    from .quantization import QuantizationUnavailable, plan, pre_quantized_hint
+    from .quantization import pre_quantized_hint
 
     transformers.utils.logging.disable_progress_bar()  # our own progress line is enough
 
-    variant = session_variant(settings) if variant is None else variant
     name = settings.model
     assert name, "load_model needs settings.model"
+    device, dtype, saved_as = load_plan.device, load_plan.dtype, load_plan.saved_as
     local = looks_like_path(name)
-    where = f"model folder {name}" if local else f"model {name!r} from the Hugging Face hub"
+    where = where_model(name)
     common: dict[str, Any] = {"revision": settings.revision,
                               "trust_remote_code": settings.trust_remote_code}
     on_cuda = device.startswith("cuda")
@@ -279,21 +334,11 @@ def _load_model(settings: Settings, variant: Variant | None, device: str) -> Loa
         config = AutoConfig.from_pretrained(name, **common)
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/EnvironmentError
         raise failed(exc) from None
-    saved_as = pre_quantized(config)
-    dtype = resolve_dtype(settings.dtype, device, saved=checkpoint_dtype(config))
     kwargs: dict[str, Any] = {}
     quantization = saved_as
-    if variant.quantization != "none":
-        if saved_as is not None:
-            raise ModelLoadError(
-                f"--mmlu-quantization={variant.quantization}: {where} is already quantized "
-                f"({saved_as['description']}); it loads as it is with --mmlu-quantization none")
-        try:
-            quant = plan(variant.quantization, device, dtype, settings.dtype)
-        except QuantizationUnavailable as exc:
-            raise ModelLoadError(str(exc)) from None
-        kwargs["quantization_config"], dtype = quant.config, quant.dtype
-        quantization = quant.to_dict()
+    if load_plan.quantization is not None:
+        kwargs["quantization_config"] = load_plan.quantization.config
+        quantization = load_plan.quantization.to_dict()
     gpus = None
     if on_cuda:
         estimate = None

@@ -1,13 +1,26 @@
-"""The plugin's markers: registration text and argument validation.
+"""The plugin's markers: one function per marker, whose signature and docstring are the
+marker's documentation (``pytest --markers`` is made from them), and the rule by which
+marks at several levels (module, class, function) combine.
 
-Arguments are checked at collection so that a typo fails the run before any
-model is loaded, with the test and the marker named.
+Arguments are checked at collection so that a typo fails the run before any model is loaded,
+with the test and the marker named.
+
+How marks combine (never by dropping one):
+
+- ``mmlu``: one evaluation per test. A second ``mmlu`` mark at any level is a collection
+  error naming both (evaluate more from the body with ``mmlu.evaluate``).
+- ``mmlu_memory_budget``: every budget applies; the smallest is the one that binds.
+- ``mmlu_accuracy_floor``: every floor applies, overall and per subject; the strictest wins.
+- ``mmlu_no_regression``: every mark is a gate of its own, judged on its own (against the
+  baseline and against the full model may stand together).
+- ``mmlu_variant``: the marks' arguments are joined; one argument given two values at two
+  levels is a collection error.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,28 +29,56 @@ import pytest
 from .sizes import parse_size
 from .subjects import CATEGORY_OF, UnknownSubject, describe_subjects, resolve_subjects
 
-MARKER_DOCS = (
-    "mmlu(subjects, shots=5, limit=None): evaluate the model on MMLU subjects (a subject, a list, "
-    "a category stem/humanities/social_sciences/other, or 'all'); limit = first N test questions "
-    "of each subject. The result is the mmlu_result fixture.",
-    "mmlu_memory_budget(size): fail when the peak device memory of an evaluation (weights "
-    "included) exceeds size ('6 GiB', '6GB', '6144 MiB' or bytes); batches are sized to fit it.",
-    "mmlu_accuracy_floor(min=None, per_subject={}): fail when accuracy is below min overall, or "
-    "below per_subject[subject] for a subject.",
-    "mmlu_no_regression(max_drop=0.02, alpha=0.05, against='baseline'): fail when accuracy "
-    "dropped by more than max_drop against --mmlu-baseline (against='full': against the "
-    "full-precision model in this session) on the same questions and a one-sided exact McNemar "
-    "test is significant at alpha.",
-    "mmlu_variant(quantization=None, adapter=None, merge_adapter=None): evaluate this test on a "
-    "variant of the model: quantization none/int8/int4/fp8/nf4/bnb-int8, a PEFT adapter folder "
-    "(adapter=False: none); unset arguments keep the session's.",
-)
+
+# -- the markers: signature and docstring are the documentation ---------------------------------
+def mmlu(subjects: Any, shots: int = 5, limit: int | None = None) -> None:
+    """evaluate the model on MMLU subjects (a subject, a list, a category
+    stem/humanities/social_sciences/other, or 'all'); limit = first N test questions of each
+    subject. The result is the mmlu_result fixture. One per test."""
+
+
+def mmlu_memory_budget(size: Any) -> None:
+    """fail when the peak device memory of an evaluation (weights included) exceeds size
+    ('6 GiB', '6GB', '6144 MiB' or bytes); batches are sized to fit it. Several: the smallest
+    applies."""
+
+
+def mmlu_accuracy_floor(min: float | None = None, per_subject: Mapping[str, float] | None = None) -> None:
+    """fail when accuracy is below min overall, or below per_subject[subject] for a subject.
+    Several (module, class, function): every floor applies, the strictest wins."""
+
+
+def mmlu_no_regression(max_drop: float = 0.02, alpha: float = 0.05, against: str = "baseline") -> None:
+    """fail when accuracy dropped by more than max_drop against --mmlu-baseline (against='full':
+    against the full-precision model in this session) on the same questions and a one-sided
+    exact McNemar test is significant at alpha. Several: each is judged."""
+
+
+def mmlu_variant(quantization: str | None = None, adapter: Any = None, merge_adapter: bool | None = None) -> None:
+    """evaluate this test on a variant of the model: quantization
+    none/int8/int4/fp8/nf4/bnb-int8, a PEFT adapter folder (adapter=False: none); unset arguments
+    keep the session's."""
+
+
+MARKERS: dict[str, Callable[..., None]] = {
+    f.__name__: f for f in (mmlu, mmlu_memory_budget, mmlu_accuracy_floor, mmlu_no_regression, mmlu_variant)}
+
+
+def marker_docs() -> list[str]:
+    """``pytest --markers`` lines: each marker's signature and its docstring, nothing written twice."""
+    docs = []
+    for name, function in MARKERS.items():
+        params = ", ".join(p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+                           for p in inspect.signature(function).parameters.values())
+        docs.append(f"{name}({params}): {' '.join((function.__doc__ or '').split())}")
+    return docs
 
 
 class MarkerError(ValueError):
     pass
 
 
+# -- what the markers declare ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalSpec:
     """What to evaluate: resolved subjects, number of shots, per-subject question limit."""
@@ -50,11 +91,26 @@ class EvalSpec:
     def key(self) -> tuple:
         return (self.subjects, self.shots, self.limit)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"subjects": list(self.subjects), "shots": self.shots, "limit": self.limit,
+                "label": self.label or ",".join(self.subjects)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalSpec:
+        return cls(tuple(d["subjects"]), int(d["shots"]), d.get("limit"), d.get("label") or "")
+
 
 @dataclass(frozen=True)
 class Floor:
     overall: float | None = None
     per_subject: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min": self.overall, "per_subject": dict(self.per_subject)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Floor:
+        return cls(d.get("min"), dict(d.get("per_subject") or {}))
 
 
 @dataclass(frozen=True)
@@ -62,6 +118,13 @@ class NoRegression:
     max_drop: float = 0.02
     alpha: float = 0.05
     against: str = "baseline"  # or "full": the full-precision model in the same session
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_drop": self.max_drop, "alpha": self.alpha, "against": self.against}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NoRegression:
+        return cls(d["max_drop"], d["alpha"], d.get("against", "baseline"))
 
 
 @dataclass(frozen=True)
@@ -73,27 +136,49 @@ class VariantMark:
     merge_adapter: bool | None = None
 
 
-def _mmlu(subjects, shots=5, limit=None):
-    pass
+@dataclass(frozen=True)
+class ItemMarks:
+    """Every MMLU gate a test declares, its marks at every level combined."""
+
+    spec: EvalSpec | None = None
+    budget_bytes: int | None = None
+    floor: Floor | None = None
+    no_regressions: tuple[NoRegression, ...] = ()
+    variant: VariantMark | None = None
+
+    @property
+    def uses_mmlu(self) -> bool:
+        return any(v is not None for v in (self.spec, self.budget_bytes, self.floor, self.variant)) or bool(
+            self.no_regressions)
+
+    @property
+    def gated(self) -> bool:
+        """Declares a gate or an evaluation: it must be judged (a variant alone is neither)."""
+        return any(v is not None for v in (self.spec, self.budget_bytes, self.floor)) or bool(self.no_regressions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The declared gates as a record holds them (``merge`` and ``compare`` judge from it)."""
+        variant = None if self.variant is None else {
+            "quantization": self.variant.quantization, "adapter": self.variant.adapter,
+            "merge_adapter": self.variant.merge_adapter}
+        return {"evaluation": None if self.spec is None else self.spec.to_dict(),
+                "budget_bytes": self.budget_bytes,
+                "floor": None if self.floor is None else self.floor.to_dict(),
+                "no_regression": [rule.to_dict() for rule in self.no_regressions],
+                "variant": variant}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ItemMarks:
+        variant = d.get("variant")
+        return cls(spec=None if d.get("evaluation") is None else EvalSpec.from_dict(d["evaluation"]),
+                   budget_bytes=d.get("budget_bytes"),
+                   floor=None if d.get("floor") is None else Floor.from_dict(d["floor"]),
+                   no_regressions=tuple(NoRegression.from_dict(r) for r in d.get("no_regression") or ()),
+                   variant=None if variant is None else VariantMark(**variant))
 
 
-def _budget(size):
-    pass
-
-
-def _floor(min=None, per_subject=None):
-    pass
-
-
-def _no_regression(max_drop=0.02, alpha=0.05, against="baseline"):
-    pass
-
-
-def _variant(quantization=None, adapter=None, merge_adapter=None):
-    pass
-
-
-def _bind(signature_of, mark: pytest.Mark) -> dict[str, Any]:
+# -- checking and combining ---------------------------------------------------------------------------
+def _bind(signature_of: Callable[..., None], mark: pytest.Mark) -> dict[str, Any]:
     try:
         bound = inspect.signature(signature_of).bind(*mark.args, **mark.kwargs)
     except TypeError as exc:
@@ -120,70 +205,67 @@ def _check_fraction(name: str, value: Any) -> float:
     return float(value)
 
 
-def _where(item: pytest.Item, mark: pytest.Mark) -> str:
+def _text(mark: pytest.Mark) -> str:
     args = [repr(a) for a in mark.args] + [f"{k}={v!r}" for k, v in mark.kwargs.items()]
-    return f"{item.nodeid}: @pytest.mark.{mark.name}({', '.join(args)})"
+    return f"@pytest.mark.{mark.name}({', '.join(args)})"
 
 
-def _single(item: pytest.Item, name: str) -> pytest.Mark | None:
-    marks = list(item.iter_markers(name))
-    # The closest mark wins (function over class over module), as pytest does elsewhere.
-    return marks[0] if marks else None
-
-
-@dataclass(frozen=True)
-class ItemMarks:
-    spec: EvalSpec | None = None
-    budget_bytes: int | None = None
-    floor: Floor | None = None
-    no_regression: NoRegression | None = None
-    variant: VariantMark | None = None
-
-    @property
-    def uses_mmlu(self) -> bool:
-        return any(v is not None for v in (self.spec, self.budget_bytes, self.floor, self.no_regression,
-                                           self.variant))
+def _level(node: Any) -> str:
+    """Where a mark was put: the function, its class or its module."""
+    kind = type(node).__name__
+    return {"Function": "on the function", "Class": f"on class {node.name}",
+            "Module": f"in module {node.name}"}.get(kind, f"on {node.name}")
 
 
 def read_item_marks(item: pytest.Item) -> ItemMarks:
-    """Validate the MMLU markers on one test; raise pytest.UsageError naming test and marker."""
+    """Validate and combine the MMLU markers on one test; raise pytest.UsageError naming the
+    test and the marks."""
     parsed: dict[str, Any] = {}
-    for name, parse in (
-        ("mmlu", _parse_mmlu),
-        ("mmlu_memory_budget", _parse_budget),
-        ("mmlu_accuracy_floor", _parse_floor),
-        ("mmlu_no_regression", _parse_no_regression),
-        ("mmlu_variant", _parse_variant),
-    ):
-        mark = _single(item, name)
-        if mark is None:
+    for name, parse, combine in PARSERS:
+        found = [(node, mark) for node, mark in item.iter_markers_with_node(name)]
+        if not found:
             continue
+        values = []
+        for node, mark in found:
+            try:
+                values.append((node, mark, parse(mark)))
+            except MarkerError as exc:
+                raise pytest.UsageError(f"pytest-mmlu: {item.nodeid}: {_text(mark)}: {exc}") from None
         try:
-            parsed[name] = parse(mark)
+            parsed[name] = combine(values)
         except MarkerError as exc:
-            raise pytest.UsageError(f"pytest-mmlu: {_where(item, mark)}: {exc}") from None
-    return ItemMarks(
-        spec=parsed.get("mmlu"),
-        budget_bytes=parsed.get("mmlu_memory_budget"),
-        floor=parsed.get("mmlu_accuracy_floor"),
-        no_regression=parsed.get("mmlu_no_regression"),
-        variant=parsed.get("mmlu_variant"),
-    )
+            raise pytest.UsageError(f"pytest-mmlu: {item.nodeid}: {exc}") from None
+    return ItemMarks(spec=parsed.get("mmlu"), budget_bytes=parsed.get("mmlu_memory_budget"),
+                     floor=parsed.get("mmlu_accuracy_floor"),
+                     no_regressions=parsed.get("mmlu_no_regression", ()),
+                     variant=parsed.get("mmlu_variant"))
 
 
 def _parse_mmlu(mark: pytest.Mark) -> EvalSpec:
-    return make_eval_spec(**_bind(_mmlu, mark))
+    return make_eval_spec(**_bind(mmlu, mark))
+
+
+def _one_evaluation(values: list[tuple[Any, pytest.Mark, EvalSpec]]) -> EvalSpec:
+    if len(values) > 1:
+        marks = "; ".join(f"{_text(mark)} {_level(node)}" for node, mark, _ in values)
+        raise MarkerError(f"{len(values)} @pytest.mark.mmlu marks apply ({marks}): a test declares one "
+                          f"evaluation; evaluate more with mmlu.evaluate(...) in its body, or split it")
+    return values[0][2]
 
 
 def _parse_budget(mark: pytest.Mark) -> int:
     try:
-        return parse_size(_bind(_budget, mark)["size"])
+        return parse_size(_bind(mmlu_memory_budget, mark)["size"])
     except ValueError as exc:
         raise MarkerError(str(exc)) from None
 
 
+def _smallest_budget(values: list[tuple[Any, pytest.Mark, int]]) -> int:
+    return min(v for _, _, v in values)
+
+
 def _parse_floor(mark: pytest.Mark) -> Floor:
-    args = _bind(_floor, mark)
+    args = _bind(mmlu_accuracy_floor, mark)
     overall = None if args["min"] is None else _check_fraction("min", args["min"])
     per_subject = args["per_subject"] or {}
     if not isinstance(per_subject, Mapping):
@@ -202,8 +284,17 @@ def _parse_floor(mark: pytest.Mark) -> Floor:
     return Floor(overall, checked)
 
 
+def _strictest_floor(values: list[tuple[Any, pytest.Mark, Floor]]) -> Floor:
+    mins = [f.overall for _, _, f in values if f.overall is not None]
+    per_subject: dict[str, float] = {}
+    for _, _, f in values:
+        for subject, minimum in f.per_subject.items():
+            per_subject[subject] = max(minimum, per_subject.get(subject, minimum))
+    return Floor(max(mins) if mins else None, per_subject)
+
+
 def _parse_no_regression(mark: pytest.Mark) -> NoRegression:
-    args = _bind(_no_regression, mark)
+    args = _bind(mmlu_no_regression, mark)
     max_drop = _check_fraction("max_drop", args["max_drop"])
     alpha = _check_fraction("alpha", args["alpha"])
     if not 0 < alpha < 1:
@@ -213,15 +304,23 @@ def _parse_no_regression(mark: pytest.Mark) -> NoRegression:
     return NoRegression(max_drop, alpha, args["against"])
 
 
+def _every_rule(values: list[tuple[Any, pytest.Mark, NoRegression]]) -> tuple[NoRegression, ...]:
+    rules: list[NoRegression] = []
+    for _, _, rule in values:
+        if rule not in rules:  # the same rule twice is one gate
+            rules.append(rule)
+    return tuple(rules)
+
+
 def _parse_variant(mark: pytest.Mark) -> VariantMark:
     from .variants import parse_adapter, parse_merge_adapter, parse_quantization
 
-    args = _bind(_variant, mark)
+    args = _bind(mmlu_variant, mark)
     try:  # each argument checked as the options are; merge_adapter's adapter may be the session's
         if args["quantization"] is not None:
             parse_quantization(args["quantization"])
         if args["adapter"] is not None and args["adapter"] is not False:  # False: drop the session's
-            args["adapter"] = parse_adapter(args["adapter"])  # absolute: the cache key hashes its files
+            args["adapter"] = parse_adapter(args["adapter"])  # absolute: its content is hashed
         if args["merge_adapter"] is not None:
             parse_merge_adapter(args["merge_adapter"])
     except ValueError as exc:
@@ -229,3 +328,28 @@ def _parse_variant(mark: pytest.Mark) -> VariantMark:
     if all(v is None for v in args.values()):
         raise MarkerError("name the variant: quantization=..., adapter=... or merge_adapter=...")
     return VariantMark(**args)
+
+
+def _joined_variant(values: list[tuple[Any, pytest.Mark, VariantMark]]) -> VariantMark:
+    joined: dict[str, Any] = {}
+    origin: dict[str, tuple[Any, pytest.Mark]] = {}
+    for node, mark, variant in values:
+        for name in ("quantization", "adapter", "merge_adapter"):
+            value = getattr(variant, name)
+            if value is None:
+                continue
+            if name in joined and joined[name] != value:
+                first_node, first_mark = origin[name]
+                raise MarkerError(f"{_text(first_mark)} {_level(first_node)} and {_text(mark)} {_level(node)} "
+                                  f"give {name} two values: give it once")
+            joined[name], origin[name] = value, (node, mark)
+    return VariantMark(**joined)
+
+
+PARSERS: tuple[tuple[str, Callable[[pytest.Mark], Any], Callable[[list], Any]], ...] = (
+    ("mmlu", _parse_mmlu, _one_evaluation),
+    ("mmlu_memory_budget", _parse_budget, _smallest_budget),
+    ("mmlu_accuracy_floor", _parse_floor, _strictest_floor),
+    ("mmlu_no_regression", _parse_no_regression, _every_rule),
+    ("mmlu_variant", _parse_variant, _joined_variant),
+)

@@ -1,59 +1,35 @@
-"""One merge rule for everything that joins parts of a run: xdist workers, a baseline update,
-and CI shards.
+"""CI shards joined: ``--mmlu-shard I/N`` reports become one report of the whole, judged by
+the one judge (``gates.judge_record``) exactly as one unsharded run is.
 
-- **Whole tests** (xdist workers, ``--mmlu-update-baseline``): each test's record comes from
-  exactly one part, so records are joined by test id, the newer part winning
-  (:func:`union_by_nodeid`).
-- **Shards** (``--mmlu-shard I/N``, then ``pytest-mmlu merge``): every shard ran every test on
-  its own questions, so a test's evaluations are joined question by question
-  (:func:`merge_shards`) and every gate the tests declared is judged again on the whole
-  (:func:`judge_merged`), with the gates of ``gates.py``: the same verdicts, lines and summary
-  as one unsharded run.
+Every shard ran every test on its own questions, so a test's records are joined evaluation
+by evaluation, question by question (:func:`merge_shards`), and every gate the tests
+declared is judged again on the whole (:func:`judge_merged`).
 
 Shards are refused, naming what differs or is missing, when they were made with other
-models, settings, data or prompts (chat template, system instruction), split another way,
-or do not make a complete set.
+settings or software, split another way, given twice, do not make a complete set, ran other
+tests, declared other gates, or when an evaluation's shards are not of the same evaluation
+(``identity.MERGE``: the model's content, the variant, dtype, device kind, prompts, data,
+shots, scoring version, library versions). A test whose shards made different evaluations
+(it failed before evaluating in some) keeps no evaluation, and its gates fail as declared,
+never evaluated.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from . import SCORING_VERSION, __version__
-from .reports import SCHEMA_VERSION, ReportError, evaluation_entry, load_report
-
-# Settings that only say where a job writes or what it may skip: they never change a result.
-JOB_ONLY_SETTINGS = frozenset({"report", "baseline", "update_baseline", "cache_dir", "no_cache", "chart",
-                               "require_model", "allow_skip", "shard", "report_lm_eval", "sources"})
+from .identity import MERGE, difference, of_entry, with_questions
+from .records import is_reference
+from .reports import SCHEMA_VERSION, ReportError, load_report
 
 
 class MergeError(Exception):
     """The shards cannot be merged; the message says which and why."""
 
 
-def union_by_nodeid(old: Iterable[dict[str, Any]], new: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Whole-test records of two parts: ``new``'s record of a test wins, nothing else is lost."""
-    joined = {t["nodeid"]: t for t in old}
-    joined.update((t["nodeid"], t) for t in new)
-    return [joined[k] for k in sorted(joined)]
-
-
-def result_settings(settings: Any) -> dict[str, Any]:
-    """The settings of a run that can change a result (all but where outputs go): the report
-    records them, and shards made with different ones are not merged."""
-    from dataclasses import fields
-
-    return {f.name: _plain(getattr(settings, f.name)) for f in fields(settings)
-            if f.name not in JOB_ONLY_SETTINGS}
-
-
-def _plain(value: Any) -> Any:
-    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
-
-
-# -- shards ------------------------------------------------------------------------------------
 def load_shards(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """Read the shard reports; MergeError for a file that is not one."""
     named = []
@@ -75,7 +51,7 @@ def _name(path: str, report: dict[str, Any]) -> str:
 
 
 def check_complete(named: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    """Every shard of one split, each once; the same model, settings and software."""
+    """Every shard of one split, each once; the same settings and software."""
     counts = {r["shard"]["count"] for _, r in named}
     if len(counts) > 1:
         raise MergeError("shards of different splits: " + ", ".join(_name(p, r) for p, r in named))
@@ -103,10 +79,6 @@ def check_complete(named: Sequence[tuple[str, dict[str, Any]]]) -> None:
                 what = "models" if key in ("model", "revision") else f"settings ({key})"
                 raise MergeError(f"shards made with different {what}: {key} is {a.get(key)!r} in "
                                  f"{_name(first_path, first)}, {b.get(key)!r} in {_name(path, report)}")
-        commits = {(m or {}).get("commit") for m in (first.get("model"), report.get("model"))}
-        if None not in commits and len(commits) > 1:
-            raise MergeError(f"shards made with different models: commit {first['model']['commit']} in "
-                             f"{_name(first_path, first)}, {report['model']['commit']} in {_name(path, report)}")
 
 
 def merge_shards(named: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -122,17 +94,9 @@ def merge_shards(named: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
                              f"must run the same tests (same files, -k and -m)")
     tests = []
     for nodeid in sorted(every):
-        parts = [(path, report, next(t for t in report["tests"] if t["nodeid"] == nodeid))
+        parts = [(_name(path, report), next(t for t in report["tests"] if t["nodeid"] == nodeid))
                  for path, report in named]
-        lengths = {len(t["evaluations"]) for _, _, t in parts}
-        if len(lengths) > 1:
-            raise MergeError(f"{nodeid}: the shards made different numbers of evaluations ("
-                             + ", ".join(f"{len(t['evaluations'])} in {_name(p, r)}" for p, r, t in parts) + ")")
-        evaluations = [_merge_evaluation(nodeid, [(_name(p, r), t["evaluations"][i]) for p, r, t in parts])
-                       for i in range(lengths.pop())]
-        outcomes = [t.get("outcome") for _, _, t in parts]
-        tests.append({"nodeid": nodeid, "evaluations": evaluations, "shard_outcomes": outcomes,
-                      "outcome": _outcome(outcomes)})
+        tests.append(_merge_test(nodeid, parts))
     first = named[0][1]
     loaded = [r["model"] for _, r in named if (r.get("model") or {}).get("loaded", True)]
     return {
@@ -145,14 +109,42 @@ def merge_shards(named: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
-def _outcome(outcomes: list[str | None]) -> str | None:
-    for word in ("error", "failed"):
+def _merge_test(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    (first_name, first), rest = parts[0], parts[1:]
+    for name, test in rest:
+        if test.get("gates") != first.get("gates"):
+            raise MergeError(f"{nodeid}: the shards declared other gates ({first_name}: {first.get('gates')}; "
+                             f"{name}: {test.get('gates')}): every shard must run the same test code")
+    outcomes = [t.get("outcome") for _, t in parts]
+    merged: dict[str, Any] = {"nodeid": nodeid, "outcome": _outcome(outcomes), "shard_outcomes": outcomes,
+                              "gates": first.get("gates"), "evaluations": []}
+    lengths = [len(t["evaluations"]) for _, t in parts]
+    if len(set(lengths)) > 1:
+        # Some shard stopped before an evaluation (it failed, errored, skipped or crashed there):
+        # there is no whole to judge, and the gates fail as never evaluated, saying why.
+        merged["cause"] = "the shards made different evaluations (" + ", ".join(
+            f"{n} in {name}, which {outcome or 'did not finish'}"
+            for (name, _), n, outcome in zip(parts, lengths, outcomes)) + ")"
+        return merged
+    merged["evaluations"] = [_merge_evaluation(nodeid, [(name, t["evaluations"][i]) for name, t in parts])
+                             for i in range(lengths[0])]
+    return merged
+
+
+SEVERITY = ("crashed", "error", "failed", "xpassed", "not run")
+
+
+def _outcome(outcomes: list[str | None]) -> str:
+    for word in SEVERITY:
         if word in outcomes:
             return word
-    return "skipped" if outcomes and all(o == "skipped" for o in outcomes) else "passed"
+    for word in ("skipped", "xfailed"):
+        if outcomes and all(o == word for o in outcomes):
+            return word
+    return "passed"
 
 
-SAME_IN_EVERY_SHARD = ("subjects", "shots", "limit", "budget_bytes", "floor", "no_regression")
+SAME_IN_EVERY_SHARD = ("subjects", "shots", "limit", "budget_bytes", "role", "variant")
 
 
 def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -167,16 +159,15 @@ def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> d
     could_not_run = [(name, ev) for name, ev in parts if ev.get("accuracy") is None]
     if could_not_run:
         # An evaluation that could not run in some shard has no whole: its errors are the verdict.
-        entry = dict(could_not_run[0][1])
-        entry["breaches"] = [f"{line} (in {name})" for name, ev in could_not_run for line in ev["breaches"]]
-        entry.pop("judged_at_merge", None)
+        entry = {k: v for k, v in could_not_run[0][1].items() if k not in ("shard", "judged_at_merge")}
+        entry["verdicts"] = [{"kind": v["kind"], "line": f"{v['line']} (in {name})"}
+                             for name, ev in could_not_run for v in _stored_verdicts(ev)]
+        entry["breaches"] = [v["line"] for v in entry["verdicts"]]
         return entry
     for name, ev in rest:
-        if ev.get("data_fingerprint") != first.get("data_fingerprint"):
-            raise MergeError(f"{nodeid}: shards made on different data (fingerprint "
-                             f"{first.get('data_fingerprint', '')[:12]} in {first_name}, "
-                             f"{ev.get('data_fingerprint', '')[:12]} in {name})")
-    _check_same_prompts(nodeid, [(name, ev) for name, ev in parts if ev.get("n")])
+        differs = difference(of_entry(first), of_entry(ev), MERGE, (first_name, name))
+        if differs is not None:
+            raise MergeError(f"{nodeid}: shards made with {differs.phrase}")
     expected = first.get("unsharded_n")
     order = {s: i for i, s in enumerate(first["subjects"])}
     questions, seen = [], set()
@@ -204,62 +195,26 @@ def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> d
         "engine_mode": "plain" if any(ev.get("engine_mode") == "plain" for ev in evs) else "prefix",
         "engine_mode_reason": next((ev.get("engine_mode_reason") for ev in evs
                                     if ev.get("engine_mode") == "plain"), None),
+        "identity": with_questions(of_entry(first), seen),
     })
     entry = whole.to_dict()
-    entry.update({key: first.get(key) for key in ("floor", "no_regression")})
-    entry["breaches"] = [line for _, ev in parts for line in ev.get("breaches", [])]
+    if is_reference(first):
+        entry["role"] = first["role"]
     entry["shards"] = [{"shard": name, "n": ev["n"], "peak_memory_bytes": ev["peak_memory_bytes"],
                         "batch_size": ev["batch_size"], "seconds": ev["seconds"]} for name, ev in parts]
     return entry
 
 
-def _check_same_prompts(nodeid: str, ran: list[tuple[str, dict[str, Any]]]) -> None:
-    """Shards whose questions were asked with other prompts (another chat template in a local
-    model folder, say: the settings alone do not show it). A shard without questions of
-    this evaluation rendered none and is not compared."""
-    from .chat import format_difference
-
-    for name, ev in ran[1:]:
-        differs = format_difference(ran[0][1].get("prompt_format"), ev.get("prompt_format"), (ran[0][0], name))
-        if differs:
-            raise MergeError(f"{nodeid}: shards made with other prompts ({differs})")
-
-
-# -- judging the whole ------------------------------------------------------------------------
-def marks_of(entry: dict[str, Any]) -> Any:
-    """The gates an evaluation entry declares, as the markers would give them."""
-    from .markers import Floor, ItemMarks, NoRegression
-
-    floor, rule = entry.get("floor"), entry.get("no_regression")
-    return ItemMarks(
-        budget_bytes=entry.get("budget_bytes"),
-        floor=None if floor is None else Floor(floor.get("min"), dict(floor.get("per_subject") or {})),
-        no_regression=None if rule is None else NoRegression(rule["max_drop"], rule["alpha"],
-                                                             rule.get("against", "baseline")))
+def _stored_verdicts(ev: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(ev.get("verdicts") or [{"kind": "error", "line": line} for line in ev.get("breaches", [])])
 
 
 def judge_merged(report: dict[str, Any], baseline: Any) -> dict[str, Any]:
-    """Every gate declared in the tests, judged again on the merged questions (in place)."""
-    from . import gates
-    from .results import EvaluationResult
+    """Every gate declared in the tests, judged by the one judge on the merged whole."""
+    from .gates import apply, judge_record, record_failing
 
+    report["tests"] = [apply(test, judge_record(test, baseline)) for test in report["tests"]]
     for test in report["tests"]:
-        results = []
-        for i, entry in enumerate(test["evaluations"]):
-            if entry.get("accuracy") is None:
-                continue  # could not run in some shard: its error lines stand
-            result = EvaluationResult.from_dict(entry)
-            marks = marks_of(entry)
-            verdicts = gates.judge(test["nodeid"], result, marks, baseline)
-            judged = evaluation_entry(result, marks, verdicts)
-            judged["shards"] = entry.get("shards", [])
-            test["evaluations"][i] = judged
-            results.append(result)
-        declared = marks_of(test["evaluations"][0]).floor if test["evaluations"] else None
-        uncovered = gates.floor_uncovered(results, declared)
-        if uncovered and test["evaluations"]:
-            test["evaluations"][0]["breaches"].extend(v.line for v in uncovered)
-        breached = any(e.get("breaches") for e in test["evaluations"])
-        if breached and test.get("outcome") == "passed":
-            test["outcome"] = "failed"
+        if record_failing(test) and test.get("outcome") == "passed":
+            test["outcome"] = "failed"  # as the unsharded run's test fails on its gate
     return report

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import SCORING_VERSION, __version__
-from .gates import output_not_written
-from .merge import result_settings
-from .reports import ReportError, write_json_atomic
+from .gates import output_not_written, record_failing
+from .records import own_evaluations
+from .reports import ReportError, result_settings, write_json_atomic
 from .results import EvaluationResult, wilson_interval
 
 if TYPE_CHECKING:
@@ -175,10 +175,8 @@ def finish(sess: MmluSession, exitstatus: int) -> bool:
             else:
                 notes.append(f"pytest-mmlu: wrote baseline {settings.baseline}: {n} "
                              f"evaluations from {len(records)} tests")
-    improved = [e["regression"]["line"] for r in records for e in r["evaluations"]
-                if (e.get("regression") or {}).get("verdict") == "improved"]
-    notes.extend(f"NOTE {line}" for line in improved)
-    cached = sum(e.get("from_cache", False) for r in records for e in r["evaluations"])
+    notes.extend(f"NOTE {line}" for line in improved_lines(records))
+    cached = sum(e.get("from_cache", False) for r in records for e in own_evaluations(r))
     if cached:
         notes.append(f"pytest-mmlu: {cached} evaluation(s) served from the result cache "
                      f"({'model loaded for the rest' if sess.model_loaded else 'model not loaded'})")
@@ -277,15 +275,26 @@ def _cells(ev: dict[str, Any]) -> list[str]:
             verdict_word(ev)]
 
 
+def improved_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The lines of no-regression gates that found a significant improvement (a stale baseline)."""
+    return [reg["line"] for r in records for e in r["evaluations"]
+            for reg in e.get("regressions") or [e.get("regression") or {}] if reg.get("verdict") == "improved"]
+
+
+def shown(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records a summary shows, in test id order: those that evaluated or breached (a test
+    skipped without a model, say, is counted in a note instead)."""
+    return [r for r in sorted(records, key=lambda r: r["nodeid"]) if own_evaluations(r) or record_failing(r)]
+
+
 def summary_rows(records: list[dict[str, Any]]) -> list[tuple[str, list[list[str]]]]:
     """(test id, one row of cells per evaluation) for each test, in test id order."""
-    return [(rec["nodeid"], [_cells(ev) for ev in rec["evaluations"]])
-            for rec in sorted(records, key=lambda r: r["nodeid"])]
+    return [(rec["nodeid"], [_cells(ev) for ev in own_evaluations(rec)]) for rec in shown(records)]
 
 
 def _table(groups: list[tuple[str, list[list[str]]]]) -> list[str]:
     rows = [r for _, rs in groups for r in rs]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(HEADERS)]
     # The subjects column gets what the others leave of WIDTH.
     others = sum(widths[1:]) + 2 * (len(HEADERS) - 1) + len(INDENT)
     widths[0] = max(SUBJECTS_MIN, min(widths[0], WIDTH - others))
@@ -306,26 +315,25 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     """The terminal summary (also ``pytest-mmlu merge``'s): a table, then what the gates saw and
     every breach in full; no line is wider than WIDTH."""
     groups = summary_rows(records)
-    if not any(rows for _, rows in groups):
+    if not groups:
         return []
     from .gates import sensitivity_text
 
     lines = _table(groups)
-    ordered = [(rec["nodeid"], ev) for rec in sorted(records, key=lambda r: r["nodeid"])
-               for ev in rec["evaluations"]]
+    ordered = [(rec["nodeid"], ev) for rec in shown(records) for ev in own_evaluations(rec)]
     # Which engine mode ran, where it is not the shared-prefix one (slower, never silent).
     for nodeid, ev in ordered:
         if ev.get("engine_mode") == "plain":
             lines.extend(wrapped(f"{nodeid}: scored in plain batches, no shared prefix: "
                                  f"{ev.get('engine_mode_reason') or 'the model cannot share a prefix'}"))
-    seen = [(nodeid, ev["regression"]) for nodeid, ev in ordered
-            if "base_accuracy" in (ev.get("regression") or {})]
+    seen = [(nodeid, reg) for nodeid, ev in ordered for reg in ev.get("regressions") or [ev.get("regression") or {}]
+            if "base_accuracy" in reg]
     if seen:
         lines.append("no-regression gates (smallest drop detectable at 80% power):")
         for nodeid, reg in seen:
             lines.extend(wrapped(f"  {nodeid.rsplit('::', 1)[-1]}: {reg['base_accuracy']:.3f} -> "
                                  f"{reg['new_accuracy']:.3f}; {sensitivity_text(reg)}"))
-    breaches = [b for _, ev in ordered for b in ev.get("breaches", [])]
+    breaches = [b for rec in shown(records) for b in record_failing(rec)]
     if breaches:
         lines.append("")
         for b in breaches:
@@ -340,8 +348,10 @@ def github_summary(records: list[dict[str, Any]]) -> str:
     lines = ["### MMLU release gate", "",
              "| test | subjects | shots | n | accuracy | 95% CI | floor | vs baseline | peak / budget (GiB) | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for rec in sorted(records, key=lambda r: r["nodeid"]):
-        for ev in rec["evaluations"]:
+    for rec in shown(records):
+        if rec.get("breaches"):  # the test's own: a gate never evaluated, a floor left uncovered
+            lines.append(f"| `{rec['nodeid']}` | - | - | - | - | - | - | - | - | ❌ {'; '.join(rec['breaches'])} |")
+        for ev in own_evaluations(rec):
             floor = (ev.get("floor") or {}).get("min")
             reg = ev.get("regression") or {}
             delta = "-" if "base_accuracy" not in reg else (
@@ -369,8 +379,8 @@ def write_chart(path: str, records: list[dict[str, Any]]) -> None:
         raise ReportError("--mmlu-chart needs matplotlib: pip install 'pytest-mmlu[chart]'") from None
 
     rows = []  # (label, accuracy, lo, hi, floor, baseline, breached)
-    for rec in sorted(records, key=lambda r: r["nodeid"]):
-        for ev in rec["evaluations"]:
+    for rec in shown(records):
+        for ev in own_evaluations(rec):
             if not ev.get("n"):
                 continue
             floor = ev.get("floor") or {}

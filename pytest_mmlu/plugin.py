@@ -2,6 +2,12 @@
 
 Loaded in every pytest run of the environment: only light modules are
 imported here; torch, transformers and lm_eval load when a test needs a model.
+
+Every MMLU test (one that declares an MMLU mark or asks for an MMLU fixture) has a record
+(``records.py``) built while it runs and judged by ``gates.judge_record``; the record rides
+on the test's teardown report (``pytest_mmlu_record``), so that the controller of an xdist
+run receives it as the test ends, and ``pytest_runtest_logreport`` keeps it, in one process
+or many alike.
 """
 
 from __future__ import annotations
@@ -10,16 +16,17 @@ from typing import Any
 
 import pytest
 
-from . import gates, markers, outputs, reports, settings
+from . import gates, markers, outputs, records, settings
 from .results import EvaluationResult
 from .session import MmluSession
 
 SESSION = pytest.StashKey[MmluSession]()
 MARKS = pytest.StashKey[markers.ItemMarks]()
+RECORD = pytest.StashKey[dict]()  # the test's record while it runs
 DEFERRED = pytest.StashKey[list]()  # failing verdicts found during setup, raised in the call phase
-EVALUATED = pytest.StashKey[list]()  # the test's evaluations: a result, or None where one could not run
 NEEDS_MODEL = pytest.StashKey[bool]()  # an MMLU test collected without a model
 REQUIRED = pytest.StashKey[str]()  # xdist worker: the missing-model error its MMLU tests fail with
+MANIFEST_SENT = pytest.StashKey[bool]()  # xdist worker: the manifest rode on a report already
 MMLU_FIXTURES = {"mmlu", "mmlu_result", "mmlu_model"}
 SKIP_REASON = ("MMLU test needs a model: pass --mmlu-model=ORG/NAME (a Hugging Face id) or a "
                "local folder, or set PYTEST_MMLU_MODEL")
@@ -30,11 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for doc in markers.MARKER_DOCS:
+    for doc in markers.marker_docs():
         config.addinivalue_line("markers", doc)
     sess = MmluSession(config, settings.resolve(config))
     config.stash[SESSION] = sess
-    if config.pluginmanager.hasplugin("xdist"):
+    config.pluginmanager.register(_Records(sess), "pytest_mmlu_records")
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_XdistController(sess), "pytest_mmlu_xdist")
 
 
@@ -42,18 +50,25 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     sess = config.stash[SESSION]
     if not sess.settings.model:
         return None
-    from .loading import ModelLoadError, resolve_device, resolve_dtype
+    from .loading import ModelLoadError, resolve_device, variant_lines
     from .memory import make_meter
 
     try:
         device = resolve_device(sess.settings.device)
         text = make_meter(device).describe()
-        dtype = resolve_dtype(sess.settings.dtype, device, sess.settings.model, sess.settings.revision)
     except ModelLoadError as exc:
         raise pytest.UsageError(f"pytest-mmlu: {exc}") from None
-    from .loading import variant_lines
+    try:
+        dtype = sess.load_plan().dtype
+    except ModelLoadError:
+        dtype = None  # the tests that need the model fail, saying why
+    from .reports import header_lines
 
-    return [*reports.header_lines(sess.settings, text, dtype), *variant_lines(sess.settings)]
+    return [*header_lines(sess.settings, text, dtype), *variant_lines(sess.settings)]
+
+
+def _is_mmlu(item: pytest.Item) -> bool:
+    return item.stash[MARKS].uses_mmlu or bool(MMLU_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -64,7 +79,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixturenames = getattr(item, "fixturenames", [])
         if item_marks.spec is not None and "mmlu_result" not in fixturenames:
             fixturenames.append("mmlu_result")  # the marker alone declares the evaluation
-        if not has_model and (item_marks.uses_mmlu or MMLU_FIXTURES & set(fixturenames)):
+        if not has_model and _is_mmlu(item):
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
             item.stash[NEEDS_MODEL] = True
     if any(item.stash[MARKS].variant is not None for item in items):
@@ -90,13 +105,15 @@ def _grouped_by_variant(sess: MmluSession, items: list[pytest.Item]) -> list[pyt
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # After deselection (-k, -m): only the MMLU tests that would run count.
-    mmlu_settings = session.config.stash[SESSION].settings
-    if not mmlu_settings.require_model or session.config.option.collectonly:
+    sess = session.config.stash[SESSION]
+    sess.manifest = {item.nodeid: item.stash[MARKS].to_dict() for item in session.items
+                     if MARKS in item.stash and _is_mmlu(item)}
+    if not sess.settings.require_model or session.config.option.collectonly:
         return
     n = sum(item.stash.get(NEEDS_MODEL, False) for item in session.items)
     if not n:
         return
-    message = gates.model_required(n, mmlu_settings.source_of("require_model"))
+    message = gates.model_required(n, sess.settings.source_of("require_model"))
     if hasattr(session.config, "workerinput"):
         # An xdist worker's usage error is an INTERNALERROR traceback on the controller: each
         # test errors with the message instead (every worker collects all tests, so n is right).
@@ -107,6 +124,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if MARKS in item.stash and _is_mmlu(item):
+        item.stash[RECORD] = records.new_record(item.nodeid, item.stash[MARKS])
     message = item.config.stash.get(REQUIRED, None)
     if message and item.stash.get(NEEDS_MODEL, False):
         pytest.fail(message, pytrace=False)  # before the skip mark is evaluated
@@ -174,14 +193,16 @@ def mmlu_result(request: pytest.FixtureRequest) -> EvaluationResult | None:
 
 def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec, variant: Any = None,
                     ) -> tuple[EvaluationResult | None, list[gates.Verdict]]:
-    """Evaluate (or read from the cache), judge, record; return the result and its failing verdicts."""
+    """Evaluate (or read from the cache), record, judge; return the result and its failing
+    verdicts. A ``mmlu_no_regression(against="full")`` gate's reference (the full model on the
+    same questions) is recorded first, beside the evaluation it is compared with."""
     from .data import DataError
     from .loading import ModelLoadError
     from .memory import BudgetTooSmall, MeterUnavailable, OutOfMemory
 
     sess = item.config.stash[SESSION]
     item_marks = item.stash[MARKS]
-    evaluated = item.stash.setdefault(EVALUATED, [])
+    record = item.stash[RECORD]
     shown = outputs.progress(item.config, item.nodeid)
     if variant is None:  # the test's mark (mmlu_result); mmlu.evaluate passes its own
         try:
@@ -189,40 +210,44 @@ def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec, variant: Any = No
         except ValueError as exc:  # e.g. merge_adapter=True with no adapter anywhere
             _fail([gates.bad_variant(str(exc))])
     try:
-        full = _full_reference(sess, spec, item_marks, variant)
+        if any(r.against == "full" for r in item_marks.no_regressions) and not variant.is_full:
+            if records.reference_for(record["evaluations"], spec.to_dict()) is None:
+                record["evaluations"].append(_entry(sess, sess.full_result(spec), spec, records.REFERENCE))
         result = sess.evaluate(spec, item_marks.budget_bytes, shown, variant=variant)
     except (BudgetTooSmall, OutOfMemory, MeterUnavailable, DataError, ModelLoadError) as exc:
         verdict = gates.error(exc)
-        sess.record_failure(item.nodeid, spec, item_marks, verdict)  # a report row, not a silent gap
-        evaluated.append(None)
+        record["evaluations"].append(records.failure_entry(spec, item_marks.budget_bytes, verdict.kind,
+                                                           verdict.line))  # a report row, not a gap
         if verdict.kind == "error":
             _fail([verdict])  # no model or no data: stop now (an error in setup, a failure in the body)
         return None, [verdict]  # a budget below batch 1 fails like any other gate
     finally:
         if shown is not None:
             shown.close()
-    shard = sess.settings.shard  # in a CI shard, floors and no-regression are judged at merge
-    baseline = sess.baseline() if item_marks.no_regression is not None and shard is None else None
-    verdicts = gates.judge(item.nodeid, result, item_marks, baseline, shard=shard, full=full)
-    sess.record(item.nodeid, result, item_marks, verdicts)
+    record["evaluations"].append(_entry(sess, result, spec))
+    baseline = sess.baseline() if _compares_with_baseline(item_marks, sess) else None
+    judgement = gates.judge_record(record, baseline, final=False)
+    item.stash[RECORD] = gates.apply(record, judgement)
     item.user_properties.extend(outputs.junit_properties(result))
-    evaluated.append(result)
-    failing = [v for v in verdicts if v.fails]
-    if any(v.kind == "non-finite" for v in failing):
-        _fail(failing)  # no answer to judge: an error in setup (the marker), a failure in the body
+    failing = [v for v in judgement.evaluations[-1] if v.fails]
+    if any(v.kind in ("non-finite", "error") for v in failing):
+        _fail(failing)  # no answer, or a misused gate: an error in setup (the marker), a failure in the body
     return result, failing
 
 
-def _full_reference(sess: MmluSession, spec: markers.EvalSpec, item_marks: markers.ItemMarks,
-                    variant: Any) -> EvaluationResult | None:
-    """For ``mmlu_no_regression(against="full")``: the full model's result on the same questions
-    (this session's, else evaluated now, before the variant's model is loaded)."""
-    rule = item_marks.no_regression
-    if rule is None or rule.against != "full" or sess.settings.shard is not None:
-        return None
-    if variant.is_full:
-        _fail([gates.against_full_without_variant()])
-    return sess.full_result(spec)
+def _entry(sess: MmluSession, result: EvaluationResult, spec: markers.EvalSpec, role: str | None = None,
+           ) -> dict[str, Any]:
+    entry = result.to_dict()
+    if role is not None:
+        entry["role"] = role
+    if sess.settings.shard is not None:  # merge judges the whole, and checks it holds all of it
+        entry["shard"] = str(sess.settings.shard)
+        entry["unsharded_n"] = sess.unsharded_count(spec)
+    return entry
+
+
+def _compares_with_baseline(item_marks: markers.ItemMarks, sess: MmluSession) -> bool:
+    return sess.settings.shard is None and any(r.against == "baseline" for r in item_marks.no_regressions)
 
 
 def _fail(verdicts: list[gates.Verdict]) -> None:
@@ -236,32 +261,80 @@ def pytest_runtest_call(item: pytest.Item):
     if deferred:
         _fail(deferred)
     result = yield
-    item_marks = item.stash.get(MARKS, None)
-    if item_marks is not None and item_marks.uses_mmlu:
-        evaluated = item.stash.get(EVALUATED, [])
-        if not evaluated:
-            _fail([gates.no_evaluation()])
-        problems = gates.floor_uncovered([r for r in evaluated if r is not None and r.n], item_marks.floor)
-        if problems:
-            _fail(problems)
+    record = item.stash.get(RECORD, None)
+    if record is not None:  # the test's own gates: one never evaluated, a floor left uncovered
+        failing = [v for v in _judged(item, record).test if v.fails]
+        if failing:
+            _fail(failing)
     return result
+
+
+def _judged(item: pytest.Item, record: dict[str, Any]) -> gates.Judgement:
+    sess = item.config.stash[SESSION]
+    baseline = sess.baseline() if _compares_with_baseline(item.stash[MARKS], sess) else None
+    return gates.judge_record(record, baseline)
+
+
+def _outcome(report: pytest.TestReport, before: str | None) -> str | None:
+    """The test's outcome after this phase's report (pytest's words; xfail kept apart)."""
+    if report.when == "call":
+        if hasattr(report, "wasxfail"):
+            return "xfailed" if report.skipped else "xpassed"
+        return report.outcome
+    if report.skipped:
+        return "skipped"
+    if report.failed:
+        return "error"  # in set-up or teardown
+    return before
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     sess = item.config.stash[SESSION]
+    record = item.stash.get(RECORD, None)
+    if record is None:
+        return report
     if (report.when == "setup" and report.failed and "mmlu_model" in getattr(item, "fixturenames", ())
-            and not item.stash.get(EVALUATED, None)):
+            and not record["evaluations"]):
         load_error = sess.load_error_of(item.stash[MARKS].variant)
         if load_error is not None:  # mmlu_model could not load the test's variant: still a report row
-            sess.record_failure(item.nodeid, item.stash[MARKS].spec, item.stash[MARKS],
-                                gates.model_not_loaded(load_error))
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        outcome = report.outcome if report.when == "call" else (
-            "skipped" if report.skipped else "error")
-        sess.set_outcome(item.nodeid, outcome)
+            verdict = gates.model_not_loaded(load_error)
+            record["evaluations"].append(records.failure_entry(
+                item.stash[MARKS].spec, item.stash[MARKS].budget_bytes, verdict.kind, verdict.line))
+    record["outcome"] = _outcome(report, record["outcome"])
+    if report.when == "teardown":
+        record["outcome"] = record["outcome"] or "passed"
+        report.pytest_mmlu_record = gates.apply(record, _judged(item, record))
+    if hasattr(item.config, "workerinput") and not item.config.stash.get(MANIFEST_SENT, False):
+        report.pytest_mmlu_manifest = sess.manifest  # the controller collects nothing itself
+        item.config.stash[MANIFEST_SENT] = True
     return report
+
+
+class _Records:
+    """Keeps each test's record as its report arrives: from this process, or from an xdist
+    worker (for a worker that crashed, xdist makes a report: the record says so)."""
+
+    def __init__(self, sess: MmluSession) -> None:
+        self.sess = sess
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        manifest = getattr(report, "pytest_mmlu_manifest", None)
+        if manifest:
+            self.sess.manifest.update(manifest)
+        record = getattr(report, "pytest_mmlu_record", None)
+        if record is not None:
+            self.sess.records[report.nodeid] = record
+        elif report.when == "???" and report.nodeid in self.sess.manifest:  # pytest-xdist's crash report
+            self.sess.records[report.nodeid] = _unfinished(self.sess, report.nodeid, "crashed")
+
+
+def _unfinished(sess: MmluSession, nodeid: str, outcome: str) -> dict[str, Any]:
+    """The record of an MMLU test that never finished (its worker crashed, or it never ran)."""
+    record = records.new_record(nodeid, markers.ItemMarks.from_dict(sess.manifest[nodeid]))
+    record["outcome"] = outcome
+    return gates.apply(record, gates.judge_record(record))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -285,15 +358,19 @@ def _skipped_for_want_of_model(report: Any) -> bool:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     sess = config.stash[SESSION]
-    if hasattr(config, "workerinput"):  # xdist worker: ship records and notes to the controller
+    if hasattr(config, "workerinput"):  # xdist worker: ship the model entry and notes
         config.workeroutput["pytest_mmlu"] = sess.payload()
         return
+    for nodeid in sess.manifest:  # every MMLU test has a record, one that never ran too
+        if nodeid not in sess.records:
+            sess.records[nodeid] = _unfinished(sess, nodeid, "not run")
     if not outputs.finish(sess, exitstatus) and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a run whose verdict was not written did not pass
 
 
 class _XdistController:
-    """Collects the records and notes that xdist workers ship at their end (as pytest-cov does)."""
+    """Collects the model entry and notes that xdist workers ship at their end (as pytest-cov
+    does); records arrive with each test's report."""
 
     def __init__(self, sess: MmluSession) -> None:
         self.sess = sess

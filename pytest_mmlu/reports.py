@@ -1,7 +1,7 @@
-"""The JSON report file: its schema, atomic writes, reading and merging; the report header.
+"""The JSON report file: its schema, atomic writes and reading; the report header.
 
 What a run emits at its end (summary, report, baseline, GitHub summary, chart) is in
-``outputs.py``.
+``outputs.py``; a test's record is described in ``records.py``.
 
 JSON report (``--mmlu-report PATH``), schema 1::
 
@@ -11,7 +11,14 @@ JSON report (``--mmlu-report PATH``), schema 1::
      "data": str,
      "settings": {name: value},  # every setting that can change a result (merge compares them)
      "shard": {"index": int, "count": int} | null,  # --mmlu-shard I/N; null when unsharded
-     "tests": [{"nodeid": str, "outcome": "passed" | "failed" | "error" | "skipped",
+     "tests": [{"nodeid": str,
+                "outcome": "passed" | "failed" | "error" | "skipped" | "xfailed" | "xpassed"
+                           | "crashed" | "not run",
+                "gates": {"evaluation": {"subjects", "shots", "limit", "label"} | null,
+                          "budget_bytes": int | null, "floor": {"min", "per_subject"} | null,
+                          "no_regression": [{"max_drop", "alpha", "against"}],
+                          "variant": {"quantization", "adapter", "merge_adapter"} | null},
+                "verdicts": [{"kind", "line"}], "breaches": [str],  # the test's own gates
                 "evaluations": [{"subjects": [str], "label": str, "shots": int,
                                  "limit": int | null, "n": int, "accuracy": float,
                                  "ci95": [lo, hi], "per_subject": {subject: {"accuracy", "n"}},
@@ -21,18 +28,23 @@ JSON report (``--mmlu-report PATH``), schema 1::
                                  "tokens": int, "device": str, "dtype": str,
                                  "data_fingerprint": str, "weight_bytes": int,
                                  "from_cache": bool, "engine_mode": "prefix" | "plain",
-                                 "engine_mode_reason": str | null,
+                                 "engine_mode_reason": str | null, "variant": str,
+                                 "prompt_format": {...} | null,
+                                 "identity": {...},  # what exactly was evaluated (identity.py)
+                                 "role": "reference",  # only the full-precision reference
                                  "floor": {"min", "per_subject"} | null,
-                                 "no_regression": {"max_drop", "alpha"} | null,
+                                 "no_regression": {"max_drop", "alpha", "against"} | null,
                                  "regression": {"verdict", "line", "base_accuracy",
                                      "new_accuracy", "n", "lost", "gained", "p_worse",
                                      "p_better", "detectable_drop", "power", "alpha",
-                                     "max_drop", "discordance", "too_small"} (no-regression),
-                                 "judged_at_merge": [gate] (in a shard), "unsharded_n": int
-                                 (in a shard: the whole evaluation's question count),
-                                 "breaches": [str],
+                                     "max_drop", "discordance", "too_small", "against"}
+                                     (no-regression; "regressions": all, with several),
+                                 "judged_at_merge": [gate], "shard": "i/n", "unsharded_n":
+                                 int (in a shard: the whole evaluation's question count),
+                                 "verdicts": [{"kind", "line"}], "breaches": [str],
                                  "questions": [{"subject", "index", "target", "prediction",
-                                                "loglikelihoods": [4 floats, A-D]}]}]}]}
+                                                "loglikelihoods": [4 floats, A-D],
+                                                "is_greedy": [4 bools]}]}]}]}
 
 A merged report (``pytest-mmlu merge``) has ``shard`` null, ``merged_from`` (the shard
 reports) and per evaluation ``shards``: each shard's n, peak, batch size and seconds.
@@ -41,7 +53,8 @@ reports) and per evaluation ``shards``: each shard's n, peak, batch size and sec
 ``prediction`` are 0-3 (A-D). An evaluation that could not run (budget below batch 1,
 model load or data error) is an entry with ``n`` 0, ``accuracy`` and ``ci95`` null, and the
 error line as its breach; ``subjects`` is empty and ``shots`` null for a test that declared
-no evaluation (the ``mmlu_model`` fixture alone).
+no evaluation (the ``mmlu_model`` fixture alone). Every MMLU test has its record, one that
+never evaluated too (skipped, failed or errored before evaluating, crashed, never run).
 """
 
 from __future__ import annotations
@@ -107,31 +120,19 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def merge_reports(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new``, plus the tests of ``old`` that ``new`` does not have (nothing lost on a partial run)."""
-    from .merge import union_by_nodeid
-
-    merged = dict(new)
-    merged["tests"] = union_by_nodeid(old["tests"], new["tests"])
-    return merged
+# Settings that only say where a job writes or what it may skip: they never change a result.
+JOB_ONLY_SETTINGS = frozenset({"report", "baseline", "update_baseline", "cache_dir", "no_cache", "chart",
+                               "require_model", "allow_skip", "shard", "report_lm_eval", "sources"})
 
 
-def evaluation_entry(result: Any, marks: Any, verdicts: list) -> dict[str, Any]:
-    """One evaluation as the report holds it: the result, the gates declared on it (so that
-    ``pytest-mmlu merge`` can judge them again on the whole) and what they concluded."""
-    entry = result.to_dict()
-    entry["floor"] = None if marks.floor is None else {
-        "min": marks.floor.overall, "per_subject": dict(marks.floor.per_subject)}
-    entry["no_regression"] = None if marks.no_regression is None else {
-        "max_drop": marks.no_regression.max_drop, "alpha": marks.no_regression.alpha,
-        "against": marks.no_regression.against}
-    entry["breaches"] = [v.line for v in verdicts if v.fails]
-    deferred = [v.detail["gate"] for v in verdicts if v.kind == "deferred"]
-    if deferred:
-        entry["judged_at_merge"] = deferred
-    from .gates import REGRESSION_KINDS
+def result_settings(settings: Any) -> dict[str, Any]:
+    """The settings of a run that can change a result (all but where outputs go): the report
+    records them, and shards made with different ones are not merged."""
+    from dataclasses import fields
 
-    for v in verdicts:
-        if v.kind in REGRESSION_KINDS:
-            entry["regression"] = dict(v.detail)
-    return entry
+    return {f.name: _plain(getattr(settings, f.name)) for f in fields(settings)
+            if f.name not in JOB_ONLY_SETTINGS}
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)

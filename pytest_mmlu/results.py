@@ -112,6 +112,7 @@ class EvaluationResult:
     peak_device: str | None = None  # a model spread over GPUs: the one whose peak was highest
     variant: str = "full"  # what was loaded: "full", "int8", "adapter NAME"... (variants.py)
     prompt_format: dict[str, Any] | None = None  # chat template (name, sha256), multiturn, system instruction
+    identity: dict[str, Any] | None = None  # what exactly was evaluated (identity.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- derived figures -----------------------------------------------------------------------
@@ -181,6 +182,7 @@ class EvaluationResult:
             "peak_device": self.peak_device,
             "variant": self.variant,
             "prompt_format": self.prompt_format,
+            **({} if self.identity is None else {"identity": self.identity}),
             "questions": [
                 {"subject": q.subject, "index": q.index, "target": q.target,
                  "prediction": q.prediction, "loglikelihoods": list(q.loglikelihoods),
@@ -200,12 +202,12 @@ class EvaluationResult:
         return cls(
             subjects=tuple(d["subjects"]), shots=int(d["shots"]), limit=d["limit"],
             label=d.get("label", ",".join(d["subjects"])), questions=questions,
-            peak_memory_bytes=int(d["peak_memory_bytes"]), budget_bytes=d["budget_bytes"],
-            batch_size=int(d["batch_size"]), batch_sizes=list(d.get("batch_sizes", [])),
-            seconds=float(d["seconds"]), tokens=int(d.get("tokens", 0)), device=d["device"],
-            dtype=d["dtype"], data_fingerprint=d.get("data_fingerprint", ""),
+            peak_memory_bytes=int(d.get("peak_memory_bytes") or 0), budget_bytes=d.get("budget_bytes"),
+            batch_size=int(d.get("batch_size") or 0), batch_sizes=list(d.get("batch_sizes", [])),
+            seconds=float(d.get("seconds") or 0.0), tokens=int(d.get("tokens", 0)), device=d.get("device", "-"),
+            dtype=d.get("dtype", "-"), data_fingerprint=d.get("data_fingerprint", ""),
             weight_bytes=int(d.get("weight_bytes", 0)), from_cache=bool(d.get("from_cache", False)),
             engine_mode=d.get("engine_mode", "prefix"), engine_mode_reason=d.get("engine_mode_reason"),
             peak_device=d.get("peak_device"), variant=d.get("variant", "full"),
-            prompt_format=d.get("prompt_format"),
+            prompt_format=d.get("prompt_format"), identity=d.get("identity"),
         )

@@ -1,9 +1,11 @@
-"""Per-run state: the model (loaded once, lazily), the data, the result cache, the baseline,
-and the record of every evaluation made. Verdicts are judged in ``gates.py``; what the run
-emits is written by ``outputs.py``.
+"""Per-run state: the model (loaded once per variant, lazily), the data, the result cache, the
+baseline, every evaluation's identity, and the record of every MMLU test. Verdicts are
+judged in ``gates.py``; what the run emits is written by ``outputs.py``.
 
-Records are plain dicts (``EvaluationResult.to_dict()`` plus the gates' figures and lines)
-so that xdist workers can ship them to the controller unchanged.
+Records (``records.py``) are plain dicts: a test's record travels with its pytest report (an
+xdist worker's reports reach the controller as they are made, so a worker that crashes loses
+nothing it had reported), and ``manifest`` holds the declared gates of every MMLU test
+collected, so that a test that never reported still has a record.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .markers import EvalSpec, ItemMarks
+from . import SCORING_VERSION
+from .identity import CACHE, Identity, device_kind, difference, evaluation_identity, with_questions
+from .markers import EvalSpec
 from .results import EvaluationResult
 from .settings import Settings
 from .variants import FULL, Variant, make_variant, session_variant
 
 if TYPE_CHECKING:
     from .baseline import Baseline
-    from .gates import Verdict
+    from .content import ContentHashes
+    from .loading import LoadPlan
 
-PAYLOAD_VERSION = 1  # what an xdist worker ships; bump on a change of shape
+PAYLOAD_VERSION = 2  # what an xdist worker ships at its end; bump on a change of shape
 
 
 class MmluSession:
@@ -32,23 +37,33 @@ class MmluSession:
         self.settings = settings
         self._loaded: Any = None
         self._load_errors: dict[Variant, str] = {}  # per variant: a failed load is not retried
+        self._plans: dict[Variant, LoadPlan] = {}  # per variant: device and dtype, decided once
         self.full_results: dict[tuple, EvaluationResult] = {}  # for no-regression against="full"
         self._data: Any = None
         self._evaluator: Any = None
+        self._tokenizer: Any = None
+        self._prompt: Any = False  # the recorded prompt format; False: not known yet
+        self._software: dict[str, Any] | None = None
+        self._model_content: Any = None
         self.model_info: dict[str, Any] | None = None
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, dict[str, Any]] = {}  # every MMLU test's final record
+        self.manifest: dict[str, dict[str, Any]] = {}  # nodeid -> declared gates, every MMLU test
         self.notes: list[str] = []  # printed at the end of the terminal summary
         self._baseline: Baseline | None = None
         self.cache: Any = None
-        self._model_key: str | None | bool = False  # False: not computed yet
         cache_root = settings.cache_dir or (
             str(config.cache.mkdir("pytest-mmlu")) if getattr(config, "cache", None) else None)
+        memo = None
         if cache_root and not settings.no_cache:
             from .cache import ResultCache
+            from .content import MEMO_NAME
 
             self.cache = ResultCache(Path(cache_root))
+            memo = Path(cache_root) / MEMO_NAME
             if settings.cache_dir and config.getoption("cacheclear", False):
                 self.cache.clear()  # --cache-clear clears our folder too when it lives elsewhere
+        self._memo_path = memo
+        self._hashes: ContentHashes | None = None
 
     # -- model and data, loaded on first use ----------------------------------------------------
     @property
@@ -63,19 +78,33 @@ class MmluSession:
             variant = make_variant(variant, mark.quantization, mark.adapter, mark.merge_adapter)
         return make_variant(variant, **overrides) if overrides else variant
 
+    def load_plan(self, variant: Variant | None = None) -> LoadPlan:
+        """Where and in what dtype ``variant`` loads, decided once (``loading.plan_load``)."""
+        from .loading import ModelLoadError, plan_load
+
+        variant = self.variant if variant is None else variant
+        if variant in self._load_errors:
+            raise ModelLoadError(self._load_errors[variant])
+        if variant not in self._plans:
+            try:
+                self._plans[variant] = plan_load(self.settings, variant)
+            except ModelLoadError as exc:
+                self._load_errors[variant] = str(exc)
+                raise
+        return self._plans[variant]
+
     def loaded_model(self, variant: Variant | None = None) -> Any:
         """The model as ``variant`` (default: the session's). One model is in memory at a time:
         another variant's is released first, so that each evaluation's budget sees one model."""
         from .loading import ModelLoadError, load_model
 
         variant = self.variant if variant is None else variant
-        if variant in self._load_errors:
-            raise ModelLoadError(self._load_errors[variant])
+        plan = self.load_plan(variant)
         if self._loaded is not None and self._loaded.variant != variant:
             self.release_model()
         if self._loaded is None:
             try:
-                self._loaded = load_model(self.settings, variant)
+                self._loaded = load_model(self.settings, variant, plan)
             except ModelLoadError as exc:
                 self._load_errors[variant] = str(exc)
                 raise
@@ -134,23 +163,110 @@ class MmluSession:
         shard = self.settings.shard
         return self.data() if shard is None else ShardedData(self.data(), shard)
 
+    # -- identity: what an evaluation is --------------------------------------------------------
+    @property
+    def hashes(self) -> ContentHashes:
+        from .content import ContentHashes
+
+        if self._hashes is None:
+            self._hashes = ContentHashes(self._memo_path)
+        return self._hashes
+
+    def model_content(self) -> str | None:
+        """The model's content (``content.py``), found once; None where it cannot be known."""
+        from .content import model_content
+
+        if self._model_content is None:
+            self._model_content = model_content(str(self.settings.model), self.settings.revision, self.hashes)
+            if self._model_content.note:  # e.g. the hub was unreachable: the local snapshot
+                self.notes.append(self._model_content.note)
+        return self._model_content.key
+
+    def prompt_format(self) -> dict[str, Any] | None:
+        """The prompt format as recorded (``PromptFormat.describe``): a chat template by its
+        text's sha256, read from the tokenizer without loading the model."""
+        from .chat import ChatTemplateError, prompt_format_of, select_template
+        from .loading import ModelLoadError
+
+        if self._prompt is False:
+            fmt = prompt_format_of(self.settings)
+            template = None
+            if fmt.is_chat:
+                try:
+                    template = select_template(self.tokenizer(), fmt.chat_template)
+                except ChatTemplateError as exc:
+                    raise ModelLoadError(f"--mmlu-chat-template: {exc}") from None
+            self._prompt = fmt.describe(template)
+        return self._prompt
+
+    def tokenizer(self) -> Any:
+        from .loading import ModelLoadError, where_model
+
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    self.settings.model, revision=self.settings.revision,
+                    trust_remote_code=self.settings.trust_remote_code)
+            except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError...
+                from .memory import first_line
+
+                raise ModelLoadError(f"cannot load {where_model(str(self.settings.model))}: "
+                                     f"{first_line(exc)}") from None
+        return self._tokenizer
+
+    def software(self) -> dict[str, Any]:
+        from .identity import software_versions
+
+        if self._software is None:
+            self._software = software_versions()
+        return self._software
+
+    def identity(self, spec: EvalSpec, variant: Variant | None = None) -> Identity:
+        """The identity of evaluating ``spec`` on ``variant`` in this job, known before anything
+        is loaded (device and dtype from the load plan the loader follows)."""
+        variant = self.variant if variant is None else variant
+        plan = self.load_plan(variant)
+        data = self.evaluated_data()
+        ids = [(q.subject, q.index) for s in spec.subjects for q in data.test_questions(s, spec.limit)]
+        return evaluation_identity(
+            model=self.model_content(), quantization=variant.quantization,
+            adapter=None if variant.adapter is None else self.hashes.folder(Path(variant.adapter)),
+            merge_adapter=variant.merge_adapter, dtype=plan.dtype, device=device_kind(plan.device),
+            prompt_format=self.prompt_format(), data=self.data().fingerprint(spec.subjects),
+            questions=ids, shots=spec.shots, scoring=SCORING_VERSION, software=self.software())
+
+    def conditions(self, budget: int | None) -> dict[str, Any]:
+        """What a cached result must also have been measured under: its peak and batches
+        depend on them, its scores do not."""
+        s = self.settings
+        return {"budget": budget, "batch_size": s.batch_size, "device_map": s.device_map,
+                "trust_remote_code": s.trust_remote_code, "allow_pickle": s.allow_pickle}
+
     # -- evaluations ----------------------------------------------------------------------------
     def evaluate(self, spec: EvalSpec, budget: int | None,
                  progress: Callable[[int, int], None] | None = None,
                  variant: Variant | None = None) -> EvaluationResult:
         """The result of ``spec`` under ``budget`` on ``variant`` (default: the session's): from
-        the result cache, else evaluated."""
+        the result cache, else evaluated. Its ``identity`` says what it is."""
         variant = self.variant if variant is None else variant
-        key = self._cache_key(spec, budget, variant)
-        result = self.cache.get(key) if key else None
-        if result is None and self.settings.shard is not None and not self._shard_has_questions(spec):
+        identity = self.identity(spec, variant)
+        conditions = self.conditions(budget)
+        result = self.cache.get(identity, conditions) if self.cache is not None else None
+        if result is None and self.settings.shard is not None and not identity["n"]:
             from .shards import empty_result
 
-            return empty_result(spec, budget, self.data())  # nothing of this evaluation is ours
+            return empty_result(spec, budget, self.data(), identity)  # nothing of this evaluation is ours
         if result is None:
             result = self.evaluator(variant).evaluate(spec, budget, progress=progress)
-            if key:
-                self.cache.put(key, result)
+            # What was loaded and asked, as the result says it: the same by construction; were it
+            # not, the result is recorded as what it is and never cached under the other.
+            as_loaded = with_questions({**identity, "dtype": result.dtype, "device": device_kind(result.device)},
+                                       ((q.subject, q.index) for q in result.questions))
+            result.identity = as_loaded
+            if self.cache is not None and difference(identity, as_loaded, CACHE) is None:
+                self.cache.put(identity, conditions, result)
         if variant.is_full:
             self.full_results.setdefault(spec.key(), result)
         return result
@@ -160,52 +276,10 @@ class MmluSession:
         found = self.full_results.get(spec.key())
         return found if found is not None else self.evaluate(spec, None, variant=FULL)
 
-    def _shard_has_questions(self, spec: EvalSpec) -> bool:
+    def unsharded_count(self, spec: EvalSpec) -> int | None:
+        """In a CI shard, how many questions the whole evaluation has (merge checks them all)."""
         data = self.evaluated_data()
-        return any(data.test_questions(s, spec.limit) for s in spec.subjects)
-
-    def _cache_key(self, spec: EvalSpec, budget: int | None, variant: Variant = FULL) -> str | None:
-        if self.cache is None:
-            return None
-        if self._model_key is False:
-            found = self.cache.model_key(self.settings.model, self.settings.revision)
-            self._model_key = found.key
-            if found.note:  # e.g. the hub was unreachable: keyed by the local snapshot
-                self.notes.append(found.note)
-        if self._model_key is None:
-            return None  # a hub model whose commit cannot be resolved: no caching
-        from .loading import resolve_device, resolve_dtype
-
-        device = resolve_device(self.settings.device)
-        return self.cache.evaluation_key(
-            self._model_key, device, data=self.data().fingerprint(spec.subjects),
-            subjects=spec.subjects, shots=spec.shots, limit=spec.limit,
-            dtype=resolve_dtype(self.settings.dtype, device, self.settings.model, self.settings.revision),
-            batch_size=self.settings.batch_size, **self._variant_key(variant),
-            budget=budget, trust_remote_code=self.settings.trust_remote_code,
-            allow_pickle=self.settings.allow_pickle,
-            **({} if self.settings.shard is None else {"shard": str(self.settings.shard)}),
-            # The template's text is in the model's files (hashed above); these choose how it is used.
-            **self._prompt_key())
-
-    def _prompt_key(self) -> dict[str, Any]:
-        from .chat import prompt_format_of
-
-        described = prompt_format_of(self.settings).describe(None)  # None: plain, as before
-        return {} if described is None else {"prompt_format": described}
-
-    def _variant_key(self, variant: Variant) -> dict[str, Any]:
-        """What a variant and the placement add to the key: nothing for the plain model on one
-        device (keys made before variants existed still match); the adapter by its files."""
-        parts: dict[str, Any] = {}
-        if variant.quantization != "none":
-            parts["quantization"] = variant.quantization
-        if variant.adapter is not None:
-            parts["adapter"] = self.cache.model_key(variant.adapter, None).key
-            parts["merge_adapter"] = variant.merge_adapter
-        if self.settings.device_map != "fit":
-            parts["device_map"] = self.settings.device_map
-        return parts
+        return None if self.settings.shard is None else data.unsharded_count(spec.subjects, spec.limit)
 
     def baseline(self) -> Baseline:
         """The baseline this run compares with (read once), or why there is none."""
@@ -223,46 +297,12 @@ class MmluSession:
                 self._baseline = Baseline(None, path or None)
         return self._baseline
 
-    # -- records --------------------------------------------------------------------------------
-    def record(self, nodeid: str, result: EvaluationResult, marks: ItemMarks,
-               verdicts: list[Verdict]) -> None:
-        """One evaluation and what the gates concluded, as the report's entry."""
-        from .reports import evaluation_entry
-
-        entry = evaluation_entry(result, marks, verdicts)
-        if self.settings.shard is not None:  # merge checks that the shards hold all of it
-            entry["unsharded_n"] = self.evaluated_data().unsharded_count(result.subjects, result.limit)
-        self._evaluations_of(nodeid).append(entry)
-
-    def record_failure(self, nodeid: str, spec: EvalSpec | None, marks: ItemMarks,
-                       verdict: Verdict) -> None:
-        """An evaluation that could not run (budget below batch 1, model or data error): still a
-        summary and report row. ``spec`` is None when the test declared none (mmlu_model alone)."""
-        entry = {"subjects": list(spec.subjects) if spec else [], "label": spec.label if spec else "-",
-                 "shots": spec.shots if spec else None, "limit": spec.limit if spec else None,
-                 "n": 0, "accuracy": None, "ci95": None, "peak_memory_bytes": None,
-                 "budget_bytes": marks.budget_bytes, "batch_size": 0, "seconds": 0.0,
-                 "breaches": [verdict.line], "questions": []}
-        self._evaluations_of(nodeid).append(entry)
-
-    def _evaluations_of(self, nodeid: str) -> list[dict[str, Any]]:
-        record = self.records.setdefault(nodeid, {"nodeid": nodeid, "outcome": None, "evaluations": []})
-        return record["evaluations"]
-
-    def set_outcome(self, nodeid: str, outcome: str) -> None:
-        if nodeid in self.records:
-            self.records[nodeid]["outcome"] = outcome
-
-    # -- xdist: a worker ships its records and notes, the controller merges them ---------------
+    # -- xdist: a worker ships its model entry and notes at its end -----------------------------
     def payload(self) -> dict[str, Any]:
-        return {"version": PAYLOAD_VERSION, "records": list(self.records.values()),
-                "model": self.model_info, "notes": list(self.notes)}
+        return {"version": PAYLOAD_VERSION, "model": self.model_info, "notes": list(self.notes)}
 
     def merge(self, payload: dict[str, Any]) -> None:
         """Take what an xdist worker shipped. Notes said by several workers are said once."""
-        from .merge import union_by_nodeid
-
-        self.records = {r["nodeid"]: r for r in union_by_nodeid(self.records.values(), payload.get("records", []))}
         if self.model_info is None and payload.get("model"):
             self.model_info = payload["model"]
         self.notes.extend(n for n in payload.get("notes", []) if n not in self.notes)

@@ -74,7 +74,7 @@ class ShardedData:
         return getattr(self._data, name)
 
 
-def empty_result(spec: Any, budget_bytes: int | None, data: Any) -> Any:
+def empty_result(spec: Any, budget_bytes: int | None, data: Any, identity: Any = None) -> Any:
     """The result of an evaluation none of whose questions falls in this shard: nothing ran
     (no model load for it, peak 0), yet the report keeps its row for the merge."""
     from .results import EvaluationResult
@@ -83,4 +83,4 @@ def empty_result(spec: Any, budget_bytes: int | None, data: Any) -> Any:
         subjects=spec.subjects, shots=spec.shots, limit=spec.limit,
         label=spec.label or ",".join(spec.subjects), questions=[], peak_memory_bytes=0,
         budget_bytes=budget_bytes, batch_size=0, batch_sizes=[], seconds=0.0, tokens=0,
-        device="-", dtype="-", data_fingerprint=data.fingerprint(spec.subjects))
+        device="-", dtype="-", data_fingerprint=data.fingerprint(spec.subjects), identity=identity)

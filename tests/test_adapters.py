@@ -49,10 +49,10 @@ def test_the_adapted_model_is_peft_s_own(tiny_model_dir, lora_dir):
     settings = Settings(model=str(tiny_model_dir), device="cpu", adapter=str(lora_dir))
     loaded = load_model(settings)
     assert loaded.variant == Variant("none", str(lora_dir), False) and loaded.variant.label == "adapter lora"
-    from pytest_mmlu.cache import local_model_key
+    from pytest_mmlu.content import ContentHashes
 
     assert loaded.adapter == {"path": str(lora_dir), "type": "LORA", "base_model": str(tiny_model_dir), "r": 4,
-                              "sha256": local_model_key(lora_dir, {}), "merged": False}
+                              "sha256": ContentHashes().folder(lora_dir).removeprefix("sha256:"), "merged": False}
     reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora_dir).eval()
     base = load_model(Settings(model=str(tiny_model_dir), device="cpu"))
     assert (logits(loaded.model) - logits(reference)).abs().max() == 0

@@ -1,4 +1,5 @@
-"""The pure verdict functions of gates.py: (result, marks, baseline) -> Verdict, every line exact."""
+"""The one judge of gates.py: pure functions of records (declared gates, evaluation entries,
+outcome) and a baseline -> Verdicts, every line exact."""
 
 from __future__ import annotations
 
@@ -96,11 +97,32 @@ def test_non_finite_lists_at_most_five_questions():
         "anatomy#3, anatomy#4, ... (dtype bfloat16, device cuda:0)")
 
 
+def identity_of(r, quantization="none"):
+    """An identity as a run records it (model, software and device made up, the same for all)."""
+    from pytest_mmlu.identity import evaluation_identity
+
+    return evaluation_identity(model="sha256:m", quantization=quantization, adapter=None, merge_adapter=False,
+                               dtype=r.dtype, device="cpu", prompt_format=None, data="d",
+                               questions=[(q.subject, q.index) for q in r.questions], shots=r.shots, scoring=1,
+                               software={"torch": "2"})
+
+
+def record(*results, marks=ItemMarks(spec=EvalSpec(("anatomy",))), nodeid="t.py::test_a", outcome="passed"):
+    """A test's record holding ``results`` (a result, or (result, role) for a reference)."""
+    entries = []
+    for r in results:
+        r, role = r if isinstance(r, tuple) else (r, None)
+        quantization = "none" if r.variant == "full" else r.variant
+        entries.append({**r.to_dict(), "identity": identity_of(r, quantization), **({"role": role} if role else {})})
+    return {"nodeid": nodeid, "outcome": outcome, "gates": marks.to_dict(), "evaluations": entries}
+
+
 def test_a_non_finite_result_is_judged_by_nothing_else():
     # A NaN accuracy is no accuracy: a floor or a baseline would judge garbage.
     r = with_scores(result({"anatomy": (0, 10)}), {0: math.nan})
-    marks = ItemMarks(spec=EvalSpec(("anatomy",)), floor=Floor(0.9), no_regression=NoRegression())
-    assert [v.kind for v in gates.judge("t.py::test_a", r, marks, Baseline(None, None))] == ["non-finite"]
+    marks = ItemMarks(spec=EvalSpec(("anatomy",)), floor=Floor(0.9), no_regressions=(NoRegression(),))
+    judged = gates.judge_record(record(r, marks=marks), Baseline(None, None))
+    assert [v.kind for v in judged.evaluations[0]] == ["non-finite"] and judged.test == ()
 
 
 @pytest.mark.parametrize("lls", [(math.nan, -1.0, -2.0, -3.0), (-1.0, math.nan, -2.0, -3.0),
@@ -124,30 +146,55 @@ def test_a_question_with_non_finite_scores_has_no_answer():
 def test_judge_orders_budget_floors_then_regression():
     r = result({"anatomy": (2, 10)}, peak=2 * GiB, budget=GiB)
     marks = ItemMarks(spec=EvalSpec(("anatomy",)), budget_bytes=GiB, floor=Floor(0.5),
-                      no_regression=NoRegression())
-    kinds = [v.kind for v in gates.judge("t.py::test_a", r, marks, Baseline(None, "b.json"))]
-    assert kinds == ["budget", "floor", "missing-baseline"]
-    assert gates.judge("t.py::test_a", result({"anatomy": (9, 10)}), ItemMarks(spec=EvalSpec(("anatomy",)))) == []
+                      no_regressions=(NoRegression(),))
+    judged = gates.judge_record(record(r, marks=marks), Baseline(None, "b.json"))
+    assert [v.kind for v in judged.evaluations[0]] == ["budget", "floor", "missing-baseline"]
+    assert gates.judge_record(record(result({"anatomy": (9, 10)}))).failing == []
 
 
-def test_a_sharded_gate_against_full_precision_is_not_judged_against_the_baseline_at_merge():
-    """The report carried max_drop and alpha, not ``against``: merge rebuilt the gate as one
-    against --mmlu-baseline and judged the variant against the wrong reference, passing here.
-    The shards do not evaluate the full model, so the gate now fails, loudly, as missing."""
-    from pytest_mmlu.merge import judge_merged, marks_of
-    from pytest_mmlu.reports import evaluation_entry
+def test_every_no_regression_mark_is_its_own_gate():
+    """Two rules against the baseline (module and function): each is judged; a drop of 0.1 on
+    40 questions is within max_drop 0.2 (the module's) but not 0.05 (the function's)."""
+    base = result({"anatomy": (40, 40)})
+    new = result({"anatomy": (36, 40)})
+    baseline = Baseline({"tests": [record(base)]}, "b.json")
+    marks = ItemMarks(spec=EvalSpec(("anatomy",)), no_regressions=(NoRegression(0.2, 0.5), NoRegression(0.05, 0.5)))
+    (verdicts,) = gates.judge_record(record(new, marks=marks), baseline).evaluations
+    assert [v.kind for v in verdicts] == ["unchanged", "regression"]
+    applied = gates.apply(record(new, marks=marks), gates.judge_record(record(new, marks=marks), baseline))
+    (entry,) = applied["evaluations"]
+    assert [r["verdict"] for r in entry["regressions"]] == ["unchanged", "regressed"]
+    assert entry["breaches"] == [verdicts[1].line]
 
-    variant = dataclasses.replace(result({"anatomy": (9, 10)}), variant="int8")
-    marks = ItemMarks(spec=EvalSpec(("anatomy",)), no_regression=NoRegression(0.02, 0.05, "full"))
-    entry = evaluation_entry(variant, marks, [])
-    assert marks_of(entry).no_regression == marks.no_regression
-    baseline = Baseline(None, "b.json")
-    baseline.entry = lambda nodeid, ev: evaluation_entry(result({"anatomy": (9, 10)}), marks, [])
-    baseline.exists = True
-    report = judge_merged({"tests": [{"nodeid": "t.py::test_int8", "evaluations": [entry]}]}, baseline)
-    judged = report["tests"][0]["evaluations"][0]
-    assert judged["breaches"] == ["MMLU no-regression against full precision: the full-precision "
-                                  "evaluation of stem, 5-shot did not run"]
+
+def test_a_gate_against_full_precision_compares_with_the_reference_recorded_beside_it():
+    marks = ItemMarks(spec=EvalSpec(("anatomy",)), no_regressions=(NoRegression(0.02, 0.05, "full"),))
+    variant = dataclasses.replace(result({"anatomy": (2, 40)}), variant="int8")
+    full = result({"anatomy": (40, 40)})
+    (verdicts,) = [v for v in gates.judge_record(record((full, "reference"), variant, marks=marks)).evaluations if v]
+    assert [v.kind for v in verdicts] == ["regression"]
+    assert verdicts[0].line.startswith("MMLU regression of int8 vs full precision: 1.000 -> 0.050")
+    # No reference in the record (a report whose shards never evaluated it): missing, never a pass.
+    (verdict,) = gates.judge_record(record(variant, marks=marks)).evaluations[0]
+    assert verdict.line == ("MMLU no-regression against full precision: the full-precision evaluation of "
+                            "stem, 5-shot did not run")
+    # A reference with NaN scores is no reference.
+    nan = with_scores(full, {0: math.nan})
+    (verdict,) = [v for v in gates.judge_record(record((nan, "reference"), variant, marks=marks)).evaluations if v][0]
+    assert verdict.kind == "non-finite" and verdict.line.startswith("MMLU full-precision reference scores are not finite")
+
+
+@pytest.mark.parametrize("outcome,cause", [
+    ("failed", "the test failed before it evaluated"), ("error", "the test errored before it evaluated"),
+    ("crashed", "its worker crashed"), ("not run", "the test did not run")])
+def test_a_gate_never_evaluated_fails_saying_why(outcome, cause):
+    marks = ItemMarks(spec=EvalSpec(("anatomy",), 0, 3, "anatomy"), floor=Floor(0.5))
+    (verdict,) = gates.judge_record(record(marks=marks, outcome=outcome)).test
+    assert verdict.kind == "never-evaluated" and verdict.fails
+    assert verdict.line == ("pytest-mmlu: MMLU evaluation anatomy 0-shot limit 3, accuracy floor 0.500 declared, "
+                            f"never evaluated: {cause}")
+    (skipped,) = gates.judge_record(record(marks=marks, outcome="skipped")).test
+    assert skipped.kind == "skipped" and not skipped.fails
 
 
 def test_verdicts_are_frozen():
@@ -156,7 +203,7 @@ def test_verdicts_are_frozen():
 
 
 def test_floor_uncovered_names_the_subject():
-    (v,) = gates.floor_uncovered([result({"anatomy": (5, 10)})], Floor(None, {"virology": 0.5}))
+    (v,) = gates.floor_uncovered([["anatomy"]], Floor(None, {"virology": 0.5}))
     assert v.line == "MMLU accuracy floor for 'virology' cannot be checked: no evaluation of this test covers it"
     assert v.kind == "floor"
     assert gates.floor_uncovered([], Floor(None, {"virology": 0.5})) == []

@@ -208,7 +208,7 @@ def test_markers_are_documented(pytester):
     result = pytester.runpytest_inprocess("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.mmlu(subjects, shots=5, limit=None)*",
                                  "@pytest.mark.mmlu_memory_budget(size)*",
-                                 "@pytest.mark.mmlu_accuracy_floor(min=None, per_subject={})*",
+                                 "@pytest.mark.mmlu_accuracy_floor(min=None, per_subject=None)*",
                                  "@pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.05, against='baseline')*",
                                  "@pytest.mark.mmlu_variant(quantization=None, adapter=None, merge_adapter=None)*"])
     help_text = pytester.runpytest_inprocess("--help").stdout.str()
@@ -268,19 +268,20 @@ def test_non_finite_scores_fail_the_test_and_are_never_cached(pytester, tiny_mod
         tests = {t["nodeid"].split("::")[1]: t for t in json.loads(report.read_text())["tests"]}
         (ev,) = tests["test_marker"]["evaluations"]
         assert not ev["from_cache"] and ev["breaches"][0].startswith("MMLU scores are not finite (NaN) for 3 of 5")
-        assert [p.name for p in cache.glob("*.json")] == ["file-hashes.json"]
+        assert [p.name for p in cache.glob("*.json")] == ["content-hashes.json"]
 
 
 NOTE_CONFTEST = '''
-from pytest_mmlu.cache import ModelKey, ResultCache
+from pytest_mmlu import content
 
-real = ResultCache.model_key
+real = content.model_content
 
-def model_key(self, model, revision):
+def model_content(model, revision, hashes):
     # As for a hub model with the hub unreachable: keyed by the local snapshot, and said so.
-    return ModelKey(real(self, model, revision).key, "pytest-mmlu: hub unreachable (test); keyed by the local snapshot")
+    return content.ModelContent(real(model, revision, hashes).key,
+                                "pytest-mmlu: hub unreachable (test); keyed by the local snapshot")
 
-ResultCache.model_key = model_key  # a subprocess run: nothing to restore
+content.model_content = model_content  # a subprocess run: nothing to restore
 '''
 
 

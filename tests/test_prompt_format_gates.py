@@ -13,6 +13,7 @@ from factories import save_answer_a_model, write_mmlu_csvs
 from pytest_mmlu.baseline import Baseline
 from pytest_mmlu.chat import format_difference
 from pytest_mmlu.gates import regression
+from pytest_mmlu.identity import prompt_identity
 from pytest_mmlu.markers import NoRegression
 from pytest_mmlu.results import EvaluationResult, QuestionResult
 
@@ -113,6 +114,7 @@ def test_merge_refuses_shards_asked_with_other_prompts(pytester, world):
     report = json.loads(shards[1].read_text())
     for ev in report["tests"][0]["evaluations"]:
         ev["prompt_format"] = CHAT
+        ev["identity"]["prompt"] = prompt_identity(CHAT)
     shards[1].write_text(json.dumps(report))
     out = merge()
     assert out.returncode == 2, out.stdout

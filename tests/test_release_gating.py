@@ -104,7 +104,8 @@ def test_result_cache(pytester, world, tmp_path, monkeypatch):
     report = pytester.path / "r.json"
 
     def evaluations(*extra, model="good"):
-        run(pytester, world, model, "data", *cache, "--mmlu-report", str(report), *extra).assert_outcomes(passed=1)
+        where = [] if "--mmlu-no-cache" in extra else cache  # the two contradict each other
+        run(pytester, world, model, "data", *where, "--mmlu-report", str(report), *extra).assert_outcomes(passed=1)
         data = json.loads(report.read_text())
         return data, data["tests"][0]["evaluations"][0]
 
@@ -121,7 +122,7 @@ def test_result_cache(pytester, world, tmp_path, monkeypatch):
 
     # A corrupt entry is ignored and rewritten.
     for entry in (tmp_path / "cache").glob("*.json"):
-        if entry.name != "file-hashes.json":
+        if entry.name != "content-hashes.json":
             entry.write_text("{not json")
     assert not evaluations()[1]["from_cache"]
     assert evaluations()[1]["from_cache"]
@@ -131,7 +132,7 @@ def test_github_summary_chart_and_compare(pytester, world, monkeypatch):
     pytester.makepyfile(test_gate=SUITE)
     base, new = pytester.path / "base.json", pytester.path / "new.json"
     summary, chart = pytester.path / "summary.md", pytester.path / "chart.png"
-    run(pytester, world, "good", "data", "--mmlu-baseline", str(base), "--mmlu-update-baseline", "--mmlu-report", str(base))
+    run(pytester, world, "good", "data", "--mmlu-baseline", str(base), "--mmlu-update-baseline")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     run(pytester, world, "degraded", "data", "--mmlu-baseline", str(base), "--mmlu-report", str(new),
         "--mmlu-chart", str(chart)).assert_outcomes(failed=1)

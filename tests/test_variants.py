@@ -51,8 +51,8 @@ def loads(monkeypatch):
     seen: list[str] = []
     real = loading.load_model
 
-    def counting(settings, variant=None):
-        loaded = real(settings, variant)
+    def counting(settings, variant=None, load_plan=None):
+        loaded = real(settings, variant, load_plan)
         seen.append(loaded.variant.label)
         return loaded
 
@@ -100,7 +100,8 @@ def test_int8_from_the_body(mmlu):
     int8 = data["model"]["variants"]["int8"]
     assert int8["quantization"]["description"] == "int8 (torchao Int8WeightOnlyConfig)"
     assert int8["weight_bytes"] < data["model"]["weight_bytes"]
-    entry = next(t for t in data["tests"] if t["nodeid"].endswith("test_int8"))["evaluations"][0]
+    reference, entry = next(t for t in data["tests"] if t["nodeid"].endswith("test_int8"))["evaluations"]
+    assert reference["role"] == "reference" and reference["variant"] == "full"  # what it was compared with
     assert entry["variant"] == "int8" and entry["regression"]["against"] == "full"
     assert entry["regression"]["verdict"] == "unchanged" and entry["regression"]["n"] == 60
     assert entry["regression"]["same_prediction"] == 60

@@ -56,26 +56,25 @@ def _packed(suffixes: list[np.ndarray], prefix_len: int) -> tuple[Any, Any, np.n
     return ids, positions, starts, ends
 
 
-def _padded(suffixes: list[np.ndarray], prefix_len: int) -> tuple[Any, Any, Any, np.ndarray]:
-    """Left-padded rows (every row's last token in the last column): ids, positions, mask, ends."""
+def _right_padded(suffixes: list[np.ndarray], prefix_len: int) -> tuple[Any, Any, np.ndarray]:
+    """Right-padded rows, as lm-eval's ``hf`` backend batches a causal model: every row starts
+    in the first column, so no real token ever sees a pad (causal attention needs no mask,
+    and a model whose own code ignores the mask scores as lm-eval scores it). Ids, positions
+    (after a cached prefix), each row's end column."""
     import torch
 
     width = max(len(s) for s in suffixes)
     ids = np.zeros((len(suffixes), width), dtype=np.int64)
-    positions = np.zeros((len(suffixes), width), dtype=np.int64)
-    mask = np.zeros((len(suffixes), prefix_len + width), dtype=np.int64)
-    mask[:, :prefix_len] = 1
     for i, s in enumerate(suffixes):
-        ids[i, width - len(s):] = s
-        positions[i, width - len(s):] = np.arange(prefix_len, prefix_len + len(s))
-        mask[i, prefix_len + width - len(s):] = 1
-    ends = np.full(len(suffixes), width, dtype=np.int64)
-    return torch.from_numpy(ids), torch.from_numpy(positions), torch.from_numpy(mask), ends
+        ids[i, :len(s)] = s
+    positions = np.broadcast_to(np.arange(prefix_len, prefix_len + width), ids.shape).copy()
+    ends = np.fromiter((len(s) for s in suffixes), dtype=np.int64, count=len(suffixes))
+    return torch.from_numpy(ids), torch.from_numpy(positions), ends
 
 
 def forward(calls: ModelCalls, batch: list[Row], prefix_len: int,
             prefix: SharedPrefix | CachePrefix | None, stats: EngineStats) -> list[list[Score]]:
-    """Score one batch: packed after a shared prefix, else left-padded rows with a mask."""
+    """Score one batch: packed after a shared prefix, else right-padded rows (lm-eval's batching)."""
     import torch
 
     model = calls.model
@@ -88,16 +87,16 @@ def forward(calls: ModelCalls, batch: list[Row], prefix_len: int,
         segments = list(zip(starts.tolist(), (ends - starts).tolist()))
         stats.padded_tokens += ids.shape[1]
     else:
-        ids, positions, mask, ends = _padded(suffixes, prefix_len)
+        ids, positions, ends = _right_padded(suffixes, prefix_len)
         batch_row = np.arange(len(batch), dtype=np.int64)
-        kwargs["attention_mask"] = mask.to(device)
-        if prefix is not None:
+        if prefix is not None:  # after a cached prefix, positions go on from it; else the model's own
             kwargs[calls.cache_kw] = expand_cache(prefix.cache, len(batch))
             kwargs["use_cache"] = True
         stats.padded_tokens += ids.numel()
     # The LM head runs only on scored columns (their union over the batch's rows).
     columns = np.unique(np.concatenate([np.arange(end - r.scored, end) for r, end in zip(batch, ends)]))
-    kwargs["position_ids"] = positions.to(device)
+    if prefix is not None:
+        kwargs["position_ids"] = positions.to(device)
     if calls.keep_logits:
         kwargs["logits_to_keep"] = torch.from_numpy(columns).to(device)
     if isinstance(prefix, SharedPrefix):

@@ -1,0 +1,333 @@
+"""One identity of an evaluation, and the one rule that says whether two are the same.
+
+An identity says exactly what was evaluated. It is a plain dict (JSON as it is, carried by
+every report entry, cache entry, xdist record and lm-eval file we write):
+
+==============  =========================================================================
+``model``       the model's content: ``sha256:<hex>`` over every file of its folder that
+                may be loaded, or ``hub:<commit>`` (``content.py``)
+``quantization``  ``none``, ``int8``, ``int4``, ``fp8``, ``nf4``, ``bnb-int8`` (a checkpoint
+                saved quantized is ``none``: its quantization is in its content)
+``adapter``     the PEFT adapter's content (``sha256:<hex>``), or None: no adapter
+``merge_adapter``  the adapter merged into the weights
+``dtype``       the activations' dtype as loaded
+``device``      ``cpu``, or ``cuda:<GPU model>`` (the kind, never the index)
+``prompt``      None (lm-eval's plain prompts), else the chat template's sha256 (None:
+                none), few-shot turns (None without a template) and system instruction
+``data``        fingerprint of the evaluated subjects' questions (dev and test, by content)
+``questions``   sha256 of the evaluated question ids (``subject/index``, as a set)
+``n``           how many questions
+``shots``       few-shot examples per question
+``scoring``     pytest-mmlu's scoring version
+``software``    the version of every library that can change a score
+==============  =========================================================================
+
+A field that is missing is unknown, and unknown is never the same as anything.
+
+Every lookup asks :func:`difference` with its :class:`Lookup`, which names the fields that
+must be the same for it (``LOOKUPS``; the README has the table). The answer is None (the
+same) or a :class:`Difference` naming the field, and the lookup refuses with it: a cache
+miss, a missing baseline, a refused merge.
+
+Light on purpose: no torch, no transformers (``software_versions`` imports torch when called).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Identity = dict[str, Any]
+
+FIELDS = ("model", "quantization", "adapter", "merge_adapter", "dtype", "device", "prompt",
+          "data", "questions", "shots", "scoring", "software")
+# Libraries whose version can change a score: the forward (torch, transformers, accelerate's
+# placement), the weights (torchao, bitsandbytes, peft, safetensors), the tokens (tokenizers,
+# sentencepiece), the prompts (jinja2 renders chat templates; lm-eval's task definitions).
+SCORE_LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "safetensors", "torchao",
+                   "bitsandbytes", "peft", "sentencepiece", "jinja2", "lm_eval")
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One kind of lookup: its name in messages and the fields that must be the same.
+    ``presence``: fields compared only by being set or not (an adapter: the candidate
+    release's fine-tune is another adapter than the baseline's, but both are adapters)."""
+
+    name: str
+    fields: frozenset[str]
+    presence: frozenset[str] = frozenset()
+
+
+def _fields(*names: str, but: Iterable[str] = ()) -> frozenset[str]:
+    chosen = set(names or FIELDS) - set(but)
+    unknown = chosen - set(FIELDS)
+    assert not unknown, unknown
+    return frozenset(chosen)
+
+
+# What counts as the same evaluation, per lookup (README "What counts as the same evaluation").
+CACHE = Lookup("cached result", _fields())
+MERGE = Lookup("shard", _fields(but=("questions",)))  # the shards' questions partition the whole
+BASELINE = Lookup("baseline", _fields("quantization", "adapter", "merge_adapter", "dtype", "prompt",
+                                      "data", "questions", "shots"), presence=frozenset({"adapter"}))
+FULL = Lookup("full-precision reference", _fields(but=("quantization", "adapter", "merge_adapter",
+                                                       "dtype")))
+LM_EVAL_RUN = Lookup("lm-eval run", _fields(but=("data", "questions")))  # one run holds many subjects
+LOOKUPS = {lookup.name: lookup for lookup in (CACHE, MERGE, BASELINE, FULL, LM_EVAL_RUN)}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """How two identities differ for a lookup: the field and each side's value, in words."""
+
+    field: str
+    theirs: str
+    ours: str
+    their_name: str = "the other"
+    our_name: str = "this evaluation"
+
+    @property
+    def text(self) -> str:
+        return f"{self.field} differs: {self.theirs} in {self.their_name}, {self.ours} in {self.our_name}"
+
+    @property
+    def phrase(self) -> str:
+        """What a refusal says was other: ``other data (fingerprint differs)``, ``other prompts
+        (baseline: no chat template; this run: ...)``, ``another dtype (bfloat16 in ...)``."""
+        if self.field == "data":
+            return "other data (fingerprint differs)"
+        if self.field == "questions":
+            counts = (self.theirs.split(" ")[0], self.ours.split(" ")[0])
+            return "other questions" + ("" if counts[0] == counts[1] else
+                                        f" ({counts[0]} in {self.their_name}, {counts[1]} in {self.our_name})")
+        if self.field == "prompt":
+            return f"other prompts ({self.their_name}: {self.theirs}; {self.our_name}: {self.ours})"
+        return f"another {PLAIN_NAMES.get(self.field, self.field)} ({self.theirs} in {self.their_name}, " \
+               f"{self.ours} in {self.our_name})"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+PLAIN_NAMES = {"model": "model content", "merge_adapter": "adapter merge", "shots": "number of shots",
+               "scoring": "scoring version", "software": "library version", "device": "device kind"}
+UNKNOWN = object()
+
+
+def difference(theirs: Mapping[str, Any] | None, ours: Mapping[str, Any] | None, lookup: Lookup,
+               names: tuple[str, str] = ("the other", "this evaluation")) -> Difference | None:
+    """None when ``theirs`` and ``ours`` are the same evaluation for ``lookup``, else the first
+    field (in ``FIELDS`` order) that differs or is unknown on either side."""
+    theirs, ours = theirs or {}, ours or {}
+    for name in FIELDS:
+        if name not in lookup.fields:
+            continue
+        a, b = theirs.get(name, UNKNOWN), ours.get(name, UNKNOWN)
+        if a is UNKNOWN or b is UNKNOWN:
+            return Difference(name, _words(name, a), _words(name, b), *names)
+        if name in lookup.presence:
+            a, b = a is not None, b is not None
+            if a != b:
+                return Difference(name, "an adapter" if a else "no adapter", "an adapter" if b else "no adapter",
+                                  *names)
+            continue
+        if _canonical(a) != _canonical(b):
+            if name == "software":
+                return _software_difference(a, b, names)
+            if name == "prompt":
+                words = prompt_difference(a, b)
+                if words is None:
+                    continue  # recorded differently, rendered alike
+                return Difference(name, *words, *names)
+            if name == "questions":
+                n_a, n_b = theirs.get("n"), ours.get("n")
+                return Difference(name, f"{n_a} questions ({str(a)[:12]})", f"{n_b} questions ({str(b)[:12]})",
+                                  *names)
+            return Difference(name, _words(name, a), _words(name, b), *names)
+    return None
+
+
+def run_key(identity: Mapping[str, Any], lookup: Lookup) -> str:
+    """The part of an identity a lookup compares, as text: identities with one key are not told
+    apart by it (what groups evaluations, as into one lm-eval run; a field unknown on both
+    sides groups alike here, though ``difference`` never calls it the same)."""
+    return _canonical({name: identity.get(name, "<unknown>") for name in sorted(lookup.fields)})
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _software_difference(a: Any, b: Any, names: tuple[str, str]) -> Difference:
+    a, b = a or {}, b or {}
+    for package in sorted(set(a) | set(b)):
+        if a.get(package) != b.get(package):
+            return Difference("software", f"{package} {a.get(package) or 'not installed'}",
+                              f"{package} {b.get(package) or 'not installed'}", *names)
+    return Difference("software", str(a), str(b), *names)  # pragma: no cover - equal dicts differ
+
+
+def _words(name: str, value: Any) -> str:
+    if value is UNKNOWN:
+        return f"no recorded {name}"
+    if name == "prompt":
+        return prompt_words(value)
+    if name == "adapter":
+        return "no adapter" if value is None else f"adapter {str(value)[:19]}"
+    if name in ("model", "data") and isinstance(value, str) and len(value) > 24:
+        return value[:19] if value.startswith(("sha256:", "hub:")) else value[:12]
+    if name == "merge_adapter":
+        return "merged" if value else "not merged"
+    return str(value)
+
+
+def _prompt_aspects(prompt: Mapping[str, Any] | None) -> dict[str, Any]:
+    p = prompt or {}
+    return {"chat template": p.get("chat_template_sha256"),
+            "few-shot as multiturn": p.get("fewshot_as_multiturn"),
+            "system instruction": p.get("system_instruction") or None}
+
+
+def _aspect_words(name: str, value: Any) -> str:
+    if value is None:
+        return f"no {name}" if name != "few-shot as multiturn" else "no chat template"
+    if name == "chat template":
+        return f"chat template sha256 {str(value)[:12]}"
+    if name == "system instruction":
+        return f"system instruction {value if len(value) <= 40 else value[:37] + '...'!r}"
+    return "few-shot as separate turns" if value else "few-shot in one user turn"
+
+
+def prompt_difference(theirs: Mapping[str, Any] | None, ours: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """How two prompt identities differ, each side in words of what differs only
+    (``"no chat template"``, ``"chat template sha256 1a2b..."``), or None when they render
+    the same prompts."""
+    a, b = _prompt_aspects(theirs), _prompt_aspects(ours)
+    differs = [k for k in a if a[k] != b[k]]
+    if not differs:
+        return None
+    if a["chat template"] != b["chat template"] and "few-shot as multiturn" in differs:
+        differs.remove("few-shot as multiturn")  # follows from the template's presence
+    return (", ".join(_aspect_words(k, a[k]) for k in differs),
+            ", ".join(_aspect_words(k, b[k]) for k in differs))
+
+
+def prompt_words(prompt: Mapping[str, Any] | None) -> str:
+    if not prompt:
+        return "plain prompts"
+    return ", ".join(_aspect_words(k, v) for k, v in _prompt_aspects(prompt).items()
+                     if not (k == "few-shot as multiturn" and v is None))
+
+
+# -- building identities ------------------------------------------------------------------------
+def prompt_identity(described: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The prompt part of an identity from a recorded prompt format (``PromptFormat.describe``):
+    what changes the prompts, and nothing else (a template named or taken by default renders
+    alike; few-shot turns exist only with a template)."""
+    d = described or {}
+    chat = d.get("chat_template") is not None
+    if not chat and not d.get("system_instruction"):
+        return None
+    return {"chat_template_sha256": d.get("chat_template_sha256") if chat else None,
+            "fewshot_as_multiturn": bool(d.get("fewshot_as_multiturn")) if chat else None,
+            "system_instruction": d.get("system_instruction") or None}
+
+
+def questions_digest(ids: Iterable[tuple[str, int]]) -> tuple[str, int]:
+    """sha256 and count of a set of question ids (``subject/index``); order does not count."""
+    unique = sorted({f"{subject}/{int(index)}" for subject, index in ids})
+    return hashlib.sha256("\n".join(unique).encode()).hexdigest(), len(unique)
+
+
+def with_questions(identity: Mapping[str, Any], ids: Iterable[tuple[str, int]]) -> Identity:
+    """``identity`` for another set of questions (a merged whole, a lookup by question)."""
+    digest, n = questions_digest(ids)
+    return {**identity, "questions": digest, "n": n}
+
+
+def device_kind(device: str, gpu_name: Any = None) -> str:
+    """``cpu`` or ``cuda:<GPU model>`` of the first GPU a model runs on (``cuda:1``,
+    ``cuda:0+cuda:1``): never the index, so xdist workers on identical GPUs are the same."""
+    if not device.startswith("cuda"):
+        return "cpu"
+    if gpu_name is None:
+        import torch
+
+        gpu_name = torch.cuda.get_device_name
+    first = device.split("+")[0]
+    index = int(first.split(":")[1]) if ":" in first else 0
+    return f"cuda:{gpu_name(index)}"
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def software_versions() -> dict[str, Any]:
+    """Versions read at call time (not import time), so that what runs is what is identified;
+    torch's CUDA build too, and pytest-mmlu's own source (an edit changes scores too)."""
+    import torch
+
+    import pytest_mmlu
+
+    versions: dict[str, Any] = {name: _package_version(name) for name in SCORE_LIBRARIES}
+    versions.update(torch=str(torch.__version__), torch_cuda=None if torch.version.cuda is None else str(torch.version.cuda),
+                    pytest_mmlu=pytest_mmlu.__version__, pytest_mmlu_source=source_digest())
+    return versions
+
+
+@functools.lru_cache(maxsize=None)  # pytest-mmlu's source does not change during a run
+def source_digest(root: str = "") -> str:
+    """sha256 of pytest-mmlu's own modules (or those under ``root``), subpackages (the
+    engine) included."""
+    from pathlib import Path
+
+    folder = Path(root) if root else Path(__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*.py")):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def evaluation_identity(*, model: str | None, quantization: str, adapter: str | None,
+                        merge_adapter: bool, dtype: str, device: str,
+                        prompt_format: Mapping[str, Any] | None, data: str,
+                        questions: Iterable[tuple[str, int]], shots: int, scoring: int,
+                        software: Mapping[str, Any]) -> Identity:
+    """The identity of one evaluation (a ``model`` of None is unknown: left out)."""
+    identity: Identity = {"quantization": quantization, "adapter": adapter,
+                          "merge_adapter": bool(merge_adapter and adapter is not None), "dtype": dtype,
+                          "device": device, "prompt": prompt_identity(prompt_format), "data": data,
+                          "shots": shots, "scoring": scoring, "software": dict(software)}
+    if model is not None:
+        identity["model"] = model
+    return with_questions(identity, questions)
+
+
+def of_entry(entry: Mapping[str, Any]) -> Identity:
+    """The identity of a report entry: recorded, or for an entry written before identities
+    were recorded, what its own fields say (model, device and software stay unknown)."""
+    recorded = entry.get("identity")
+    if recorded is not None:
+        return dict(recorded)
+    from .variants import QUANTIZATIONS
+
+    label = str(entry.get("variant") or "full")
+    first = label.split(" + ")[0]
+    legacy: Identity = {
+        "quantization": first if first in QUANTIZATIONS else "none",
+        "merge_adapter": "(merged)" in label, "dtype": entry.get("dtype"),
+        "prompt": prompt_identity(entry.get("prompt_format")), "data": entry.get("data_fingerprint"),
+        "shots": entry.get("shots"), "scoring": None}
+    # An old entry names its adapter, not its content: known to be there, of unknown content.
+    legacy["adapter"] = "unknown content (recorded before identities)" if "adapter " in label else None
+    return with_questions(legacy, ((q["subject"], q["index"]) for q in entry.get("questions", [])))
