@@ -49,13 +49,14 @@ class Baseline:
         return (same or found or [None])[0]
 
 
-def load_baseline(path: str, data: Any = None) -> Any:
+def load_baseline(path: str, data: Any = None, tokenizer: Any = None) -> Any:
     """The baseline at ``path``: a pytest-mmlu report, or an lm-eval run's results and samples
-    (``data``, the MMLU data or its source, checks the lm-eval run's questions and prompts)."""
+    (``data``, the MMLU data or its source, checks the lm-eval run's questions and prompts;
+    ``tokenizer``, a callable giving the run's tokenizer, renders them with a chat template)."""
     from .lm_eval_files import LmEvalBaseline, is_lm_eval_output
 
     if is_lm_eval_output(path):
-        return LmEvalBaseline.load(path, data)
+        return LmEvalBaseline.load(path, data, tokenizer)
     return Baseline.load(path)
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -26,7 +27,7 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
     (``gates.judge_record``); an evaluation whose test declares no no-regression gate against
     the baseline is compared under ``--max-drop``/``--alpha`` where OLD has it."""
     from .baseline import Baseline
-    from .gates import apply, describe, judge_record, record_failing
+    from .gates import apply, describe, judge_record, record_failing, record_failing_kinds
     from .markers import NoRegression
     from .records import gates_of, own_evaluations
 
@@ -43,21 +44,25 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
     rule = NoRegression(max_drop, alpha)
     compared = 0
     failed: list[str] = []
+    verdicts: list[tuple[str, str, list[str]]] = []
     for test in new["tests"]:
         marks = gates_of(test)
         evaluations = own_evaluations(test)
-        if evaluations and not any(r.against == "baseline" for r in marks.no_regressions):
-            # The command line's rule, declared for this comparison and judged like any other:
-            # an evaluation OLD cannot answer for fails as missing, never passes unseen.
+        shared = [e for e in evaluations if e.get("n") and baseline.entry(test["nodeid"], e) is not None]
+        if shared and not any(r.against == "baseline" for r in marks.no_regressions):
+            # The command line's rule, declared for this comparison where OLD has the test's
+            # evaluation, and judged like any other (one of another evaluation fails as missing).
             test = {**test, "gates": {**marks.to_dict(), "no_regression": [
                 *(r.to_dict() for r in marks.no_regressions), rule.to_dict()]}}
         judged = apply(test, judge_record(test, baseline))
         for ev in own_evaluations(judged):
             print(f"\n{test['nodeid']} ({describe(ev) if ev.get('shots') is not None else '-'})")
-            for c in ev.get("regressions") or [ev.get("regression") or {}]:
-                if "base_accuracy" in c:
-                    compared += 1
-                    _print_comparison(ev, c)
+            details = [c for c in ev.get("regressions") or [ev.get("regression") or {}] if "base_accuracy" in c]
+            for c in details:
+                compared += 1
+                _print_comparison(ev, c)
+            if not details and ev.get("n"):
+                print(f"  not compared: {old_path} has no evaluation of this test, subjects, shots and limit")
             for line in ev.get("breaches", []):
                 print(f"  BREACH {line}")
         if judged.get("breaches"):
@@ -68,11 +73,18 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
         if record_failing(judged) or (test.get("outcome") in ("failed", "error", "crashed", "not run")
                                       and not record_failing(test)):
             failed.append(test["nodeid"])
+        status = "FAILED" if test["nodeid"] in failed else ("skipped" if test.get("outcome") == "skipped" else "passed")
+        verdicts.append((test["nodeid"], status, sorted(record_failing_kinds(judged))))
     old_only = {(t["nodeid"], tuple(e["subjects"]), e["shots"], e["limit"]) for t in old["tests"]
                 for e in own_evaluations(t) if e.get("n")} - {
         (t["nodeid"], tuple(e["subjects"]), e["shots"], e["limit"]) for t in new["tests"] for e in own_evaluations(t)}
     for nodeid, subjects, shots, limit in sorted(old_only):
         print(f"\nonly in {old_path}: {nodeid} ({','.join(subjects)}, {shots}-shot, limit {limit})")
+    if verdicts:  # one line per test: what the judge concluded
+        print("\nverdicts:")
+        for nodeid, status, kinds in verdicts:
+            which = f" ({', '.join(kinds)})" if kinds else ""
+            print(f"  {nodeid}: {status}{which}")
     if not compared and not judged_gates_declared(new):
         # No verdict is not a pass: a script checking the exit status must not read "no regression".
         print(f"pytest-mmlu compare: nothing comparable: no evaluation of {new_path} matches one of "
@@ -106,7 +118,6 @@ def _print_comparison(ev: dict[str, Any], c: dict[str, Any]) -> None:
 
 def merge(paths: list[str], output: str | None, baseline_path: str | None, data: str | None = None,
           lm_eval_dir: str | None = None) -> int:
-    import os
 
     from .gates import record_failing
     from .merge import MergeError, judge_merged, load_shards, merge_shards
@@ -114,8 +125,11 @@ def merge(paths: list[str], output: str | None, baseline_path: str | None, data:
     from .reports import write_json_atomic
 
     try:
+        if output and baseline_path and os.path.realpath(output) == os.path.realpath(baseline_path):
+            raise MergeError(f"-o {output} is the --baseline file: the merged report would replace the "
+                             f"baseline it is judged against; write it elsewhere")
         merged = merge_shards(load_shards(paths))
-        baseline = _merge_baseline(baseline_path, data or merged.get("data"))
+        baseline = _merge_baseline(baseline_path, data or merged.get("data"), merged)
     except (MergeError, ReportError) as exc:
         print(f"pytest-mmlu merge: {exc}", file=sys.stderr)
         return 2
@@ -160,8 +174,9 @@ def merge(paths: list[str], output: str | None, baseline_path: str | None, data:
     return 1 if breached or failed or not written else 0
 
 
-def _merge_baseline(path: str | None, data: str | None) -> Any:
-    """The baseline the merged whole is compared with: a pytest-mmlu report or lm-eval files."""
+def _merge_baseline(path: str | None, data: str | None, merged: dict[str, Any]) -> Any:
+    """The baseline the merged whole is compared with: a pytest-mmlu report or lm-eval files
+    (their chat prompts rendered with the merged report's model's tokenizer where needed)."""
     from .baseline import Baseline, load_baseline
 
     if not path:
@@ -170,7 +185,24 @@ def _merge_baseline(path: str | None, data: str | None) -> Any:
 
     if not Path(path).exists():
         return Baseline(None, path)
-    return load_baseline(path, data)
+    from .lm_eval_files import report_tokenizer
+
+    return load_baseline(path, data, lambda: report_tokenizer(merged))
+
+
+def _fraction(name: str, low_open: bool = False) -> Any:
+    """An argparse type: a number in [0, 1] (or (0, 1)), as the marker checks it."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if not (0 < value < 1 if low_open else 0 <= value <= 1):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be {'strictly between 0 and 1' if low_open else 'in [0, 1]'}, got {text}")
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     cmp_parser = sub.add_parser("compare", help="compare two JSON reports question by question")
     cmp_parser.add_argument("old")
     cmp_parser.add_argument("new")
-    cmp_parser.add_argument("--max-drop", type=float, default=0.02)
-    cmp_parser.add_argument("--alpha", type=float, default=0.05)
+    cmp_parser.add_argument("--max-drop", type=_fraction("--max-drop"), default=0.02)
+    cmp_parser.add_argument("--alpha", type=_fraction("--alpha", low_open=True), default=0.05)
     merge_parser = sub.add_parser("merge", help="join --mmlu-shard reports and judge the whole")
     merge_parser.add_argument("shards", nargs="+", metavar="SHARD.json")
     merge_parser.add_argument("-o", "--output", metavar="MERGED.json", help="write the merged report")

@@ -26,7 +26,7 @@ from typing import Any
 from .identity import BASELINE, FULL, difference, of_entry
 from .markers import Floor, ItemMarks, NoRegression
 from .records import gates_of, is_reference, reference_for
-from .results import Accuracy, EvaluationResult
+from .results import Accuracy, EvaluationResult, all_finite
 from .sizes import format_gib
 from .stats import compare_paired
 
@@ -278,25 +278,35 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression, baseline:
 
     Fails ("regression") only when accuracy dropped by more than ``rule.max_drop`` and the
     exact McNemar test is significant at ``rule.alpha``; a baseline that cannot answer for
-    this evaluation (no entry, or one of another evaluation: ``identity.BASELINE``) fails too
-    ("missing-baseline"): nothing passes by checking nothing."""
-    if baseline is not None and baseline.recording:  # this run writes the baseline
-        return Verdict("recorded", "", {"verdict": "recorded", "line": None})
+    this evaluation (no entry, one of another evaluation: ``identity.BASELINE``, or scores
+    that are not finite) fails too ("missing-baseline"): nothing passes by checking nothing.
+    A run that writes the baseline (``baseline.recording``) is judged against the entry it
+    would replace where there is one of the same evaluation: a regression is not recorded."""
+    recorded = Verdict("recorded", "", {"verdict": "recorded", "line": None})
     if baseline is None or baseline.path is None:
         return _missing(f"@pytest.mark.mmlu_no_regression needs --mmlu-baseline PATH; {HOW_TO_CREATE}")
     if not baseline.exists:
-        return _missing(f"MMLU baseline {baseline.path} does not exist; {HOW_TO_CREATE}")
+        return recorded if baseline.recording else _missing(
+            f"MMLU baseline {baseline.path} does not exist; {HOW_TO_CREATE}")
     base = baseline.entry(nodeid, ev)
     where = f"{nodeid} ({describe(ev)})"
     if base is None:
-        return _missing(f"MMLU baseline {baseline.path} has no entry for {where}; {HOW_TO_CREATE}")
+        return recorded if baseline.recording else _missing(
+            f"MMLU baseline {baseline.path} has no entry for {where}; {HOW_TO_CREATE}")
     if "refused" in base:  # lm-eval output that cannot answer for this evaluation
         return _missing(f"MMLU baseline {baseline.path} cannot serve {where}: {base['refused']}")
     differs = difference(of_entry(base), of_entry(ev), BASELINE, ("baseline", "this run"))
     if differs is not None:
+        if baseline.recording:  # this run replaces an entry of another evaluation
+            return recorded
         made = "covers" if differs.field == "questions" else (
             "was made on" if differs.field == "data" else "was made with")
         return _missing(f"MMLU baseline entry for {where} {made} {differs.phrase}; {HOW_TO_CREATE}")
+    unanswered = [f"{q['subject']}#{q['index']}" for q in base["questions"] if not all_finite(q["loglikelihoods"])]
+    if unanswered:  # NaN is no answer: an argmax over it would answer A
+        return _missing(f"MMLU baseline entry for {where} has scores that are not finite for "
+                        f"{len(unanswered)} questions ({', '.join(unanswered[:NON_FINITE_SHOWN])}"
+                        f"{', ...' if len(unanswered) > NON_FINITE_SHOWN else ''}); {HOW_TO_CREATE}")
     return _paired_verdict(
         _right_or_wrong(base), _right_or_wrong(ev), rule, "MMLU regression vs baseline",
         "MMLU improved significantly vs baseline (baseline is stale)",

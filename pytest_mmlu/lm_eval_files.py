@@ -31,7 +31,7 @@ from typing import Any
 
 # lm-eval's lm_eval.utils.hash_string is the sha256 the report records a chat template by: one function.
 from .chat import sha256 as hash_string
-from .identity import LM_EVAL_RUN, of_entry, prompt_identity, run_key, with_questions
+from .identity import LM_EVAL_RUN, of_entry, prompt_difference, prompt_identity, run_key, with_questions
 from .records import own_evaluations
 from .reports import ReportError
 
@@ -135,32 +135,33 @@ class LmEvalRun:
         return None
 
 
-QuestionLookup = Callable[[str, int, int], Any]  # (subject, index, shots) -> (Question, [shots]) or None
-
 
 class LmEvalBaseline:
     """An lm-eval ``--log_samples`` run as the baseline of ``mmlu_no_regression`` gates.
 
-    ``lookup`` gives our question and few-shot examples for (subject, index, shots) from the
-    MMLU data this run uses, so that every doc and prompt can be compared; without it (data
-    that cannot be read) the run cannot answer and says why."""
+    ``data`` (this run's MMLU data) gives our question and few-shot examples for each sample,
+    so that every doc and prompt is compared; without it (data that cannot be read) the run
+    cannot answer and says why. A run made with a chat template renders its prompts with it:
+    ``tokenizer`` (a callable giving this run's tokenizer) renders ours the same way."""
 
     recording = False
     exists = True
 
-    def __init__(self, run: LmEvalRun, path: str, lookup: QuestionLookup | None = None,
-                 lookup_error: str | None = None) -> None:
+    def __init__(self, run: LmEvalRun, path: str, data: Any = None, data_error: str | None = None,
+                 tokenizer: Callable[[], Any] | None = None) -> None:
         self.run = run
         self.path = path
-        self._lookup = lookup
-        self._lookup_error = lookup_error
+        self._data = data
+        self._data_error = data_error
+        self._tokenizer = tokenizer
+        self._renderer: Any = None
         self._by_doc = {task: {int(s["doc_id"]): s for s in rows} for task, rows in run.samples.items()}
 
     @classmethod
-    def load(cls, path: str, data: Any = None) -> LmEvalBaseline:
+    def load(cls, path: str, data: Any = None, tokenizer: Callable[[], Any] | None = None) -> LmEvalBaseline:
         """``data``: an ``MmluData``, an MMLU source to open, or None."""
         run = LmEvalRun.load(path)
-        lookup, why = None, None
+        why = None
         if isinstance(data, str):
             try:
                 from .data import MmluData
@@ -168,17 +169,19 @@ class LmEvalBaseline:
                 data = MmluData(data)
             except Exception as exc:  # noqa: BLE001 - any reason the data cannot be opened
                 data, why = None, f"the MMLU data cannot be read to check its questions ({exc})"
-        if data is not None:
-            lookup = _lookup_in(data)
-        elif why is None:
+        if data is None and why is None:
             why = "no MMLU data to check its questions against"
-        return cls(run, path, lookup, why)
+        return cls(run, path, data, why, tokenizer)
 
     def entry(self, nodeid: str, ev: dict[str, Any]) -> dict[str, Any]:
         """The lm-eval run's answers to ``ev``'s questions as a baseline entry, or
         ``{"refused": why}`` when the run cannot answer for this evaluation."""
         results = self.run.results
         questions, per_subject = [], {}
+        run_identity = self.run.identity()
+        # Prompts of another format are refused by the gate, naming the difference; prompts of
+        # this run's format are compared one by one (other few-shot examples, another template).
+        same_format = prompt_difference(run_identity.get("prompt"), of_entry(ev).get("prompt")) is None
         for subject in ev["subjects"]:
             task = self.run.task_of(subject)
             if task is None:
@@ -201,7 +204,7 @@ class LmEvalBaseline:
                 span = f"doc_ids {have[0]}-{have[-1]}" if have else "no samples"
                 return {"refused": f"the lm-eval run has no sample for {subject}#{index} ({task} has "
                                    f"{span}; run it with a larger --limit)"}
-            reason = self._other_question(sample, subject, index, ev["shots"])
+            reason = self._other_question(sample, subject, index, ev["shots"], same_format)
             if reason:
                 return {"refused": reason}
             lls = [float(r[0]) for r in sample["filtered_resps"]]
@@ -215,17 +218,18 @@ class LmEvalBaseline:
             counts = per_subject.setdefault(q["subject"], [0, 0])
             counts[0] += q["prediction"] == q["target"]
             counts[1] += 1
-        # Every doc was checked equal to this run's: the data is this run's; the rest of what the
-        # run was (variant, dtype, prompts) is its own, and gates.regression compares it.
-        identity = with_questions({**self.run.identity(), "data": of_entry(ev).get("data"), "shots": ev["shots"]},
-                                  ((q["subject"], q["index"]) for q in questions))
+        # Every doc was checked equal to the data at hand: the run was made on that data. The rest
+        # of what the run was (variant, dtype, prompts) is its own, and gates.regression compares it.
+        identity = with_questions({**run_identity, "data": self._data.fingerprint(ev["subjects"]),
+                                   "shots": ev["shots"]}, ((q["subject"], q["index"]) for q in questions))
         return {"identity": identity, "questions": questions,
                 "per_subject": {s: {"accuracy": c / n, "n": n} for s, (c, n) in per_subject.items()}}
 
-    def _other_question(self, sample: dict[str, Any], subject: str, index: int, shots: int) -> str | None:
-        if self._lookup is None:
-            return f"{self._lookup_error}"
-        found = self._lookup(subject, index, shots)
+    def _other_question(self, sample: dict[str, Any], subject: str, index: int, shots: int,
+                        compare_prompts: bool = True) -> str | None:
+        if self._data is None:
+            return f"{self._data_error}"
+        found = _question_in(self._data, subject, index, shots)
         if found is None:
             return f"this run's data has no {subject}#{index}"
         question, examples = found
@@ -234,17 +238,45 @@ class LmEvalBaseline:
                 question.question, list(question.choices), str(question.answer)):
             return (f"made on other data: lm-eval's {subject}#{index} is not this run's question "
                     f"(another MMLU copy or version)")
-        from .chat import PromptFormat, PromptRenderer
-
+        if not compare_prompts:
+            return None
         prompt = (sample.get("arguments") or {}).get("gen_args_0", {}).get("arg_0")
-        # Plain prompts (with the run's system instruction) are compared here; a chat's are the
-        # template's, compared by its sha above (the tokenizer is not at hand here).
-        results = self.run.results
-        if not results.get("chat_template") and prompt is not None and prompt != PromptRenderer(
-                PromptFormat(None, False, results.get("system_instruction"))).contexts(subject, examples, [question])[0]:
+        if prompt is None:
+            return f"lm-eval's sample for {subject}#{index} holds no prompt (arguments)"
+        try:
+            ours = self._render(subject, examples, question)
+        except ReportError as exc:
+            return str(exc)
+        if prompt != ours:
             return (f"lm-eval's prompt for {subject}#{index} differs from this run's (other few-shot "
                     f"examples or template)")
         return None
+
+    def _render(self, subject: str, examples: Any, question: Any) -> str:
+        """Our prompt for ``question`` as the lm-eval run's format renders it: plain, or with
+        its chat template (its text, recorded in the results file) through our tokenizer."""
+        from .chat import PromptFormat, PromptRenderer
+
+        if self._renderer is None:
+            results = self.run.results
+            template = results.get("chat_template")
+            fmt = PromptFormat(True if template else None, bool(results.get("fewshot_as_multiturn")),
+                               results.get("system_instruction"))
+            if not template:
+                self._renderer = PromptRenderer(fmt)
+            else:
+                try:
+                    tokenizer = self._tokenizer() if self._tokenizer is not None else None
+                except Exception as exc:  # noqa: BLE001 - any reason the tokenizer cannot load
+                    raise ReportError(f"cannot render this run's prompts with the lm-eval run's chat template "
+                                      f"to compare them: {exc}") from None
+                if tokenizer is None:
+                    raise ReportError("cannot render this run's prompts with the lm-eval run's chat template "
+                                      "to compare them: no tokenizer")
+                renderer = PromptRenderer(PromptFormat(), tokenizer)
+                renderer.format, renderer.template = fmt, template
+                self._renderer = renderer
+        return self._renderer.contexts(subject, examples, [question])[0]
 
 
 def _model_args(raw: Any) -> dict[str, Any]:
@@ -268,16 +300,14 @@ def _lm_eval_quantization(args: dict[str, Any]) -> str:
     return "none"
 
 
-def _lookup_in(data: Any) -> QuestionLookup:
-    def lookup(subject: str, index: int, shots: int) -> Any:
-        try:
-            rows = data.split(subject, "test")
-            examples = data.shots(subject, shots)
-        except Exception:  # noqa: BLE001 - a subject the data lacks: no such question
-            return None
-        return (rows[index], examples) if 0 <= index < len(rows) else None
-
-    return lookup
+def _question_in(data: Any, subject: str, index: int, shots: int) -> Any:
+    """Our question ``subject#index`` and its few-shot examples, or None where the data has none."""
+    try:
+        rows = data.split(subject, "test")
+        examples = data.shots(subject, shots)
+    except Exception:  # noqa: BLE001 - a subject the data lacks: no such question
+        return None
+    return (rows[index], examples) if 0 <= index < len(rows) else None
 
 
 # -- writing: our results as lm-eval output -----------------------------------------------------
@@ -434,7 +464,7 @@ def _renderer(recorded: dict[str, Any] | None, report: dict[str, Any], tokenizer
     fmt = PromptFormat(recorded.get("chat_template"), bool(recorded.get("fewshot_as_multiturn")),
                        recorded.get("system_instruction"))
     if fmt.is_chat and tokenizer is None:
-        tokenizer = _report_tokenizer(report)
+        tokenizer = report_tokenizer(report)
     try:
         renderer = PromptRenderer(fmt, tokenizer)
     except ChatTemplateError as exc:
@@ -446,7 +476,7 @@ def _renderer(recorded: dict[str, Any] | None, report: dict[str, Any], tokenizer
     return renderer
 
 
-def _report_tokenizer(report: dict[str, Any]) -> Any:
+def report_tokenizer(report: dict[str, Any]) -> Any:
     """The tokenizer of the model the report was made with (its commit when known)."""
     settings = report.get("settings") or {}
     model = report.get("model") or {}

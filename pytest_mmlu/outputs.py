@@ -144,7 +144,7 @@ def finish(sess: MmluSession, exitstatus: int) -> bool:
     settings, notes = sess.settings, sess.notes
     written = True
     records = list(sess.records.values())
-    if settings.report and records:
+    if settings.report:  # written even with nothing in it: a report left from another run is no verdict
         try:
             write_json_atomic(settings.report, report(sess))
         except OSError as exc:  # checked at start-up; the disk can still change under a run

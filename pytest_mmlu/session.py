@@ -287,14 +287,14 @@ class MmluSession:
 
         if self._baseline is None:
             path = self.settings.baseline
-            if self.settings.update_baseline:
-                self._baseline = Baseline(None, path, recording=True)
-            elif path and Path(path).exists():
+            if path and Path(path).exists():
                 from .baseline import load_baseline
 
-                self._baseline = load_baseline(path, self.data())
+                self._baseline = load_baseline(path, self.data(), self.tokenizer)
             else:
                 self._baseline = Baseline(None, path or None)
+            # This run writes it: what it would replace still judges (a regression is not recorded).
+            self._baseline.recording = self.settings.update_baseline
         return self._baseline
 
     # -- xdist: a worker ships its model entry and notes at its end -----------------------------

@@ -323,8 +323,9 @@ def _both(settings: Settings, a: str, b: str, why: str) -> str:
 
 
 def _same_file(settings: Settings) -> str | None:
-    outputs = [name for name, wanted in (("report", True), ("baseline", settings.update_baseline),
-                                         ("chart", True)) if wanted and getattr(settings, name)]
+    # The baseline counts even when this run only reads it: a report written over it would
+    # replace the last release's answers with this run's, whatever the verdict.
+    outputs = [name for name in ("report", "baseline", "chart") if getattr(settings, name)]
     for i, a in enumerate(outputs):
         for b in outputs[i + 1:]:
             if Path(getattr(settings, a)).resolve() == Path(getattr(settings, b)).resolve():

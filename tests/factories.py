@@ -115,6 +115,23 @@ def save_answer_a_model(folder: Path, boost: float, noise: float = 0.0, seed: in
     return folder
 
 
+def save_head_adapter(base_dir, folder, bias_shift: float):
+    """A LoRA fine-tune that also saves its own output head (``modules_to_save``, as many
+    fine-tunes do), whose ' A' bias is moved by ``bias_shift``: -8 undoes the good model's
+    preference for A (-16: it never answers A), a deliberately degraded fine-tune."""
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    model = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["dense"], modules_to_save=["lm_head"]))
+    (a_id,) = make_tokenizer().encode(" A")
+    with torch.no_grad():
+        model.base_model.model.lm_head.modules_to_save["default"].bias[a_id] += bias_shift
+    model.save_pretrained(folder)
+    return folder
+
+
 def write_mmlu_csvs(root: Path, subjects=ALL_SUBJECTS, n_test: int = 6, n_dev: int = 5,
                     seed: int = 0, a_share: float = 0.25) -> Path:
     """The original Hendrycks layout: root/{dev,test}/<subject>_<split>.csv, no header."""

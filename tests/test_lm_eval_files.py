@@ -129,8 +129,8 @@ def test_lm_eval_files_made_otherwise_are_refused_with_the_reason(pytester, worl
     data = json.loads(results_file.read_text())
     results_file.write_text(json.dumps({**data, "chat_template": "{{ messages }}", "chat_template_sha": "x"}))
     result = run(pytester, world, "good", "data", SHOTS, LIMIT, "--mmlu-baseline", copy)
-    result.stdout.fnmatch_lines(["*the lm-eval run applied a chat template (--apply_chat_template), this run "
-                                 "scores plain prompts"])
+    result.stdout.fnmatch_lines(["*was made with other prompts (baseline: chat template sha256 x; this run: no "
+                                 "chat template)*"])
     for f in copy.glob("samples_*"):
         f.unlink()
     result = run(pytester, world, "good", "data", SHOTS, LIMIT, "--mmlu-baseline", copy)

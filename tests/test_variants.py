@@ -7,29 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from factories import make_tokenizer, save_answer_a_model, write_mmlu_csvs
+from factories import save_answer_a_model, save_head_adapter, write_mmlu_csvs
 
 from pytest_mmlu import loading
 
 pytest.importorskip("torchao", reason="needs the quant extra: pip install 'pytest-mmlu[quant]'")
 peft = pytest.importorskip("peft", reason="needs the peft extra: pip install 'pytest-mmlu[peft]'")
 SUBJECTS = ["anatomy", "virology", "marketing", "nutrition", "sociology", "philosophy"]
-
-
-def save_head_adapter(base_dir, folder, bias_shift: float):
-    """A LoRA fine-tune that also saves its own output head (``modules_to_save``, as many
-    fine-tunes do), whose ' A' bias is moved by ``bias_shift``: -8 undoes the good model's
-    preference for A (-16: it never answers A), a deliberately degraded fine-tune."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(base_dir)
-    model = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["dense"], modules_to_save=["lm_head"]))
-    (a_id,) = make_tokenizer().encode(" A")
-    with torch.no_grad():
-        model.base_model.model.lm_head.modules_to_save["default"].bias[a_id] += bias_shift
-    model.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
