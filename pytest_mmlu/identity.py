@@ -38,6 +38,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -280,8 +281,13 @@ def software_versions() -> dict[str, Any]:
     import pytest_mmlu
 
     versions: dict[str, Any] = {name: _package_version(name) for name in SCORE_LIBRARIES}
-    versions.update(torch=str(torch.__version__), torch_cuda=None if torch.version.cuda is None else str(torch.version.cuda),
+    cuda = torch.version.cuda
+    versions.update(torch=str(torch.__version__), torch_cuda=None if cuda is None else str(cuda),
                     pytest_mmlu=pytest_mmlu.__version__, pytest_mmlu_source=source_digest())
+    # A forced attention backend computes the same scores another way (within 1e-6): told apart.
+    forced = os.environ.get("PYTEST_MMLU_ATTENTION_BACKEND")
+    if forced:
+        versions["attention_backend"] = forced
     return versions
 
 

@@ -131,7 +131,7 @@ def _merge_test(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> dict[st
     return merged
 
 
-SEVERITY = ("crashed", "error", "failed", "xpassed", "not run")
+SEVERITY = ("crashed", "error", "failed", "not run")
 
 
 def _outcome(outcomes: list[str | None]) -> str:
@@ -141,7 +141,7 @@ def _outcome(outcomes: list[str | None]) -> str:
     for word in ("skipped", "xfailed"):
         if outcomes and all(o == word for o in outcomes):
             return word
-    return "passed"
+    return "xpassed" if "xpassed" in outcomes or "xfailed" in outcomes else "passed"
 
 
 SAME_IN_EVERY_SHARD = ("subjects", "shots", "limit", "budget_bytes", "role", "variant")
@@ -215,6 +215,7 @@ def judge_merged(report: dict[str, Any], baseline: Any) -> dict[str, Any]:
 
     report["tests"] = [apply(test, judge_record(test, baseline)) for test in report["tests"]]
     for test in report["tests"]:
-        if record_failing(test) and test.get("outcome") == "passed":
-            test["outcome"] = "failed"  # as the unsharded run's test fails on its gate
+        if record_failing(test) and test.get("outcome") in ("passed", "xpassed"):
+            # as the unsharded run's test fails on its gate (an expected failure, if marked xfail)
+            test["outcome"] = "failed" if test["outcome"] == "passed" else "xfailed"
     return report

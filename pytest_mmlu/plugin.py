@@ -216,8 +216,8 @@ def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec, variant: Any = No
         result = sess.evaluate(spec, item_marks.budget_bytes, shown, variant=variant)
     except (BudgetTooSmall, OutOfMemory, MeterUnavailable, DataError, ModelLoadError) as exc:
         verdict = gates.error(exc)
-        record["evaluations"].append(records.failure_entry(spec, item_marks.budget_bytes, verdict.kind,
-                                                           verdict.line))  # a report row, not a gap
+        record["evaluations"].append(records.failure_entry(  # a report row, not a gap
+            spec, item_marks.budget_bytes, verdict.kind, verdict.line, _identity_if_known(sess, spec, variant)))
         if verdict.kind == "error":
             _fail([verdict])  # no model or no data: stop now (an error in setup, a failure in the body)
         return None, [verdict]  # a budget below batch 1 fails like any other gate
@@ -233,6 +233,17 @@ def _run_evaluation(item: pytest.Item, spec: markers.EvalSpec, variant: Any = No
     if any(v.kind in ("non-finite", "error") for v in failing):
         _fail(failing)  # no answer, or a misused gate: an error in setup (the marker), a failure in the body
     return result, failing
+
+
+def _identity_if_known(sess: MmluSession, spec: markers.EvalSpec, variant: Any) -> dict[str, Any] | None:
+    """What an evaluation that could not run would have been, where that can be known."""
+    from .data import DataError
+    from .loading import ModelLoadError
+
+    try:
+        return sess.identity(spec, variant)
+    except (DataError, ModelLoadError):
+        return None
 
 
 def _entry(sess: MmluSession, result: EvaluationResult, spec: markers.EvalSpec, role: str | None = None,

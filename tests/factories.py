@@ -152,6 +152,10 @@ from transformers import LlamaConfig
 
 class OwnAttentionConfig(LlamaConfig):
     model_type = "own_attention_llama"
+
+    def __init__(self, use_mask=True, **kwargs):
+        self.use_mask = use_mask  # False: causal only, the padding mask is never looked at
+        super().__init__(**kwargs)
 '''
 
 REMOTE_MODELING_PY = '''
@@ -177,7 +181,7 @@ class OwnAttention(LlamaAttention):
         scores = torch.matmul(q, k.transpose(2, 3)) * self.scaling
         causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
         allowed = causal[None, None]
-        if attention_mask is not None and attention_mask.dim() == 4:  # padding, as built for us
+        if self.config.use_mask and attention_mask is not None and attention_mask.dim() == 4:  # padding
             mask = attention_mask[..., -length:]
             allowed = allowed & (mask if mask.dtype == torch.bool else mask == 0)
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
@@ -196,8 +200,9 @@ class OwnAttentionForCausalLM(LlamaForCausalLM):
 '''
 
 
-def save_remote_code_model(folder: Path, seed: int = 0) -> Path:
-    """A llama-shaped model with ``auto_map`` to its own modeling file (needs trust_remote_code)."""
+def save_remote_code_model(folder: Path, seed: int = 0, use_mask: bool = True) -> Path:
+    """A llama-shaped model with ``auto_map`` to its own modeling file (needs trust_remote_code);
+    ``use_mask=False``: its attention ignores the attention mask (causal only), as some do."""
     import json
 
     tokenizer = make_tokenizer()
@@ -208,7 +213,7 @@ def save_remote_code_model(folder: Path, seed: int = 0) -> Path:
     (folder / "configuration_own_attention.py").write_text(REMOTE_CONFIG_PY)
     (folder / "modeling_own_attention.py").write_text(REMOTE_MODELING_PY)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="own_attention_llama", architectures=["OwnAttentionForCausalLM"],
+    config.update(model_type="own_attention_llama", architectures=["OwnAttentionForCausalLM"], use_mask=use_mask,
                   auto_map={"AutoConfig": "configuration_own_attention.OwnAttentionConfig",
                             "AutoModelForCausalLM": "modeling_own_attention.OwnAttentionForCausalLM"})
     (folder / "config.json").write_text(json.dumps(config, indent=2))

@@ -1,5 +1,7 @@
 """A model whose own code computes attention is detected and scored in plain batches, never
-without its prefix (issue 9): same answers as lm-eval's hf backend and the float64 truth."""
+without its prefix (issue 9): same answers as lm-eval's hf backend and the float64 truth,
+whether its attention takes the padding mask or ignores it (plain batches are padded on the
+right, as lm-eval's: no real token ever sees a pad, so a causal model needs no mask)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ from truth import truth_loglikelihoods
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def remote_code_dir(tmp_path_factory):
-    return save_remote_code_model(tmp_path_factory.mktemp("models") / "own-attention")
+@pytest.fixture(scope="module", params=[True, False], ids=["takes-the-mask", "ignores-the-mask"])
+def remote_code_dir(tmp_path_factory, request):
+    return save_remote_code_model(tmp_path_factory.mktemp("models") / "own-attention", use_mask=request.param)
 
 
 def test_attention_bypass_falls_back_to_plain_batches(remote_code_dir, mmlu_csv_dir):
@@ -42,4 +44,4 @@ def test_attention_bypass_falls_back_to_plain_batches(remote_code_dir, mmlu_csv_
     truth = truth_loglikelihoods(evaluator.loaded.model, requests, evaluator.max_length)
     flat = [ll for q in result.questions for ll in q.loglikelihoods]
     assert max(abs(a - b) for a, b in zip(flat, truth)) <= 1e-4
-    assert result.engine_mode == "plain"
+    assert result.engine_mode == "plain" and max(result.batch_sizes) > 1  # rows of several lengths padded

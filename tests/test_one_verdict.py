@@ -119,6 +119,12 @@ def test_never_evaluated(mmlu):
 @pytest.mark.mmlu_accuracy_floor(0.5)
 def test_skipped(mmlu):
     pytest.skip("not this time")
+
+{spec}
+@pytest.mark.mmlu_accuracy_floor(0.99)
+@pytest.mark.xfail(reason="a floor known to fail")
+def test_xfail_floor(mmlu_result):
+    pass
 '''
 
 
@@ -133,7 +139,7 @@ EXPECTED = {
     "test_full_pass": ("passed", ()), "test_full_fail": ("failed", ("regression",)),
     "test_non_finite": ("failed", ("non-finite",)),
     "test_evaluated_in_body": ("passed", ()), "test_never_evaluated": ("failed", ("never-evaluated",)),
-    "test_skipped": ("skipped", ()),
+    "test_skipped": ("skipped", ()), "test_xfail_floor": ("xfailed", ("floor",)),
 }
 
 
@@ -156,7 +162,7 @@ def world(tmp_path_factory):
 
 def status(record) -> tuple[str, tuple[str, ...]]:
     outcome = record["outcome"]
-    word = "passed" if outcome == "passed" else "skipped" if outcome == "skipped" else "failed"
+    word = outcome if outcome in ("passed", "skipped", "xfailed") else "failed"
     return word, tuple(sorted(record_failing_kinds(record)))
 
 

@@ -1,4 +1,4 @@
-"""One batch through the model: inputs packed (after a shared prefix) or left-padded, the LM
+"""One batch through the model: inputs packed (after a shared prefix) or right-padded, the LM
 head on scored columns only, and every target's log-probability gathered on the device and
 brought to the host once per batch (one sync, not one per request)."""
 
