@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .identity import BASELINE, difference, of_entry
+from .identity import BASELINE, VARIANT, difference, of_entry
 from .records import is_reference, own_evaluations, union_by_nodeid
 from .reports import load_report
 
@@ -106,7 +106,21 @@ def write_baseline(path: str, report: dict[str, Any]) -> int:
 
 
 def _kept_and_new(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new``, plus the tests of ``old`` that ``new`` did not evaluate (nothing lost on a
-    partial run: a test skipped this time keeps its entry)."""
+    """``new``, plus what of ``old`` it did not evaluate: the tests it did not run (a test
+    skipped this time keeps its entries), and within a test the entries of other specs and
+    other variants (an int8 job and a full-model job updating one file keep each other's)."""
     evaluated = [t for t in new["tests"] if any(e.get("n") for e in t["evaluations"])]
-    return {**new, "tests": union_by_nodeid(old["tests"], evaluated)}
+    before = {t["nodeid"]: t for t in old["tests"]}
+    tests = []
+    for test in evaluated:
+        ours = own_evaluations(test)
+        kept = [e for e in own_evaluations(before.get(test["nodeid"], {}))
+                if e.get("n") and not any(_replaces(new_entry, e) for new_entry in ours)]
+        tests.append({**test, "evaluations": [*test["evaluations"], *kept]} if kept else test)
+    return {**new, "tests": union_by_nodeid(old["tests"], tests)}
+
+
+def _replaces(new_entry: dict[str, Any], old_entry: dict[str, Any]) -> bool:
+    """A new entry replaces an old one of the same spec and the same variant."""
+    return (evaluation_key("", new_entry) == evaluation_key("", old_entry)
+            and difference(of_entry(old_entry), of_entry(new_entry), VARIANT) is None)

@@ -21,18 +21,14 @@ from typing import Any
 
 from .reports import ReportError, format_table, load_report
 
-FAILED_OUTCOMES = ("failed", "error", "crashed", "not run")
-EXPECTED_FAILURES = ("xfailed", "xpassed")  # a test marked xfail: its gates may fail, as pytest allows
+from .compare import EXPECTED_FAILURES, FAILED_OUTCOMES
 
 
 def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
-    """Judge every gate NEW's tests declared, OLD as their baseline, with the one judge
-    (``gates.judge_record``); an evaluation whose test declares no no-regression gate against
-    the baseline is compared under ``--max-drop``/``--alpha`` where OLD has it."""
-    from .baseline import Baseline
-    from .gates import apply, describe, judge_record, record_failing, record_failing_kinds
+    """Judge every gate NEW's tests declared, OLD as their baseline, with the one judge; compare
+    every other evaluation the two share under ``--max-drop``/``--alpha`` (``compare.py``)."""
+    from .compare import compare_reports, details, heading
     from .markers import NoRegression
-    from .records import gates_of, own_evaluations
 
     try:
         old, new = load_report(old_path), load_report(new_path)
@@ -43,68 +39,34 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
         print(f"pytest-mmlu compare: {new_path} is shard {new['shard']['index']}/{new['shard']['count']}: "
               f"compare the merged report (pytest-mmlu merge)", file=sys.stderr)
         return 2
-    baseline = Baseline(old, old_path)
-    rule = NoRegression(max_drop, alpha)
-    compared = 0
-    failed: list[str] = []
-    verdicts: list[tuple[str, str, list[str]]] = []
-    for test in new["tests"]:
-        marks = gates_of(test)
-        evaluations = own_evaluations(test)
-        shared = [e for e in evaluations if e.get("n") and baseline.entry(test["nodeid"], e) is not None]
-        if shared and not any(r.against == "baseline" for r in marks.no_regressions):
-            # The command line's rule, declared for this comparison where OLD has the test's
-            # evaluation, and judged like any other (one of another evaluation fails as missing).
-            test = {**test, "gates": {**marks.to_dict(), "no_regression": [
-                *(r.to_dict() for r in marks.no_regressions), rule.to_dict()]}}
-        judged = apply(test, judge_record(test, baseline))
-        for ev in own_evaluations(judged):
-            print(f"\n{test['nodeid']} ({describe(ev) if ev.get('shots') is not None else '-'})")
-            details = [c for c in ev.get("regressions") or [ev.get("regression") or {}] if "base_accuracy" in c]
-            for c in details:
-                compared += 1
+    result = compare_reports(old, new, old_path, NoRegression(max_drop, alpha))
+    for test in result.tests:
+        for ev in test.evaluations:
+            print(f"\n{heading(test.nodeid, ev)}")
+            for c in details(ev):
                 _print_comparison(ev, c)
-            if not details and ev.get("n"):
+            if not details(ev) and ev.get("n") and not ev.get("breaches"):
                 print(f"  not compared: {old_path} has no evaluation of this test, subjects, shots and limit")
             for line in ev.get("breaches", []):
                 print(f"  BREACH {line}")
-        if judged.get("breaches"):
-            print(f"\n{test['nodeid']}")
-            for line in judged["breaches"]:
+        if test.breaches:
+            print(f"\n{test.nodeid}")
+            for line in test.breaches:
                 print(f"  BREACH {line}")
-        # A test that failed in its own body (no gate of its breached in that run) still failed.
-        if test.get("outcome") in EXPECTED_FAILURES:
-            pass  # marked xfail: a failure is expected, as pytest counts it
-        elif record_failing(judged) or (test.get("outcome") in FAILED_OUTCOMES and not record_failing(test)):
-            failed.append(test["nodeid"])
-        status = ("FAILED" if test["nodeid"] in failed else "skipped" if test.get("outcome") == "skipped" else
-                  "xfailed" if test.get("outcome") in EXPECTED_FAILURES and record_failing(judged) else "passed")
-        verdicts.append((test["nodeid"], status, sorted(record_failing_kinds(judged))))
-    old_only = {(t["nodeid"], tuple(e["subjects"]), e["shots"], e["limit"]) for t in old["tests"]
-                for e in own_evaluations(t) if e.get("n")} - {
-        (t["nodeid"], tuple(e["subjects"]), e["shots"], e["limit"]) for t in new["tests"] for e in own_evaluations(t)}
-    for nodeid, subjects, shots, limit in sorted(old_only):
+    for nodeid, subjects, shots, limit in result.old_only:
         print(f"\nonly in {old_path}: {nodeid} ({','.join(subjects)}, {shots}-shot, limit {limit})")
-    if verdicts:  # one line per test: what the judge concluded
+    if result.tests:  # one line per test: what the judge concluded
         print("\nverdicts:")
-        for nodeid, status, kinds in verdicts:
-            which = f" ({', '.join(kinds)})" if kinds else ""
-            print(f"  {nodeid}: {status}{which}")
-    if not compared and not judged_gates_declared(new):
+        for test in result.tests:
+            which = f" ({', '.join(test.kinds)})" if test.kinds else ""
+            print(f"  {test.nodeid}: {test.status}{which}")
+    if not result.judged:
         # No verdict is not a pass: a script checking the exit status must not read "no regression".
         print(f"pytest-mmlu compare: nothing comparable: no evaluation of {new_path} matches one of "
-              f"{old_path} (same test, subjects, shots, limit, data and questions), and it declares "
-              f"no gate", file=sys.stderr)
+              f"{old_path} (same test, subjects, shots, limit, data and questions), and no gate of it "
+              f"was judged", file=sys.stderr)
         return 2
-    return 1 if failed else 0
-
-
-def judged_gates_declared(report: dict[str, Any]) -> bool:
-    """Whether a report's tests declared any gate of their own (beyond this comparison)."""
-    from .records import gates_of
-
-    return any(m.budget_bytes is not None or m.floor is not None or m.no_regressions
-               for m in map(gates_of, report["tests"]))
+    return 1 if result.failed else 0
 
 
 def _print_comparison(ev: dict[str, Any], c: dict[str, Any]) -> None:
@@ -140,6 +102,9 @@ def merge(paths: list[str], output: str | None, baseline_path: str | None, data:
         return 2
     judge_merged(merged, baseline)
     records = merged["tests"]
+    if not records:  # every MMLU test deselected, say: no verdict is not a pass
+        print("pytest-mmlu merge: the shards hold no MMLU test: nothing was judged", file=sys.stderr)
+        return 2
     print("MMLU summary (merged shards; memory in GiB)")
     for line in summary_lines(records):
         print(line)

@@ -155,7 +155,8 @@ def hub_content(repo_id: str, revision: str | None) -> ModelContent:
     try:
         from huggingface_hub import HfApi
 
-        return ModelContent("hub:" + HfApi().model_info(repo_id, revision=revision).sha)
+        sha = HfApi().model_info(repo_id, revision=revision).sha
+        return ModelContent(None if sha is None else "hub:" + sha)
     except Exception as exc:  # noqa: BLE001 - offline, or the hub said no
         if _hub_said_no(exc):
             return ModelContent(None)  # the load will fail or differ: unknown content

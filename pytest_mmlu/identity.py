@@ -80,7 +80,9 @@ BASELINE = Lookup("baseline", _fields("quantization", "adapter", "merge_adapter"
 FULL = Lookup("full-precision reference", _fields(but=("quantization", "adapter", "merge_adapter",
                                                        "dtype")))
 LM_EVAL_RUN = Lookup("lm-eval run", _fields(but=("data", "questions")))  # one run holds many subjects
-LOOKUPS = {lookup.name: lookup for lookup in (CACHE, MERGE, BASELINE, FULL, LM_EVAL_RUN)}
+# A baseline update replaces the entry of the same variant, and keeps the other variants'.
+VARIANT = Lookup("variant", _fields("quantization", "adapter", "merge_adapter"), presence=frozenset({"adapter"}))
+LOOKUPS = {lookup.name: lookup for lookup in (CACHE, MERGE, BASELINE, FULL, LM_EVAL_RUN, VARIANT)}
 
 
 @dataclass(frozen=True)

@@ -335,6 +335,12 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
         except DataError as exc:
             raise ReportError(f"cannot read the MMLU data for the samples: {exc}") from None
     runs = _runs_of(report)
+    for run in runs:  # the docs and prompts written are the data's: it must be the evaluations' data
+        for subjects, recorded in run.fingerprints:
+            if recorded != data.fingerprint(subjects):
+                raise ReportError(f"the report's evaluations of {','.join(subjects)} were not made on the data "
+                                  f"{data.label} (fingerprint {str(recorded)[:12] or 'not recorded'}, the data's "
+                                  f"{data.fingerprint(subjects)[:12]}): give the data they were made on")
     model = report.get("model") or {}
     model_name = str(model.get("model") or model.get("name") or "pytest-mmlu")
     try:
@@ -422,6 +428,7 @@ class _Run:
     variant: str
     tasks: dict[str, dict[int, dict]] = field(default_factory=dict)
     limits: set = field(default_factory=set)
+    fingerprints: list[tuple[list[str], Any]] = field(default_factory=list)  # each evaluation's data
     folder: str = ""
 
 
@@ -440,6 +447,7 @@ def _runs_of(report: dict[str, Any]) -> list[_Run]:
                 runs[key] = _Run(kept, ev["shots"], ev.get("prompt_format"), ev.get("variant") or "full")
             run = runs[key]
             run.limits.add(ev["limit"])
+            run.fingerprints.append((list(ev["subjects"]), identity.get("data")))
             for q in ev["questions"]:
                 run.tasks.setdefault(q["subject"], {}).setdefault(q["index"], q)
     found = list(runs.values())

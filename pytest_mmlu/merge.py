@@ -23,7 +23,7 @@ from typing import Any
 from . import SCORING_VERSION, __version__
 from .identity import MERGE, difference, of_entry, with_questions
 from .records import is_reference
-from .reports import SCHEMA_VERSION, ReportError, load_report
+from .reports import SCHEMA_VERSION, ReportError, joined_model_info, load_report
 
 
 class MergeError(Exception):
@@ -99,10 +99,13 @@ def merge_shards(named: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         tests.append(_merge_test(nodeid, parts))
     first = named[0][1]
     loaded = [r["model"] for _, r in named if (r.get("model") or {}).get("loaded", True)]
+    model = None
+    for part in loaded:
+        model = joined_model_info(model, part)
     return {
         "schema": SCHEMA_VERSION, "pytest_mmlu_version": __version__, "scoring_version": SCORING_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": loaded[0] if loaded else first.get("model"), "data": first.get("data"),
+        "model": model or first.get("model"), "data": first.get("data"),
         "settings": first.get("settings"), "shard": None,
         "merged_from": [{"path": p, "shard": r["shard"], "created": r.get("created")} for p, r in named],
         "tests": tests,
@@ -118,6 +121,8 @@ def _merge_test(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> dict[st
     outcomes = [t.get("outcome") for _, t in parts]
     merged: dict[str, Any] = {"nodeid": nodeid, "outcome": _outcome(outcomes), "shard_outcomes": outcomes,
                               "gates": first.get("gates"), "evaluations": []}
+    if any(t.get("strict_xfail") for _, t in parts):
+        merged["strict_xfail"] = True
     lengths = [len(t["evaluations"]) for _, t in parts]
     if len(set(lengths)) > 1:
         # Some shard stopped before an evaluation (it failed, errored, skipped or crashed there):
@@ -170,14 +175,15 @@ def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> d
             raise MergeError(f"{nodeid}: shards made with {differs.phrase}")
     expected = first.get("unsharded_n")
     order = {s: i for i, s in enumerate(first["subjects"])}
-    questions, seen = [], set()
+    questions: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
     for name, ev in parts:
         for q in ev["questions"]:
-            key = (q["subject"], q["index"])
-            if key in seen:
+            question = (q["subject"], q["index"])
+            if question in seen:
                 raise MergeError(f"{nodeid}: question {q['subject']}#{q['index']} is in two shards "
                                  f"(again in {name}): the shards were not split the same way")
-            seen.add(key)
+            seen.add(question)
             questions.append(q)
     if expected is not None and len(questions) != expected:
         raise MergeError(f"{nodeid}: the shards hold {len(questions)} of the evaluation's {expected} "
@@ -218,4 +224,6 @@ def judge_merged(report: dict[str, Any], baseline: Any) -> dict[str, Any]:
         if record_failing(test) and test.get("outcome") in ("passed", "xpassed"):
             # as the unsharded run's test fails on its gate (an expected failure, if marked xfail)
             test["outcome"] = "failed" if test["outcome"] == "passed" else "xfailed"
+        elif test.get("strict_xfail") and test.get("outcome") == "xpassed":
+            test["outcome"] = "failed"  # its gates held on the whole: a strict xfail that passed
     return report

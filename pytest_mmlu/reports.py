@@ -120,6 +120,15 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def joined_model_info(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The report's model entry of two parts (xdist workers, shards): the first's, with every
+    variant either loaded (workers load different variants)."""
+    if not ours or not theirs:
+        return ours or theirs
+    variants = {**(theirs.get("variants") or {}), **(ours.get("variants") or {})}
+    return {**ours, **({"variants": variants} if variants else {})}
+
+
 # Settings that only say where a job writes or what it may skip: they never change a result.
 JOB_ONLY_SETTINGS = frozenset({"report", "baseline", "update_baseline", "cache_dir", "no_cache", "chart",
                                "require_model", "allow_skip", "shard", "report_lm_eval", "sources"})

@@ -19,6 +19,7 @@ import pytest
 from . import SCORING_VERSION
 from .identity import CACHE, Identity, device_kind, difference, evaluation_identity, with_questions
 from .markers import EvalSpec
+from .reports import joined_model_info
 from .results import EvaluationResult
 from .settings import Settings
 from .variants import FULL, Variant, make_variant, session_variant
@@ -29,6 +30,18 @@ if TYPE_CHECKING:
     from .loading import LoadPlan
 
 PAYLOAD_VERSION = 2  # what an xdist worker ships at its end; bump on a change of shape
+
+
+def as_asked(result: EvaluationResult, spec: EvalSpec) -> EvaluationResult:
+    """A result of the same evaluation (the same questions: one identity) as ``spec`` asks for it:
+    its subjects in the spec's order, its limit and label (``limit=None`` and ``limit=50`` of a
+    20-question subject, say, are one evaluation)."""
+    import dataclasses
+
+    order = {subject: i for i, subject in enumerate(spec.subjects)}
+    questions = sorted(result.questions, key=lambda q: (order.get(q.subject, len(order)), q.index))
+    return dataclasses.replace(result, subjects=spec.subjects, limit=spec.limit,
+                               label=spec.label or ",".join(spec.subjects), questions=questions)
 
 
 class MmluSession:
@@ -254,6 +267,8 @@ class MmluSession:
         identity = self.identity(spec, variant)
         conditions = self.conditions(budget)
         result = self.cache.get(identity, conditions) if self.cache is not None else None
+        if result is not None:  # the same questions, asked by this spec (another limit, order, label)
+            result = as_asked(result, spec)
         if result is None and self.settings.shard is not None and not identity["n"]:
             from .shards import empty_result
 
@@ -303,6 +318,5 @@ class MmluSession:
 
     def merge(self, payload: dict[str, Any]) -> None:
         """Take what an xdist worker shipped. Notes said by several workers are said once."""
-        if self.model_info is None and payload.get("model"):
-            self.model_info = payload["model"]
+        self.model_info = joined_model_info(self.model_info, payload.get("model"))
         self.notes.extend(n for n in payload.get("notes", []) if n not in self.notes)

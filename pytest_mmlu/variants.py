@@ -77,9 +77,12 @@ def make_variant(base: Variant, quantization: Any = None, adapter: Any = None,
         a = None
     else:
         a = base.adapter if adapter is None else parse_adapter(adapter)
-    merge = base.merge_adapter if merge_adapter is None else parse_merge_adapter(merge_adapter)
-    if merge and a is None:
-        raise ValueError("merge_adapter=True needs an adapter")
+    if merge_adapter is not None:
+        merge = parse_merge_adapter(merge_adapter)
+        if merge and a is None:
+            raise ValueError("merge_adapter=True needs an adapter")
+    else:  # the base's choice, for the base's or a new adapter; none to merge once it is dropped
+        merge = base.merge_adapter and a is not None
     return Variant(q, a, merge and a is not None)
 
 

@@ -168,3 +168,45 @@ def test_the_report_is_written_even_with_nothing_in_it(pytester):
     pytester.makepyfile("def test_x():\n    pass\n")
     pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--mmlu-report={report}").assert_outcomes(passed=1)
     assert json.loads(report.read_text())["tests"] == []
+
+
+def test_updating_the_baseline_keeps_the_other_variants_entries(tmp_path):
+    """A full-model job and an int8 job update one file: each keeps the other's entry."""
+    from pytest_mmlu.baseline import write_baseline
+    from pytest_mmlu.identity import with_questions
+
+    def report(variant):
+        quantization = "none" if variant == "full" else variant
+        identity = with_questions({"quantization": quantization, "adapter": None, "merge_adapter": False,
+                                   "dtype": "float32", "prompt": None, "data": "d", "shots": 0}, [("anatomy", 0)])
+        ev = {"subjects": ["anatomy"], "shots": 0, "limit": 1, "n": 1, "variant": variant, "identity": identity,
+              "questions": [{"subject": "anatomy", "index": 0, "target": 0, "prediction": 0,
+                             "loglikelihoods": [0.0] * 4}]}
+        return {"schema": 1, "tests": [{"nodeid": "t", "evaluations": [ev]}]}
+
+    path = str(tmp_path / "b.json")
+    write_baseline(path, report("full"))
+    write_baseline(path, report("int8"))
+    write_baseline(path, report("int8"))  # the same variant again: replaced, not doubled
+    (test,) = json.loads((tmp_path / "b.json").read_text())["tests"]
+    assert sorted(e["variant"] for e in test["evaluations"]) == ["full", "int8"]
+
+
+def test_compare_judges_only_the_evaluations_old_has_with_its_own_rule(pytester, tmp_path):
+    from pytest_mmlu.cli import main
+    from pytest_mmlu.reports import write_json_atomic
+
+    def ev(subject):
+        return {"subjects": [subject], "label": subject, "shots": 0, "limit": 2, "n": 2, "accuracy": 1.0,
+                "per_subject": {subject: {"accuracy": 1.0, "n": 2}}, "data_fingerprint": "f",
+                "questions": [{"subject": subject, "index": i, "target": 0, "prediction": 0,
+                               "loglikelihoods": [0.0] * 4} for i in range(2)]}
+
+    old, new, skipped = tmp_path / "old.json", tmp_path / "new.json", tmp_path / "skipped.json"
+    write_json_atomic(old, {"schema": 1, "tests": [{"nodeid": "t", "outcome": "passed", "evaluations": [ev("anatomy")]}]})
+    write_json_atomic(new, {"schema": 1, "tests": [{"nodeid": "t", "outcome": "passed",
+                                                    "evaluations": [ev("anatomy"), ev("virology")]}]})
+    assert main(["compare", str(old), str(new)]) == 0  # virology: not in OLD, not compared, no gate
+    write_json_atomic(skipped, {"schema": 1, "tests": [{"nodeid": "t", "outcome": "skipped", "evaluations": [],
+                                                        "gates": {"floor": {"min": 0.5, "per_subject": {}}}}]})
+    assert main(["compare", str(old), str(skipped)]) == 2  # nothing compared, nothing judged

@@ -24,9 +24,10 @@ def data(tmp_path_factory):
     return MmluData(str(write_mmlu_csvs(tmp_path_factory.mktemp("data"), ["anatomy"], n_test=3, n_dev=2)))
 
 
-def report_of(*questions, prompt_format=None, omit_greedy=False):
+def report_of(data, *questions, prompt_format=None, omit_greedy=False):
     ev = EvaluationResult(("anatomy",), 1, None, "anatomy", list(questions), 0, None, 1, [1], 0.0, 0, "cpu",
-                          "float32", prompt_format=prompt_format).to_dict()
+                          "float32", data_fingerprint=data.fingerprint(["anatomy"]),
+                          prompt_format=prompt_format).to_dict()
     if omit_greedy:
         for q in ev["questions"]:
             q.pop("is_greedy", None)
@@ -40,15 +41,15 @@ def samples(folder):
 
 def test_greedy_flags_are_kept_and_older_reports_still_read(data, tmp_path):
     scored = QuestionResult.scored("anatomy", 0, 0, (-0.1, -2.0, -3.0, -4.0), (True, False, False, False))
-    ev = report_of(scored)["tests"][0]["evaluations"][0]
+    ev = report_of(data, scored)["tests"][0]["evaluations"][0]
     assert ev["questions"][0]["is_greedy"] == [True, False, False, False]
     assert EvaluationResult.from_dict(ev).questions[0] == scored  # the report round-trips
-    write_lm_eval(tmp_path / "new", report_of(scored), data)
+    write_lm_eval(tmp_path / "new", report_of(data, scored), data)
     assert samples(tmp_path / "new")[0]["filtered_resps"] == [
         ["-0.1", "True"], ["-2.0", "False"], ["-3.0", "False"], ["-4.0", "False"]]
 
     # A report written before the flags were kept: read as unknown, written as "None".
-    old = report_of(scored, omit_greedy=True)
+    old = report_of(data, scored, omit_greedy=True)
     assert EvaluationResult.from_dict(old["tests"][0]["evaluations"][0]).questions[0].is_greedy is None
     write_lm_eval(tmp_path / "old", old, data)
     assert [r[1] for r in samples(tmp_path / "old")[0]["filtered_resps"]] == ["None"] * 4
@@ -59,7 +60,7 @@ def test_chat_prompts_are_rendered_with_the_template_the_evaluation_used(data, t
     tokenizer.chat_template = TEMPLATE
     recorded = {"chat_template": True, "chat_template_sha256": hashlib.sha256(TEMPLATE.encode()).hexdigest(),
                 "fewshot_as_multiturn": True, "system_instruction": "Be brief."}
-    report = report_of(QuestionResult.scored("anatomy", 1, 0, (-1.0, -2.0, -3.0, -4.0)), prompt_format=recorded)
+    report = report_of(data, QuestionResult.scored("anatomy", 1, 0, (-1.0, -2.0, -3.0, -4.0)), prompt_format=recorded)
     write_lm_eval(tmp_path / "chat", report, data, tokenizer)
     (sample,) = samples(tmp_path / "chat")
     prompt = sample["arguments"]["gen_args_0"]["arg_0"]
@@ -76,3 +77,15 @@ def test_chat_prompts_are_rendered_with_the_template_the_evaluation_used(data, t
     with pytest.raises(ReportError, match=r"the tokenizer's template \(sha256 \w{12}\) is not the one the "
                                           r"evaluations used \(sha256 " + recorded["chat_template_sha256"][:12]):
         write_lm_eval(tmp_path / "other", report, data, tokenizer)
+
+
+def test_files_are_written_from_the_data_the_evaluations_were_made_on(data, tmp_path):
+    """merge --lm-eval DIR --data OTHER wrote the shards' scores under OTHER's questions."""
+    other = MmluData(str(write_mmlu_csvs(tmp_path / "other", ["anatomy"], n_test=3, n_dev=2, seed=9)))
+    report = report_of(data, QuestionResult.scored("anatomy", 0, 0, (-0.1, -2.0, -3.0, -4.0)))
+    with pytest.raises(ReportError, match=r"the report's evaluations of anatomy were not made on the data .*other"):
+        write_lm_eval(tmp_path / "out", report, other)
+    smaller = MmluData(str(write_mmlu_csvs(tmp_path / "smaller", ["anatomy"], n_test=1, n_dev=2, seed=0)))
+    with pytest.raises(ReportError, match="were not made on the data"):  # a line, not an IndexError
+        write_lm_eval(tmp_path / "out", report_of(data, QuestionResult.scored("anatomy", 2, 0, (-0.1, -2.0, -3.0, -4.0))),
+                      smaller)

@@ -245,7 +245,7 @@ def test_compare_with_nothing_comparable_exits_2(tmp_path, capsys):
     assert main(["compare", str(old), str(new)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"pytest-mmlu compare: nothing comparable: no evaluation of {new} matches one of {old} "
-                   "(same test, subjects, shots, limit, data and questions), and it declares no gate"]
+                   "(same test, subjects, shots, limit, data and questions), and no gate of it was judged"]
     assert main(["compare", str(old), str(same)]) == 0
 
 
