@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from w5_bench import data_path, model_path  # noqa: E402
 
-from pytest_mmlu import prompts  # noqa: E402
-from pytest_mmlu.chat import PromptFormat, PromptRenderer  # noqa: E402
-from pytest_mmlu.data import MmluData  # noqa: E402
-from pytest_mmlu.requests import Group, RequestBuilder  # noqa: E402
-from pytest_mmlu.subjects import ALL_SUBJECTS  # noqa: E402
+from pytest_mmlu.mmlu import prompts
+from pytest_mmlu.mmlu.chat import PromptFormat, PromptRenderer
+from pytest_mmlu.mmlu.data import MmluData
+from pytest_mmlu.mmlu.requests import Group, RequestBuilder
+from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS
 
 SHOTS = 5
 

@@ -30,9 +30,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "mmlu" / "mmlu.zip"))
     args = parser.parse_args()
 
-    from pytest_mmlu.data import MmluData
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
-    from pytest_mmlu.results import predict
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.results import predict
 
     exactness.LIMIT = args.limit
     data = MmluData(args.data)

@@ -66,7 +66,7 @@ def build_model(shape: dict, device: str, dtype):
 
 def loaded_model(model, tokenizer, device: str, dtype: str):
     """The model as the plugin's loader would hand it over (it was built in memory, not loaded)."""
-    from pytest_mmlu.loading import LoadedModel, weight_bytes
+    from pytest_mmlu.models.load import LoadedModel, weight_bytes
 
     return LoadedModel(model=model, tokenizer=tokenizer, name="random 7B-shaped Qwen2", revision=None,
                        device=device, dtype=dtype, load_seconds=0.0, weight_bytes=weight_bytes(model),
@@ -76,8 +76,8 @@ def loaded_model(model, tokenizer, device: str, dtype: str):
 def engine_run(loaded, data, limit: int, budget: int) -> dict:
     from w5_bench import flops_of
 
-    from pytest_mmlu.evaluation import Evaluator
     from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.mmlu.evaluation import Evaluator
 
     evaluator = Evaluator(loaded, data)
     spec = make_eval_spec(SUBJECTS, 5, limit)
@@ -121,7 +121,7 @@ def check_big(smoke: bool) -> None:
     from transformers import AutoTokenizer
     from w5_bench import data_path, model_path
 
-    from pytest_mmlu.data import MmluData
+    from pytest_mmlu.mmlu.data import MmluData
 
     device = "cpu" if smoke else "cuda"
     dtype = torch.float32 if smoke else torch.bfloat16

@@ -38,12 +38,12 @@ VARIANTS = ["none", "int8", "int4"]
 
 def run_one(args: dict) -> dict:
     """One variant, in this process: load, evaluate, report."""
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
-    from pytest_mmlu.loading import load_model
     from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
+    from pytest_mmlu.models.load import load_model
+    from pytest_mmlu.models.variants import Variant
     from pytest_mmlu.settings import Settings
-    from pytest_mmlu.variants import Variant
 
     start = time.perf_counter()
     loaded = load_model(Settings(model=args["model"], device="cpu"), Variant(args["variant"]))
@@ -84,9 +84,9 @@ def table(runs: list[dict]) -> list[str]:
 def forward_speed(rounds: int = 5, tokens: int = 512) -> str:
     import torch
 
-    from pytest_mmlu.loading import load_model
+    from pytest_mmlu.models.load import load_model
+    from pytest_mmlu.models.variants import Variant
     from pytest_mmlu.settings import Settings
-    from pytest_mmlu.variants import Variant
 
     models = {v: load_model(Settings(model=model_path(), device="cpu"), Variant(v)).model for v in VARIANTS}
     ids = torch.randint(0, 40000, (1, tokens), generator=torch.Generator().manual_seed(0))
@@ -111,13 +111,13 @@ def against_truth(limit: int) -> list[str]:
     sys.path.insert(0, str(ROOT / "tests"))
     from truth import truth_loglikelihoods
 
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
-    from pytest_mmlu.loading import load_model
     from pytest_mmlu.markers import make_eval_spec
-    from pytest_mmlu.results import predict
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
+    from pytest_mmlu.mmlu.results import predict
+    from pytest_mmlu.models.load import load_model
+    from pytest_mmlu.models.variants import Variant
     from pytest_mmlu.settings import Settings
-    from pytest_mmlu.variants import Variant
 
     data = MmluData(data_path())
     spec = make_eval_spec(SUBJECTS, 5, limit)

@@ -64,8 +64,8 @@ def worker_lm_eval(args: dict) -> dict:
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_mmlu.data import MmluData
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+    from pytest_mmlu.mmlu.data import MmluData
 
     model = HFLM(pretrained=args["model"], dtype="float32", batch_size=args["batch_size"],
                  device=args.get("device", "cpu"))
@@ -81,9 +81,9 @@ def worker_lm_eval(args: dict) -> dict:
 
 def make_evaluator(args: dict):
     """The plugin's evaluator on the bench's model and data (batch size from ``args``, else auto)."""
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
-    from pytest_mmlu.loading import load_model
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
+    from pytest_mmlu.models.load import load_model
     from pytest_mmlu.settings import Settings
 
     return Evaluator(load_model(Settings(model=args["model"], device=args.get("device", "auto"),
@@ -94,7 +94,7 @@ def make_evaluator(args: dict):
 
 def worker_engine(args: dict) -> dict:
     from pytest_mmlu.markers import make_eval_spec
-    from pytest_mmlu.memory import BudgetTooSmall
+    from pytest_mmlu.memory.errors import BudgetTooSmall
 
     evaluator = make_evaluator(args)
     spec = make_eval_spec(args["subjects"], args["shots"], args["limit"])
@@ -255,7 +255,7 @@ def bench_shots(model: str, data: str, *subjects: str) -> None:
 
 def worker_flops(args: dict) -> dict:
     from pytest_mmlu.markers import make_eval_spec
-    from pytest_mmlu.subjects import ALL_SUBJECTS
+    from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS
 
     evaluator = make_evaluator(args)
     return {subject: [flops_of(evaluator, make_eval_spec([subject], shots, args["limit"])) for shots in (0, 5)]
@@ -291,7 +291,7 @@ def bench_batches(model: str, data: str) -> None:
 def bench_subjects57(model: str, data: str, limit: str = "20") -> None:
     """All 57 subjects x ``limit`` questions, 5-shot then 0-shot on the same questions: wall,
     peak, achieved share of the GEMM rate (GEMM sampled before, between and after)."""
-    from pytest_mmlu.subjects import ALL_SUBJECTS
+    from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS
 
     print(f"machine: {machine()}")
     common = {"model": model, "data": data, "subjects": list(ALL_SUBJECTS), "limit": int(limit)}

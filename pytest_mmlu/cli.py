@@ -17,18 +17,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from .reports import ReportError, format_table, load_report
-
-from .compare import EXPECTED_FAILURES, FAILED_OUTCOMES
+from .compare import EXPECTED_FAILURES, FAILED_OUTCOMES, compare_reports, details, heading
+from .judge import record_failing
+from .markers import NoRegression
+from .outputs.github import github_summary
+from .outputs.summary import improved_lines, summary_lines, wrapped
+from .reports.baseline import Baseline, load_baseline
+from .reports.merge import MergeError, judge_merged, load_shards, merge_shards
+from .reports.report import ReportError, format_table, load_report, write_json_atomic
 
 
 def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
     """Judge every gate NEW's tests declared, OLD as their baseline, with the one judge; compare
     every other evaluation the two share under ``--max-drop``/``--alpha`` (``compare.py``)."""
-    from .compare import compare_reports, details, heading
-    from .markers import NoRegression
 
     try:
         old, new = load_report(old_path), load_report(new_path)
@@ -86,10 +90,6 @@ def _print_comparison(ev: dict[str, Any], c: dict[str, Any]) -> None:
 def merge(paths: list[str], output: str | None, baseline_path: str | None, data: str | None = None,
           lm_eval_dir: str | None = None) -> int:
 
-    from .gates import record_failing
-    from .merge import MergeError, judge_merged, load_shards, merge_shards
-    from .outputs import github_summary, improved_lines, summary_lines, wrapped
-    from .reports import write_json_atomic
 
     try:
         if output and baseline_path and os.path.realpath(output) == os.path.realpath(baseline_path):
@@ -121,7 +121,7 @@ def merge(paths: list[str], output: str | None, baseline_path: str | None, data:
             notes.append(f"pytest-mmlu merge: report NOT written to {output}: {exc.strerror or exc}")
             written = False
     if lm_eval_dir:
-        from .lm_eval_files import write_lm_eval
+        from .reports.lm_eval_write import write_lm_eval
 
         try:
             written_files = write_lm_eval(lm_eval_dir, merged, data or merged.get("data"))
@@ -147,15 +147,13 @@ def merge(paths: list[str], output: str | None, baseline_path: str | None, data:
 def _merge_baseline(path: str | None, data: str | None, merged: dict[str, Any]) -> Any:
     """The baseline the merged whole is compared with: a pytest-mmlu report or lm-eval files
     (their chat prompts rendered with the merged report's model's tokenizer where needed)."""
-    from .baseline import Baseline, load_baseline
 
     if not path:
         return Baseline(None, None)
-    from pathlib import Path
 
     if not Path(path).exists():
         return Baseline(None, path)
-    from .lm_eval_files import report_tokenizer
+    from .reports.lm_eval_write import report_tokenizer
 
     return load_baseline(path, data, lambda: report_tokenizer(merged))
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .baseline import Baseline, evaluation_key
-from .gates import Judgement, apply, describe, judge_record, record_failing, record_failing_kinds
+from .gates import describe
+from .judge import Judgement, apply, judge_record, record_failing, record_failing_kinds
 from .markers import ItemMarks, NoRegression
 from .records import gates_of, own_evaluations
+from .reports.baseline import Baseline, evaluation_key
 
 FAILED_OUTCOMES = ("failed", "error", "crashed", "not run")
 EXPECTED_FAILURES = ("xfailed", "xpassed")  # a test marked xfail: its gates may fail, as pytest allows

@@ -1,10 +1,4 @@
-"""Release gates: one judge, pure functions of records. All failure text lives here.
-
-:func:`judge_record` is the one judge: the run (after each evaluation and at the end of each
-test), ``pytest-mmlu merge`` (on the joined shards) and ``pytest-mmlu compare`` (on the new
-report, the old one as the baseline) all call it on a test's record (``records.py``: the
-declared gates, the evaluation entries, the outcome) and write what it concludes with
-:func:`apply`. No path keeps rules of its own.
+"""Release gates: the verdict of each gate on one evaluation, pure functions. All failure text lives here.
 
 A ``Verdict`` is what one gate concluded: ``kind`` names the gate, ``line`` is the one line a
 person reads, ``detail`` the figures behind it (JSON-able; the regression verdict's detail
@@ -12,7 +6,7 @@ is the report's ``regression`` entry). Only the kinds in ``FAILING`` fail a test
 "improved" is a note, "unchanged" and "recorded" pass, "skipped" is a test that skipped
 (its gates are not judged, on every path), and "deferred" is a floor or no-regression gate
 of a CI shard, judged by ``pytest-mmlu merge`` on the whole (a part cannot pass or fail a
-floor on the whole).
+floor on the whole). ``judge.py`` applies them to a test's record.
 Nothing here reads pytest state, files or the session.
 """
 
@@ -25,16 +19,24 @@ from typing import Any
 
 from .identity import BASELINE, FULL, difference, of_entry
 from .markers import Floor, ItemMarks, NoRegression
-from .records import gates_of, is_reference, reference_for
-from .results import Accuracy, EvaluationResult, all_finite
+from .memory.errors import BudgetTooSmall, OutOfMemory
+from .mmlu.data import DataError
+from .mmlu.results import Accuracy, EvaluationResult, all_finite
+from .power import POWER, detectable_drop
 from .sizes import format_gib
 from .stats import compare_paired
 
 FAILING = frozenset({"budget", "floor", "regression", "missing-baseline", "non-finite", "error",
                      "never-evaluated"})
+
+
 # What ``regression`` can conclude; its detail is the report's ``regression`` entry.
 REGRESSION_KINDS = frozenset({"regression", "missing-baseline", "improved", "unchanged", "recorded"})
+
+
 HOW_TO_CREATE = "create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"
+
+
 NON_FINITE_SHOWN = 5  # questions named in the non-finite line; the rest is "..."
 
 
@@ -52,79 +54,12 @@ class Verdict:
         return {"kind": self.kind, "line": self.line}
 
 
-@dataclass(frozen=True)
-class Judgement:
-    """What the judge concluded on one test: per evaluation entry (in the record's order) and
-    for the test as a whole (a gate never evaluated, a floor no evaluation covers)."""
-
-    evaluations: tuple[tuple[Verdict, ...], ...]
-    test: tuple[Verdict, ...] = ()
-
-    @property
-    def failing(self) -> list[Verdict]:
-        return [v for vs in (*self.evaluations, self.test) for v in vs if v.fails]
-
-
-# -- the judge ---------------------------------------------------------------------------------
-def judge_record(record: Mapping[str, Any], baseline: Any = None, *, final: bool = True) -> Judgement:
-    """Every verdict on one test's record.
-
-    ``baseline``: what ``mmlu_no_regression()`` compares with (``baseline.Baseline``, an lm-eval
-    run, or None). ``final``: the test is over (its record will not grow), so the test-level
-    gates are judged too. An entry made in a CI shard (``"shard"`` in it) has its floors and
-    no-regression deferred to the merge."""
-    marks = gates_of(record)
-    nodeid = record["nodeid"]
-    entries = record.get("evaluations", [])
-    judged = tuple(tuple(_judge_entry(nodeid, entry, marks, entries, baseline)) for entry in entries)
-    return Judgement(judged, tuple(_judge_test(record, marks)) if final else ())
-
-
-def _judge_entry(nodeid: str, entry: Mapping[str, Any], marks: ItemMarks,
-                 entries: Sequence[Mapping[str, Any]], baseline: Any) -> list[Verdict]:
-    if is_reference(entry):
-        return []  # judged with the variant it is the reference of
-    if entry.get("accuracy") is None:  # could not run: what stopped it is its verdict
-        return [Verdict(v["kind"], v["line"]) for v in entry.get("verdicts") or []] or [
-            Verdict("error", line) for line in entry.get("breaches", [])]
-    result = EvaluationResult.from_dict(dict(entry))
-    bad = non_finite(result)
-    if bad is not None:
-        # NaN accuracy is no accuracy: floors and baselines would judge garbage.
-        return [bad, *filter(None, [budget(result)])]
-    if entry.get("shard"):
-        return [v for v in [budget(result), *deferred(marks, entry["shard"])] if v]
-    verdicts = [v for v in [budget(result), *floors(result, marks.floor)] if v]
-    for rule in marks.no_regressions:
-        if rule.against == "full":
-            verdicts.append(regression_vs_full(entry, reference_for(entries, entry), rule))
-        else:
-            verdicts.append(regression(nodeid, entry, rule, baseline))
-    return verdicts
-
-
 OUTCOME_CAUSES = {
     "failed": "the test failed before it evaluated",
     "error": "the test errored before it evaluated",
     "crashed": "its worker crashed",
     "not run": "the test did not run",
 }
-
-
-def _judge_test(record: Mapping[str, Any], marks: ItemMarks) -> list[Verdict]:
-    own = [e for e in record.get("evaluations", []) if not is_reference(e)]
-    if not marks.gated:
-        return []
-    if not own:
-        outcome = record.get("outcome")
-        if outcome == "skipped":
-            return [Verdict("skipped", f"pytest-mmlu: {declared_words(marks)} not judged: the test was skipped")]
-        cause = record.get("cause") or OUTCOME_CAUSES.get(str(outcome))
-        if cause is None:
-            return [no_evaluation()]
-        return [Verdict("never-evaluated", f"pytest-mmlu: {declared_words(marks)} declared, never evaluated: "
-                                           f"{cause}")]
-    return floor_uncovered([e["subjects"] for e in own], marks.floor)
 
 
 def declared_words(marks: ItemMarks) -> str:
@@ -142,48 +77,6 @@ def declared_words(marks: ItemMarks) -> str:
     for rule in marks.no_regressions:
         parts.append(f"no-regression against {rule.against}")
     return ", ".join(parts) if parts else "MMLU gates"
-
-
-def apply(record: Mapping[str, Any], judgement: Judgement) -> dict[str, Any]:
-    """The record with the judgement written into it: each entry's ``verdicts``, ``breaches``
-    (failing lines), ``regression`` (and ``regressions`` with several rules), ``judged_at_merge``
-    and the declared ``floor``/``no_regression`` it was judged on; the test's own ``verdicts``
-    and ``breaches``."""
-    marks = gates_of(record)
-    entries = []
-    for entry, verdicts in zip(record.get("evaluations", []), judgement.evaluations):
-        entry = dict(entry)
-        for stale in ("regression", "regressions", "judged_at_merge"):
-            entry.pop(stale, None)
-        if not is_reference(entry):
-            entry["floor"] = None if marks.floor is None else marks.floor.to_dict()
-            entry["no_regression"] = marks.no_regressions[0].to_dict() if marks.no_regressions else None
-            entry["verdicts"] = [v.to_dict() for v in verdicts]
-            entry["breaches"] = [v.line for v in verdicts if v.fails]
-        regressions = [dict(v.detail) for v in verdicts if v.kind in REGRESSION_KINDS]
-        if regressions:
-            entry["regression"] = regressions[0]
-            if len(regressions) > 1:
-                entry["regressions"] = regressions
-        deferred_gates = [v.detail["gate"] for v in verdicts if v.kind == "deferred"]
-        if deferred_gates:
-            entry["judged_at_merge"] = deferred_gates
-        entries.append(entry)
-    return {**record, "evaluations": entries, "verdicts": [v.to_dict() for v in judgement.test],
-            "breaches": [v.line for v in judgement.test if v.fails]}
-
-
-def record_failing(record: Mapping[str, Any]) -> list[str]:
-    """Every failing line of a judged record: its evaluations' and its own."""
-    return [line for e in record.get("evaluations", []) for line in e.get("breaches", [])] + list(
-        record.get("breaches", []))
-
-
-def record_failing_kinds(record: Mapping[str, Any]) -> set[str]:
-    """The kinds of the failing verdicts of a judged record (which gates failed)."""
-    found = [v for e in record.get("evaluations", []) for v in e.get("verdicts") or []]
-    found += list(record.get("verdicts") or [])
-    return {v["kind"] for v in found if v["kind"] in FAILING}
 
 
 # -- the gates ---------------------------------------------------------------------------------
@@ -343,7 +236,6 @@ def sensitivity(n: int, discordant: int, rule: NoRegression) -> dict[str, Any]:
     """What the gate can see: the smallest drop detectable at 80% power on these n questions
     at the rule's alpha, under the discordance rate of this comparison (``power.py``), and
     whether the gate is too small to detect its own ``max_drop``."""
-    from .power import POWER, detectable_drop
 
     discordance = discordant / n if n else 0.0
     drop = detectable_drop(n, rule.alpha, discordance)
@@ -403,8 +295,6 @@ def _right_or_wrong(ev: Mapping[str, Any]) -> dict[tuple[str, int], bool]:
 # -- evaluations that could not run, and misused gates ------------------------------------------
 def error(exc: Exception) -> Verdict:
     """An evaluation that could not run: a budget below batch 1, a model or data error."""
-    from .data import DataError
-    from .memory import BudgetTooSmall, OutOfMemory
 
     if isinstance(exc, (BudgetTooSmall, OutOfMemory)):
         return Verdict("budget", str(exc))

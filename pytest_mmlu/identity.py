@@ -41,7 +41,12 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import pytest_mmlu
+
+from .models.variants import QUANTIZATIONS
 
 Identity = dict[str, Any]
 
@@ -280,7 +285,6 @@ def software_versions() -> dict[str, Any]:
     torch's CUDA build too, and pytest-mmlu's own source (an edit changes scores too)."""
     import torch
 
-    import pytest_mmlu
 
     versions: dict[str, Any] = {name: _package_version(name) for name in SCORE_LIBRARIES}
     cuda = torch.version.cuda
@@ -297,7 +301,6 @@ def software_versions() -> dict[str, Any]:
 def source_digest(root: str = "") -> str:
     """sha256 of pytest-mmlu's own modules (or those under ``root``), subpackages (the
     engine) included."""
-    from pathlib import Path
 
     folder = Path(root) if root else Path(__file__).parent
     h = hashlib.sha256()
@@ -327,7 +330,6 @@ def of_entry(entry: Mapping[str, Any]) -> Identity:
     recorded = entry.get("identity")
     if recorded is not None:
         return dict(recorded)
-    from .variants import QUANTIZATIONS
 
     label = str(entry.get("variant") or "full")
     first = label.split(" + ")[0]

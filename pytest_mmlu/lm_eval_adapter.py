@@ -11,19 +11,21 @@ lm-eval's command line with it registered.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
 from .engine import resolve_max_length
-from .evaluation import build_engine
-from .loading import load_model
-from .memory import RowCost, make_meter
-from .prompts import LmEvalTokenizer, TokenRequest
+from .engine.planner import RowCost
+from .memory.meters import make_meter
+from .mmlu.evaluation import build_engine
+from .mmlu.prompts import LmEvalTokenizer, TokenRequest
+from .models.load import load_model
+from .models.variants import FULL, make_variant
 from .settings import Settings
 from .sizes import parse_size
-from .variants import FULL, make_variant
 
 
 @register_model("pytest-mmlu", "pytest_mmlu")
@@ -89,7 +91,6 @@ def mmlu_tasks(data: Any, subjects: list[str]) -> dict[str, Any]:
     ``data`` is a :class:`pytest_mmlu.data.MmluData`; handy for running lm-eval's MMLU offline
     and for comparing its numbers with ours on the same questions.
     """
-    from pathlib import Path
 
     import datasets
     import lm_eval

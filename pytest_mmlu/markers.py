@@ -26,8 +26,9 @@ from typing import Any
 
 import pytest
 
+from .mmlu.subjects import CATEGORY_OF, UnknownSubject, describe_subjects, resolve_subjects
+from .models.variants import parse_adapter, parse_merge_adapter, parse_quantization
 from .sizes import parse_size
-from .subjects import CATEGORY_OF, UnknownSubject, describe_subjects, resolve_subjects
 
 
 # -- the markers: signature and docstring are the documentation ---------------------------------
@@ -313,7 +314,6 @@ def _every_rule(values: list[tuple[Any, pytest.Mark, NoRegression]]) -> tuple[No
 
 
 def _parse_variant(mark: pytest.Mark) -> VariantMark:
-    from .variants import parse_adapter, parse_merge_adapter, parse_quantization
 
     args = _bind(mmlu_variant, mark)
     try:  # each argument checked as the options are; merge_adapter's adapter may be the session's

@@ -10,6 +10,7 @@ collected, so that a test that never reported still has a record.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,17 +18,27 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import SCORING_VERSION
-from .identity import CACHE, Identity, device_kind, difference, evaluation_identity, with_questions
+from .identity import CACHE, Identity, device_kind, difference, evaluation_identity, software_versions, with_questions
 from .markers import EvalSpec
-from .reports import joined_model_info
-from .results import EvaluationResult
+from .memory.allocator import release_memory
+from .mmlu.data import MmluData
+from .mmlu.results import EvaluationResult
+from .mmlu.shards import ShardedData, empty_result
+from .models.content import MEMO_NAME, ContentHashes, model_content
+from .models.errors import ModelLoadError, where_model
+from .models.load import load_model
+from .models.plan import plan_load
+from .models.variants import FULL, Variant, make_variant, session_variant
+from .reports.baseline import Baseline, load_baseline
+from .reports.cache import ResultCache
+from .reports.report import joined_model_info
 from .settings import Settings
-from .variants import FULL, Variant, make_variant, session_variant
+from .text import first_line
 
 if TYPE_CHECKING:
-    from .baseline import Baseline
-    from .content import ContentHashes
-    from .loading import LoadPlan
+    from .models.content import ContentHashes
+    from .models.plan import LoadPlan
+    from .reports.baseline import Baseline
 
 PAYLOAD_VERSION = 2  # what an xdist worker ships at its end; bump on a change of shape
 
@@ -36,7 +47,6 @@ def as_asked(result: EvaluationResult, spec: EvalSpec) -> EvaluationResult:
     """A result of the same evaluation (the same questions: one identity) as ``spec`` asks for it:
     its subjects in the spec's order, its limit and label (``limit=None`` and ``limit=50`` of a
     20-question subject, say, are one evaluation)."""
-    import dataclasses
 
     order = {subject: i for i, subject in enumerate(spec.subjects)}
     questions = sorted(result.questions, key=lambda q: (order.get(q.subject, len(order)), q.index))
@@ -68,8 +78,6 @@ class MmluSession:
             str(config.cache.mkdir("pytest-mmlu")) if getattr(config, "cache", None) else None)
         memo = None
         if cache_root and not settings.no_cache:
-            from .cache import ResultCache
-            from .content import MEMO_NAME
 
             self.cache = ResultCache(Path(cache_root))
             memo = Path(cache_root) / MEMO_NAME
@@ -93,7 +101,6 @@ class MmluSession:
 
     def load_plan(self, variant: Variant | None = None) -> LoadPlan:
         """Where and in what dtype ``variant`` loads, decided once (``loading.plan_load``)."""
-        from .loading import ModelLoadError, plan_load
 
         variant = self.variant if variant is None else variant
         if variant in self._load_errors:
@@ -109,7 +116,6 @@ class MmluSession:
     def loaded_model(self, variant: Variant | None = None) -> Any:
         """The model as ``variant`` (default: the session's). One model is in memory at a time:
         another variant's is released first, so that each evaluation's budget sees one model."""
-        from .loading import ModelLoadError, load_model
 
         variant = self.variant if variant is None else variant
         plan = self.load_plan(variant)
@@ -132,7 +138,6 @@ class MmluSession:
 
     def release_model(self) -> None:
         """Drop the loaded model (and its evaluator) and give its memory back."""
-        from .memory import release_memory
 
         if self._loaded is not None:
             device = self._loaded.device
@@ -152,18 +157,17 @@ class MmluSession:
             return None
 
     def data(self) -> Any:
-        from .data import MmluData
 
         if self._data is None:
             self._data = MmluData(self.settings.data)
         return self._data
 
     def evaluator(self, variant: Variant | None = None) -> Any:
-        from .evaluation import Evaluator
+        from .mmlu.evaluation import Evaluator
 
         loaded = self.loaded_model(variant)
         if self._evaluator is None or self._evaluator.loaded is not loaded:
-            from .chat import prompt_format_of
+            from .mmlu.chat import prompt_format_of
 
             self._evaluator = Evaluator(loaded, self.evaluated_data(), self.settings.batch_size,
                                         prompt_format_of(self.settings))
@@ -171,7 +175,6 @@ class MmluSession:
 
     def evaluated_data(self) -> Any:
         """The questions this job evaluates: all of them, or its shard's (``--mmlu-shard``)."""
-        from .shards import ShardedData
 
         shard = self.settings.shard
         return self.data() if shard is None else ShardedData(self.data(), shard)
@@ -179,7 +182,6 @@ class MmluSession:
     # -- identity: what an evaluation is --------------------------------------------------------
     @property
     def hashes(self) -> ContentHashes:
-        from .content import ContentHashes
 
         if self._hashes is None:
             self._hashes = ContentHashes(self._memo_path)
@@ -187,7 +189,6 @@ class MmluSession:
 
     def model_content(self) -> str | None:
         """The model's content (``content.py``), found once; None where it cannot be known."""
-        from .content import model_content
 
         if self._model_content is None:
             self._model_content = model_content(str(self.settings.model), self.settings.revision, self.hashes)
@@ -198,8 +199,7 @@ class MmluSession:
     def prompt_format(self) -> dict[str, Any] | None:
         """The prompt format as recorded (``PromptFormat.describe``): a chat template by its
         text's sha256, read from the tokenizer without loading the model."""
-        from .chat import ChatTemplateError, prompt_format_of, select_template
-        from .loading import ModelLoadError
+        from .mmlu.chat import ChatTemplateError, prompt_format_of, select_template
 
         if self._prompt is False:
             fmt = prompt_format_of(self.settings)
@@ -213,7 +213,6 @@ class MmluSession:
         return self._prompt
 
     def tokenizer(self) -> Any:
-        from .loading import ModelLoadError, where_model
 
         if self._tokenizer is None:
             from transformers import AutoTokenizer
@@ -223,14 +222,12 @@ class MmluSession:
                     self.settings.model, revision=self.settings.revision,
                     trust_remote_code=self.settings.trust_remote_code)
             except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError...
-                from .memory import first_line
 
                 raise ModelLoadError(f"cannot load {where_model(str(self.settings.model))}: "
                                      f"{first_line(exc)}") from None
         return self._tokenizer
 
     def software(self) -> dict[str, Any]:
-        from .identity import software_versions
 
         if self._software is None:
             self._software = software_versions()
@@ -270,7 +267,6 @@ class MmluSession:
         if result is not None:  # the same questions, asked by this spec (another limit, order, label)
             result = as_asked(result, spec)
         if result is None and self.settings.shard is not None and not identity["n"]:
-            from .shards import empty_result
 
             return empty_result(spec, budget, self.data(), identity)  # nothing of this evaluation is ours
         if result is None:
@@ -298,12 +294,10 @@ class MmluSession:
 
     def baseline(self) -> Baseline:
         """The baseline this run compares with (read once), or why there is none."""
-        from .baseline import Baseline
 
         if self._baseline is None:
             path = self.settings.baseline
             if path and Path(path).exists():
-                from .baseline import load_baseline
 
                 self._baseline = load_baseline(path, self.data(), self.tokenizer)
             else:

@@ -3,7 +3,8 @@
 Every option exists three ways: ``--mmlu-NAME`` on the command line,
 ``PYTEST_MMLU_NAME`` in the environment and ``mmlu_NAME`` in the ini file.
 A bad value raises ``pytest.UsageError`` naming the value and where it came
-from, before any test runs.
+from, before any test runs; so do options that contradict each other
+(``contradictions.py``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ from typing import Any
 
 import pytest
 
-from .variants import parse_adapter, parse_quantization
+from .contradictions import CONTRADICTIONS
+from .mmlu.shards import parse_shard
+from .models.variants import parse_adapter, parse_quantization
+from .reports.baseline import check_baseline
+from .reports.report import ReportError
+from .sources import looks_like_path
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
 FALSE_WORDS = {"0", "false", "no", "off"}
 
 
@@ -54,15 +62,6 @@ def _batch_size(raw: str) -> str | int:
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
     raise ValueError("expected 'auto' or a positive integer")
-
-
-def looks_like_path(value: str) -> bool:
-    """Tell a local folder from a hub id ('org/name') without touching the network."""
-    if os.path.exists(value):
-        return True
-    if value.startswith(("/", "./", "../", "~", ".\\")) or value.endswith(("/", "\\")):
-        return True
-    return value.count("/") > 1 or "\\" in value
 
 
 def _model(raw: str) -> str:
@@ -100,7 +99,6 @@ def _chat_template(raw: str) -> bool | str | None:
 
 
 def _shard(raw: str) -> Any:
-    from .shards import parse_shard
 
     return parse_shard(raw)
 
@@ -280,8 +278,6 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
         # A missing file fails the tests that need it (saying how to create it); an
         # unreadable or foreign one is a configuration error for the whole run, and
         # --mmlu-update-baseline must not overwrite what it cannot read (and merge).
-        from .baseline import check_baseline
-        from .reports import ReportError
 
         try:
             kind = check_baseline(settings.baseline)
@@ -302,70 +298,6 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
             raise pytest.UsageError(f"pytest-mmlu: {name} path {path} from "
                                     f"{settings.source_of(name)} cannot be written: {problem}")
     return settings
-
-
-# -- options that contradict each other: refused at start-up, one line naming both ---------------
-PRECEDENCE = ("ini key", "environment variable", "command line")  # lowest first
-
-
-def _rank(settings: Settings, name: str) -> int:
-    source = settings.source_of(name)
-    return next((i for i, kind in enumerate(PRECEDENCE) if source.startswith(kind)), -1)
-
-
-def _both(settings: Settings, a: str, b: str, why: str) -> str:
-    def named(name: str) -> str:
-        value = getattr(settings, name)
-        shown = "" if value is True else f" {value}"
-        return f"--mmlu-{name.replace('_', '-')}{shown} (from {settings.source_of(name)})"
-
-    return f"{named(a)} contradicts {named(b)}: {why}"
-
-
-def _same_file(settings: Settings) -> str | None:
-    # The baseline counts even when this run only reads it: a report written over it would
-    # replace the last release's answers with this run's, whatever the verdict.
-    outputs = [name for name in ("report", "baseline", "chart") if getattr(settings, name)]
-    for i, a in enumerate(outputs):
-        for b in outputs[i + 1:]:
-            if Path(getattr(settings, a)).resolve() == Path(getattr(settings, b)).resolve():
-                return _both(settings, a, b, "they name the same file, and each would overwrite the other")
-    return None
-
-
-CONTRADICTIONS: tuple[Callable[[Settings], str | None], ...] = (
-    lambda s: None if not (s.fewshot_as_multiturn and s.chat_template is None) else (  # lm-eval's rule
-        f"--mmlu-fewshot-as-multiturn from {s.source_of('fewshot_as_multiturn')} needs --mmlu-chat-template "
-        "(few-shot turns exist only in a chat)"),
-    lambda s: None if not (s.update_baseline and not s.baseline) else (
-        "--mmlu-update-baseline needs --mmlu-baseline PATH (the file to write)"),
-    lambda s: None if not (s.shard is not None and s.update_baseline) else _both(
-        s, "update_baseline", "shard", "a shard holds part of each evaluation, and a baseline must hold the "
-        "whole: make it from the merged report (pytest-mmlu merge -o merged.json; --mmlu-baseline merged.json)"),
-    lambda s: None if not (s.shard is not None and s.baseline and not s.update_baseline) else _both(
-        s, "baseline", "shard", "a shard judges no regression (a part cannot); give the baseline to "
-        "pytest-mmlu merge --baseline"),
-    lambda s: None if not (s.shard is not None and s.report_lm_eval) else _both(
-        s, "report_lm_eval", "shard", "lm-eval output of a shard would hold part of each task; write it "
-        "from the whole: pytest-mmlu merge --lm-eval DIR"),
-    lambda s: None if not (s.merge_adapter and not s.adapter) else (
-        f"--mmlu-merge-adapter (from {s.source_of('merge_adapter')}) needs --mmlu-adapter: there is no "
-        "adapter to merge (a test's @pytest.mark.mmlu_variant(adapter=..., merge_adapter=True) merges its own)"),
-    lambda s: None if not (s.no_cache and s.cache_dir) else _both(
-        s, "no_cache", "cache_dir", "one turns the result cache off, the other says where it lives"),
-    lambda s: None if not (s.require_model and s.allow_skip and "require_model" in s.sources
-                           and s.source_of("require_model") != "environment variable CI"
-                           and _rank(s, "require_model") >= _rank(s, "allow_skip")) else _both(
-        s, "require_model", "allow_skip", "one stops a run without a model, the other lets its tests skip"),
-    lambda s: None if not (s.device == "cpu" and s.quantization in ("nf4", "bnb-int8")) else _both(
-        s, "quantization", "device", "bitsandbytes runs on CUDA only: on CPU use int8, int4 or fp8 (torchao)"),
-    lambda s: None if not (s.device == "cpu" and s.device_map == "auto") else _both(
-        s, "device_map", "device", "a device map spreads a model over GPUs"),
-    lambda s: None if not (s.revision and s.model and looks_like_path(s.model)) else _both(
-        s, "revision", "model", "a revision names a hub commit, branch or tag, and this model is a local "
-        "folder (transformers would ignore it)"),
-    _same_file,
-)
 
 
 def unwritable(path: str) -> str | None:

@@ -6,7 +6,7 @@ import csv
 import random
 from pathlib import Path
 
-from pytest_mmlu.subjects import ALL_SUBJECTS
+from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "what", "which", "is", "the", "of", "a", "an", "and", "to", "in", "for", "value", "theorem", "cell", "market", "law", "energy"]
 

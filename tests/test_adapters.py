@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mmlu.loading import ModelLoadError, load_model, variant_lines
+from pytest_mmlu.models.errors import ModelLoadError
+from pytest_mmlu.models.load import load_model
+from pytest_mmlu.models.variants import Variant
+from pytest_mmlu.outputs.header import variant_lines
 from pytest_mmlu.settings import Settings
-from pytest_mmlu.variants import Variant
 
 peft = pytest.importorskip("peft", reason="needs the peft extra: pip install 'pytest-mmlu[peft]'")
 
@@ -49,7 +51,7 @@ def test_the_adapted_model_is_peft_s_own(tiny_model_dir, lora_dir):
     settings = Settings(model=str(tiny_model_dir), device="cpu", adapter=str(lora_dir))
     loaded = load_model(settings)
     assert loaded.variant == Variant("none", str(lora_dir), False) and loaded.variant.label == "adapter lora"
-    from pytest_mmlu.content import ContentHashes
+    from pytest_mmlu.models.content import ContentHashes
 
     assert loaded.adapter == {"path": str(lora_dir), "type": "LORA", "base_model": str(tiny_model_dir), "r": 4,
                               "sha256": ContentHashes().folder(lora_dir).removeprefix("sha256:"), "merged": False}
@@ -75,9 +77,9 @@ def test_a_merged_adapter_is_the_same_model_up_to_rounding(tiny_model_dir, lora_
 def test_the_engine_scores_an_adapted_model_exactly(tiny_model_dir, lora_dir, mmlu_csv_dir):
     from truth import truth_loglikelihoods
 
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
     from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
 
     loaded = load_model(Settings(model=str(tiny_model_dir), device="cpu", adapter=str(lora_dir)))
     evaluator = Evaluator(loaded, MmluData(str(mmlu_csv_dir)))
@@ -136,7 +138,7 @@ def test_applying_an_adapter_puts_no_third_party_deprecation_in_the_users_summar
 
     from transformers import AutoModelForCausalLM
 
-    from pytest_mmlu.adapters import apply_adapter
+    from pytest_mmlu.models.adapters import apply_adapter
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     with warnings.catch_warnings(record=True) as seen:

@@ -11,13 +11,14 @@ import math
 import pytest
 from factories import make_tokenizer, save_answer_a_model, write_mmlu_csvs
 
-from pytest_mmlu.baseline import Baseline
-from pytest_mmlu.data import MmluData
 from pytest_mmlu.gates import regression
 from pytest_mmlu.identity import evaluation_identity
-from pytest_mmlu.lm_eval_files import LmEvalBaseline, write_lm_eval
 from pytest_mmlu.markers import NoRegression
-from pytest_mmlu.results import EvaluationResult, QuestionResult
+from pytest_mmlu.mmlu.data import MmluData
+from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
+from pytest_mmlu.reports.baseline import Baseline
+from pytest_mmlu.reports.lm_eval_read import LmEvalBaseline
+from pytest_mmlu.reports.lm_eval_write import write_lm_eval
 
 RULE = NoRegression(0.02, 0.05)
 HOW = "create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"
@@ -172,8 +173,8 @@ def test_the_report_is_written_even_with_nothing_in_it(pytester):
 
 def test_updating_the_baseline_keeps_the_other_variants_entries(tmp_path):
     """A full-model job and an int8 job update one file: each keeps the other's entry."""
-    from pytest_mmlu.baseline import write_baseline
     from pytest_mmlu.identity import with_questions
+    from pytest_mmlu.reports.baseline import write_baseline
 
     def report(variant):
         quantization = "none" if variant == "full" else variant
@@ -194,7 +195,7 @@ def test_updating_the_baseline_keeps_the_other_variants_entries(tmp_path):
 
 def test_compare_judges_only_the_evaluations_old_has_with_its_own_rule(pytester, tmp_path):
     from pytest_mmlu.cli import main
-    from pytest_mmlu.reports import write_json_atomic
+    from pytest_mmlu.reports.report import write_json_atomic
 
     def ev(subject):
         return {"subjects": [subject], "label": subject, "shots": 0, "limit": 2, "n": 2, "accuracy": 1.0,

@@ -18,12 +18,13 @@ from types import SimpleNamespace
 import pytest
 from factories import write_mmlu_csvs
 
-from pytest_mmlu import content, identity
-from pytest_mmlu.cache import ResultCache, entry_name
+from pytest_mmlu import identity
 from pytest_mmlu.markers import EvalSpec
+from pytest_mmlu.models import content
+from pytest_mmlu.models.variants import Variant
+from pytest_mmlu.reports.cache import ResultCache, entry_name
 from pytest_mmlu.session import MmluSession
 from pytest_mmlu.settings import Settings
-from pytest_mmlu.variants import Variant
 
 SPEC = EvalSpec(subjects=("anatomy", "virology"), shots=2, limit=3)
 CONFIG = SimpleNamespace(cache=None, getoption=lambda *a, **k: False)
@@ -97,7 +98,7 @@ def test_the_dtype_in_the_key_is_the_one_the_model_loads_in(tmp_path, model_dir,
     """int4 on CUDA computes in bfloat16 whatever dtype auto would pick for the checkpoint
     (float32 here): the identity, and so the key, says what is loaded, from the load plan
     the loader follows."""
-    from pytest_mmlu.loading import plan_load
+    from pytest_mmlu.models.plan import plan_load
 
     fake_gpu(monkeypatch, "NVIDIA H100 80GB HBM3")
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())  # torchao "installed"
@@ -133,7 +134,7 @@ def test_every_setting_and_the_data_are_part_of_the_key(tmp_path, model_dir, mml
 
 # -- the cache decides by identity, not by the file's name ---------------------------------------
 def cached_result():
-    from pytest_mmlu.results import EvaluationResult, QuestionResult
+    from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
 
     return EvaluationResult(("anatomy",), 0, 2, "anatomy", [QuestionResult("anatomy", 0, 0, 0, (0.0, -1.0, -2.0, -3.0))],
                             1, None, 1, [1], 0.1, 10, "cpu", "float32")
@@ -171,7 +172,7 @@ def test_results_with_non_finite_scores_are_never_stored_nor_served(tmp_path):
     import dataclasses
     import math
 
-    from pytest_mmlu.results import QuestionResult
+    from pytest_mmlu.mmlu.results import QuestionResult
 
     finite = cached_result()
     nan = dataclasses.replace(finite, questions=[QuestionResult("anatomy", 0, 0, 0, (math.nan, -1.0, -2.0, -3.0))])

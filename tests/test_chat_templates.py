@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from test_lm_eval_agreement import real_mmlu_zip, smollm2_dir  # noqa: F401 - fixture
 
-from pytest_mmlu.chat import ChatTemplateError, PromptFormat, PromptRenderer
+from pytest_mmlu.mmlu.chat import ChatTemplateError, PromptFormat, PromptRenderer
 
 SUBJECTS = ["abstract_algebra", "marketing"]
 INSTRUCTION = "You are an expert in every field. Answer with one letter."
@@ -26,8 +26,8 @@ NO_SYSTEM_TEMPLATE = (
 @pytest.fixture(scope="module")
 def synthetic(mmlu_csv_dir):
     """The synthetic data and lm-eval's own tasks on it (loading lm-eval's task index is slow)."""
-    from pytest_mmlu.data import MmluData
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+    from pytest_mmlu.mmlu.data import MmluData
 
     data = MmluData(str(mmlu_csv_dir))
     tasks = mmlu_tasks(data, [*SUBJECTS, "anatomy"])
@@ -107,7 +107,7 @@ def test_template_selection_follows_lm_eval(smollm2_dir):  # noqa: F811
     ([], {"PYTEST_MMLU_SYSTEM_INSTRUCTION": "\tBe brief. "}, (None, None, "\tBe brief. ")),
 ])
 def test_chat_settings(pytester, monkeypatch, args, env, expected):
-    from pytest_mmlu.chat import prompt_format_of
+    from pytest_mmlu.mmlu.chat import prompt_format_of
     from pytest_mmlu.settings import resolve
 
     for name, value in env.items():
@@ -137,12 +137,12 @@ def test_chat_template_agrees_with_lm_eval_hf(smollm2_dir, fmt, subjects):  # no
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
-    from pytest_mmlu.loading import load_model
     from pytest_mmlu.markers import make_eval_spec
-    from pytest_mmlu.results import predict
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
+    from pytest_mmlu.mmlu.results import predict
+    from pytest_mmlu.models.load import load_model
     from pytest_mmlu.settings import Settings
 
     limit = 2

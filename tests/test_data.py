@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from pytest_mmlu.data import DataError, MmluData
+from pytest_mmlu.mmlu.data import DataError, MmluData
 
 
 def test_folder_parent_zip_and_tar_give_the_same_questions(mmlu_csv_dir, tmp_path):

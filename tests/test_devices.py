@@ -17,9 +17,13 @@ from test_memory import (
     assert_meter_sees_a_block_and_forgets_it_on_reset,
 )
 
-from pytest_mmlu import memory
-from pytest_mmlu.loading import ModelLoadError, load_model, resolve_device
-from pytest_mmlu.memory import CudaMeter, make_meter
+from pytest_mmlu.memory import meters
+from pytest_mmlu.memory.errors import MeterUnavailable
+from pytest_mmlu.models import workers
+from pytest_mmlu.memory.meters import CudaMeter, make_meter
+from pytest_mmlu.models.devices import resolve_device
+from pytest_mmlu.models.errors import ModelLoadError
+from pytest_mmlu.models.load import load_model
 from pytest_mmlu.settings import Settings
 
 GiB = 2**30
@@ -36,7 +40,7 @@ def gpus(monkeypatch):
 
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
-    monkeypatch.setattr(memory, "_gpu_sharers", {}, raising=False)
+    monkeypatch.setattr(workers, "_gpu_sharers", {}, raising=False)
     install()
     return install
 
@@ -191,7 +195,7 @@ def test_describe_names_the_nvml_method(gpus):
 # -- CPU without /proc (macOS, Windows) ------------------------------------------------------------
 def test_cpu_meter_without_proc_uses_psutil(tmp_path, monkeypatch):
     pytest.importorskip("psutil")
-    monkeypatch.setattr(memory, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"), raising=False)
+    monkeypatch.setattr(meters, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"), raising=False)
     meter = make_meter("cpu")
     assert "psutil" in meter.describe()
     assert_meter_sees_a_block_and_forgets_it_on_reset(meter)
@@ -204,7 +208,7 @@ def test_psutil_meter_drops_a_reading_taken_before_a_reset(tmp_path, monkeypatch
     import threading
 
     pytest.importorskip("psutil")
-    monkeypatch.setattr(memory, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"), raising=False)
+    monkeypatch.setattr(meters, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"), raising=False)
     meter = make_meter("cpu")
     read, go = threading.Event(), threading.Event()
     rss = {"now": 10 * 2**30}  # far above the process's real lifetime peak: only the sampler sees it
@@ -228,9 +232,9 @@ def test_psutil_meter_drops_a_reading_taken_before_a_reset(tmp_path, monkeypatch
 
 
 def test_cpu_meter_without_proc_or_psutil_names_the_platform(tmp_path, monkeypatch):
-    monkeypatch.setattr(memory, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"), raising=False)
+    monkeypatch.setattr(meters, "_PROC_STATUS", str(tmp_path / "no-proc" / "status"), raising=False)
     monkeypatch.setitem(sys.modules, "psutil", None)
     meter = make_meter("cpu")
     assert "no memory meter" in meter.describe()  # the header still prints
-    with pytest.raises(memory.MeterUnavailable, match=rf"cannot measure memory on {sys.platform}: .*pip install psutil"):
+    with pytest.raises(MeterUnavailable, match=rf"cannot measure memory on {sys.platform}: .*pip install psutil"):
         meter.current()

@@ -9,9 +9,10 @@ import torch
 from factories import ARCH_CONFIGS, make_model, make_tokenizer
 
 from pytest_mmlu.engine import ScoringEngine, resolve_max_length
+from pytest_mmlu.engine.planner import BatchPlanner, RowCost
 from pytest_mmlu.engine.tree import build_tree
-from pytest_mmlu.memory import BatchPlanner, CpuMeter, RowCost
-from pytest_mmlu.prompts import TokenRequest
+from pytest_mmlu.memory.meters import CpuMeter
+from pytest_mmlu.mmlu.prompts import TokenRequest
 
 
 def reference_scores(model, requests, max_length):
@@ -221,7 +222,7 @@ def test_portable_attention_path_matches_reference(arch, monkeypatch):
 
 
 def test_out_of_memory_at_batch_1_is_a_clear_error_not_a_traceback():
-    from pytest_mmlu.memory import OutOfMemory
+    from pytest_mmlu.memory.errors import OutOfMemory
 
     tok = make_tokenizer()
     model = make_model("llama", len(tok))
@@ -233,7 +234,7 @@ def test_out_of_memory_at_batch_1_is_a_clear_error_not_a_traceback():
 
 
 def test_out_of_memory_in_a_prefix_pass_is_a_clear_error_not_a_traceback():
-    from pytest_mmlu.memory import OutOfMemory
+    from pytest_mmlu.memory.errors import OutOfMemory
 
     tok = make_tokenizer()
     model = make_model("llama", len(tok))

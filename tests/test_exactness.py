@@ -46,9 +46,9 @@ def lm_eval_scores(loaded, data, tasks) -> dict:
 
 def compare(folder: Path, dtype: str, data, tasks) -> dict:
     """The plugin's, lm-eval's and the truth's log-likelihoods per question, in one dtype."""
-    from pytest_mmlu.evaluation import Evaluator
-    from pytest_mmlu.loading import load_model
     from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.mmlu.evaluation import Evaluator
+    from pytest_mmlu.models.load import load_model
     from pytest_mmlu.settings import Settings
 
     evaluator = Evaluator(load_model(Settings(model=str(folder), dtype=dtype)), data)
@@ -74,7 +74,7 @@ def max_diff(a: dict, b: dict) -> float:
 
 @pytest.fixture(scope="module")
 def data():
-    from pytest_mmlu.data import MmluData
+    from pytest_mmlu.mmlu.data import MmluData
 
     return MmluData(str(real_mmlu_zip()))
 
@@ -96,7 +96,7 @@ def models_dir(tmp_path_factory):
 @pytest.mark.parametrize("dtype", list(TOLERANCE))
 @pytest.mark.parametrize("arch", list(LONG_ARCH_CONFIGS))
 def test_architecture_matches_float64_truth_and_lm_eval(arch, dtype, data, tasks, models_dir):
-    from pytest_mmlu.results import predict
+    from pytest_mmlu.mmlu.results import predict
 
     folder = models_dir / arch
     if not folder.exists():

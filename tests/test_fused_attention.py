@@ -157,7 +157,7 @@ def test_compiled_fused_attention_on_cuda_matches_float64(lengths, prefix, dtype
 
 @cuda
 def test_on_cuda_the_engine_runs_the_fused_backend(monkeypatch):
-    from pytest_mmlu.memory import make_meter
+    from pytest_mmlu.memory.meters import make_meter
 
     calls = []
     real = cuda_fused.attend

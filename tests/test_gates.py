@@ -8,16 +8,11 @@ import math
 
 import pytest
 
-from pytest_mmlu import gates
-from pytest_mmlu.baseline import Baseline
+from pytest_mmlu import gates, judge
 from pytest_mmlu.gates import Verdict
 from pytest_mmlu.markers import EvalSpec, Floor, ItemMarks, NoRegression
-from pytest_mmlu.results import (
-    EvaluationResult,
-    QuestionResult,
-    predict,
-    wilson_interval,
-)
+from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult, predict, wilson_interval
+from pytest_mmlu.reports.baseline import Baseline
 
 GiB = 2**30
 
@@ -56,7 +51,7 @@ def test_wilson_interval_known_values():
 
 
 def test_chart_handles_zero_and_full_accuracy(tmp_path):
-    from pytest_mmlu.outputs import write_chart
+    from pytest_mmlu.outputs.chart import write_chart
 
     ev = result({"anatomy": (0, 10), "virology": (10, 10)}).to_dict()
     ev["floor"] = {"min": 0.5, "per_subject": {}}
@@ -121,7 +116,7 @@ def test_a_non_finite_result_is_judged_by_nothing_else():
     # A NaN accuracy is no accuracy: a floor or a baseline would judge garbage.
     r = with_scores(result({"anatomy": (0, 10)}), {0: math.nan})
     marks = ItemMarks(spec=EvalSpec(("anatomy",)), floor=Floor(0.9), no_regressions=(NoRegression(),))
-    judged = gates.judge_record(record(r, marks=marks), Baseline(None, None))
+    judged = judge.judge_record(record(r, marks=marks), Baseline(None, None))
     assert [v.kind for v in judged.evaluations[0]] == ["non-finite"] and judged.test == ()
 
 
@@ -135,7 +130,7 @@ def test_predict_refuses_non_finite_scores(lls):
 
 
 def test_a_question_with_non_finite_scores_has_no_answer():
-    from pytest_mmlu.results import NO_ANSWER
+    from pytest_mmlu.mmlu.results import NO_ANSWER
 
     q = QuestionResult.scored("anatomy", 3, 0, (math.nan, -1.0, -2.0, -3.0))
     assert (q.prediction, q.correct, q.finite) == (NO_ANSWER, False, False)
@@ -147,9 +142,9 @@ def test_judge_orders_budget_floors_then_regression():
     r = result({"anatomy": (2, 10)}, peak=2 * GiB, budget=GiB)
     marks = ItemMarks(spec=EvalSpec(("anatomy",)), budget_bytes=GiB, floor=Floor(0.5),
                       no_regressions=(NoRegression(),))
-    judged = gates.judge_record(record(r, marks=marks), Baseline(None, "b.json"))
+    judged = judge.judge_record(record(r, marks=marks), Baseline(None, "b.json"))
     assert [v.kind for v in judged.evaluations[0]] == ["budget", "floor", "missing-baseline"]
-    assert gates.judge_record(record(result({"anatomy": (9, 10)}))).failing == []
+    assert judge.judge_record(record(result({"anatomy": (9, 10)}))).failing == []
 
 
 def test_every_no_regression_mark_is_its_own_gate():
@@ -159,9 +154,9 @@ def test_every_no_regression_mark_is_its_own_gate():
     new = result({"anatomy": (36, 40)})
     baseline = Baseline({"tests": [record(base)]}, "b.json")
     marks = ItemMarks(spec=EvalSpec(("anatomy",)), no_regressions=(NoRegression(0.2, 0.5), NoRegression(0.05, 0.5)))
-    (verdicts,) = gates.judge_record(record(new, marks=marks), baseline).evaluations
+    (verdicts,) = judge.judge_record(record(new, marks=marks), baseline).evaluations
     assert [v.kind for v in verdicts] == ["unchanged", "regression"]
-    applied = gates.apply(record(new, marks=marks), gates.judge_record(record(new, marks=marks), baseline))
+    applied = judge.apply(record(new, marks=marks), judge.judge_record(record(new, marks=marks), baseline))
     (entry,) = applied["evaluations"]
     assert [r["verdict"] for r in entry["regressions"]] == ["unchanged", "regressed"]
     assert entry["breaches"] == [verdicts[1].line]
@@ -171,16 +166,16 @@ def test_a_gate_against_full_precision_compares_with_the_reference_recorded_besi
     marks = ItemMarks(spec=EvalSpec(("anatomy",)), no_regressions=(NoRegression(0.02, 0.05, "full"),))
     variant = dataclasses.replace(result({"anatomy": (2, 40)}), variant="int8")
     full = result({"anatomy": (40, 40)})
-    (verdicts,) = [v for v in gates.judge_record(record((full, "reference"), variant, marks=marks)).evaluations if v]
+    (verdicts,) = [v for v in judge.judge_record(record((full, "reference"), variant, marks=marks)).evaluations if v]
     assert [v.kind for v in verdicts] == ["regression"]
     assert verdicts[0].line.startswith("MMLU regression of int8 vs full precision: 1.000 -> 0.050")
     # No reference in the record (a report whose shards never evaluated it): missing, never a pass.
-    (verdict,) = gates.judge_record(record(variant, marks=marks)).evaluations[0]
+    (verdict,) = judge.judge_record(record(variant, marks=marks)).evaluations[0]
     assert verdict.line == ("MMLU no-regression against full precision: the full-precision evaluation of "
                             "stem, 5-shot did not run")
     # A reference with NaN scores is no reference.
     nan = with_scores(full, {0: math.nan})
-    (verdict,) = [v for v in gates.judge_record(record((nan, "reference"), variant, marks=marks)).evaluations if v][0]
+    (verdict,) = [v for v in judge.judge_record(record((nan, "reference"), variant, marks=marks)).evaluations if v][0]
     assert verdict.kind == "non-finite" and verdict.line.startswith("MMLU full-precision reference scores are not finite")
 
 
@@ -189,11 +184,11 @@ def test_a_gate_against_full_precision_compares_with_the_reference_recorded_besi
     ("crashed", "its worker crashed"), ("not run", "the test did not run")])
 def test_a_gate_never_evaluated_fails_saying_why(outcome, cause):
     marks = ItemMarks(spec=EvalSpec(("anatomy",), 0, 3, "anatomy"), floor=Floor(0.5))
-    (verdict,) = gates.judge_record(record(marks=marks, outcome=outcome)).test
+    (verdict,) = judge.judge_record(record(marks=marks, outcome=outcome)).test
     assert verdict.kind == "never-evaluated" and verdict.fails
     assert verdict.line == ("pytest-mmlu: MMLU evaluation anatomy 0-shot limit 3, accuracy floor 0.500 declared, "
                             f"never evaluated: {cause}")
-    (skipped,) = gates.judge_record(record(marks=marks, outcome="skipped")).test
+    (skipped,) = judge.judge_record(record(marks=marks, outcome="skipped")).test
     assert skipped.kind == "skipped" and not skipped.fails
 
 
@@ -210,8 +205,8 @@ def test_floor_uncovered_names_the_subject():
 
 
 def test_errors_of_evaluations_that_could_not_run():
-    from pytest_mmlu.data import DataError
-    from pytest_mmlu.loading import ModelLoadError
+    from pytest_mmlu.mmlu.data import DataError
+    from pytest_mmlu.models.errors import ModelLoadError
 
     assert gates.error(DataError("a.csv:1: bad")) == Verdict("error", "pytest-mmlu: MMLU data error: a.csv:1: bad")
     assert gates.error(ModelLoadError("cannot load model 'x'")).line == "pytest-mmlu: cannot load model 'x'"

@@ -32,7 +32,7 @@ def lm_eval_tasks(folder: Path, data_dir: Path) -> Path:
     import datasets
     import lm_eval
 
-    from pytest_mmlu.data import MmluData
+    from pytest_mmlu.mmlu.data import MmluData
 
     data = MmluData(str(data_dir))
     template = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default" / "_default_template_yaml"

@@ -10,10 +10,10 @@ import json
 import pytest
 from factories import make_tokenizer, write_mmlu_csvs
 
-from pytest_mmlu.data import MmluData
-from pytest_mmlu.lm_eval_files import write_lm_eval
-from pytest_mmlu.reports import ReportError
-from pytest_mmlu.results import EvaluationResult, QuestionResult
+from pytest_mmlu.mmlu.data import MmluData
+from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
+from pytest_mmlu.reports.lm_eval_write import write_lm_eval
+from pytest_mmlu.reports.report import ReportError
 
 TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
             "{% if add_generation_prompt %}<assistant>{% endif %}")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import re
 
-from pytest_mmlu import outputs
-from pytest_mmlu.outputs import WIDTH, Progress, summary_lines
+from pytest_mmlu.outputs import progress as progress_module
+from pytest_mmlu.outputs.progress import Progress
+from pytest_mmlu.outputs.summary import WIDTH, summary_lines
 
 ALL_57 = ",".join(f"subject_number_{i}" for i in range(57))
 
@@ -73,7 +74,7 @@ def shown(raw: str) -> str:
 
 
 def test_on_a_terminal_progress_is_one_line_redrawn_and_cleared(monkeypatch):
-    monkeypatch.setattr(outputs, "TERMINAL_EVERY_S", 0.0)
+    monkeypatch.setattr(progress_module, "TERMINAL_EVERY_S", 0.0)
     reporter = FakeReporter("test_gate.py ..")
     progress = Progress(reporter, None, "test_gate.py::test_x")
     for done in (10, 20, 30):
@@ -99,7 +100,7 @@ def test_second(mmlu_result):
 
 def test_in_a_ci_log_progress_is_plain_lines_and_the_file_name_is_not_repeated(
         pytester, tiny_model_dir, mmlu_csv_dir, monkeypatch):
-    monkeypatch.setattr(outputs, "PLAIN_EVERY_S", 0.0)  # a line per batch, as a long evaluation gets
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)  # a line per batch, as a long evaluation gets
     pytester.makepyfile(test_gate=SLOW_SUITE)
     result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir),
                                           "-p", "no:cacheprovider", "--mmlu-no-cache", "--mmlu-batch-size", "2")

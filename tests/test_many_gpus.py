@@ -13,15 +13,14 @@ import pytest
 from test_devices import gpus, xdist  # noqa: F401 - the fixture
 from test_memory import FakeCuda, FakeNvml
 
-from pytest_mmlu import gates, memory
-from pytest_mmlu.loading import (
-    ModelLoadError,
-    gpus_to_spread,
-    load_model,
-    resolve_dtype,
-    spread_max_memory,
-)
-from pytest_mmlu.memory import CudaMeter, MultiCudaMeter, make_meter
+from pytest_mmlu import gates
+from pytest_mmlu.models import workers
+from pytest_mmlu.memory import meters
+from pytest_mmlu.memory.meters import CudaMeter, MultiCudaMeter, make_meter
+from pytest_mmlu.models.devices import gpus_to_spread, spread_max_memory
+from pytest_mmlu.models.errors import ModelLoadError
+from pytest_mmlu.models.load import load_model
+from pytest_mmlu.models.plan import resolve_dtype
 from pytest_mmlu.settings import Settings
 
 GiB = 2**30
@@ -107,7 +106,7 @@ def test_workers_spreading_over_every_gpu_split_each_gpus_memory(gpus, monkeypat
     xdist(monkeypatch, worker=1, workers=2)
     cuda = FakeGpus([60 * GiB, 40 * GiB])
     assert gpus_to_spread("auto", "cuda:1", None, cuda) == [0, 1]
-    assert memory.gpu_sharers(0) == memory.gpu_sharers(1) == 2
+    assert workers.gpu_sharers(0) == workers.gpu_sharers(1) == 2
     assert spread_max_memory([0, 1], cuda) == {0: int(30 * GiB * 0.9), 1: int(20 * GiB * 0.9)}
     # "fit" judges against this worker's share: 25 GiB fits 40 GiB free, not half of it.
     assert gpus_to_spread("fit", "cuda:1", 25 * GiB, cuda) == [0, 1]
@@ -177,13 +176,13 @@ def test_the_meter_watches_every_gpu_and_names_the_highest(gpus):  # noqa: F811
 
 def test_make_meter_builds_one_meter_per_gpu_of_a_spread_model(gpus, monkeypatch):  # noqa: F811
     made = []
-    monkeypatch.setattr(memory, "CudaMeter", lambda index: made.append(index) or SimpleNamespace(device=f"cuda:{index}"))
+    monkeypatch.setattr(meters, "CudaMeter", lambda index: made.append(index) or SimpleNamespace(device=f"cuda:{index}"))
     meter = make_meter("cuda:0+cuda:1+cuda:3")
     assert isinstance(meter, MultiCudaMeter) and made == [0, 1, 3] and meter.device == "cuda:0+cuda:1+cuda:3"
 
 
 def test_the_budget_line_names_the_gpu_over_budget():
-    from pytest_mmlu.results import EvaluationResult
+    from pytest_mmlu.mmlu.results import EvaluationResult
 
     result = EvaluationResult(subjects=("anatomy",), shots=5, limit=None, label="anatomy", questions=[],
                               peak_memory_bytes=30 * GiB, budget_bytes=24 * GiB, batch_size=4, batch_sizes=[4],

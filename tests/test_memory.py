@@ -9,14 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_mmlu.memory import (
-    BatchPlanner,
-    BudgetTooSmall,
-    CpuMeter,
-    CudaMeter,
-    RowCost,
-    is_oom,
-)
+from pytest_mmlu.engine.planner import BatchPlanner, RowCost
+from pytest_mmlu.memory.errors import BudgetTooSmall, is_oom
+from pytest_mmlu.memory.meters import CpuMeter, CudaMeter
 
 GiB = 2**30
 
@@ -165,7 +160,8 @@ def test_heap_freed_by_earlier_work_is_released_before_an_evaluation():
     """Blocks under the mmap threshold are kept by the heap for reuse (no page faults), and a
     live block above them stops the automatic trim; release_cpu_memory hands them back."""
     script = """
-from pytest_mmlu.memory import CpuMeter, configure_cpu_allocator, release_cpu_memory
+from pytest_mmlu.memory.allocator import configure_cpu_allocator, release_cpu_memory
+from pytest_mmlu.memory.meters import CpuMeter
 configure_cpu_allocator()
 meter = CpuMeter()
 blocks = [bytearray(2**20) for _ in range(300)]
@@ -238,7 +234,7 @@ def test_a_batch_planned_after_calibration_fits_whatever_the_heap_kept(calibrati
 WEIGHT_MAPPED_SCRIPT = """
 import ctypes, sys
 import torch, transformers
-from pytest_mmlu.loading import load_model
+from pytest_mmlu.models.load import load_model
 from pytest_mmlu.settings import Settings
 
 class MallInfo2(ctypes.Structure):

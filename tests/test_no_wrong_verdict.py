@@ -184,7 +184,7 @@ def test_update_baseline_refuses_to_overwrite_an_unreadable_file(pytester, tiny_
 
 
 def test_write_baseline_refuses_a_file_that_became_unreadable(tmp_path):
-    from pytest_mmlu.baseline import BaselineWriteError, write_baseline
+    from pytest_mmlu.reports.baseline import BaselineWriteError, write_baseline
 
     path = tmp_path / "b.json"
     path.write_text("{not json")
@@ -211,8 +211,8 @@ def _evaluation(seed: str, n: int = 4) -> dict:
 def test_parallel_baseline_updates_keep_every_entry(tmp_path, monkeypatch):
     import time
 
-    from pytest_mmlu import reports
-    from pytest_mmlu.baseline import write_baseline
+    from pytest_mmlu.reports import report as reports
+    from pytest_mmlu.reports.baseline import write_baseline
 
     path = tmp_path / "baseline.json"
     reports.write_json_atomic(path, _report("t.py::test_old"))
@@ -236,7 +236,7 @@ def test_parallel_baseline_updates_keep_every_entry(tmp_path, monkeypatch):
 # -- 3. compare with nothing comparable -------------------------------------------------------
 def test_compare_with_nothing_comparable_exits_2(tmp_path, capsys):
     from pytest_mmlu.cli import main
-    from pytest_mmlu.reports import write_json_atomic
+    from pytest_mmlu.reports.report import write_json_atomic
 
     old, new, same = tmp_path / "old.json", tmp_path / "new.json", tmp_path / "same.json"
     write_json_atomic(old, _report("t.py::test_a"))
@@ -402,7 +402,7 @@ def test_no_way_to_measure_memory_is_one_line_not_a_traceback(pytester, tiny_mod
     pytester.makepyfile('''
 import sys
 import pytest
-from pytest_mmlu import memory
+from pytest_mmlu.memory import meters as memory
 
 @pytest.fixture(autouse=True)
 def _no_proc_no_psutil(monkeypatch, tmp_path):

@@ -22,7 +22,7 @@ import sys
 import pytest
 from factories import save_answer_a_model, save_head_adapter, write_mmlu_csvs
 
-from pytest_mmlu.gates import record_failing_kinds
+from pytest_mmlu.judge import record_failing_kinds
 
 pytest.importorskip("peft", reason="needs the peft extra: pip install 'pytest-mmlu[peft]'")
 pytestmark = pytest.mark.slow

@@ -222,7 +222,7 @@ NAN_CONFTEST = '''
 import dataclasses
 import math
 import pytest
-from pytest_mmlu.evaluation import Evaluator
+from pytest_mmlu.mmlu.evaluation import Evaluator
 
 @pytest.fixture(autouse=True)
 def _nan_scores(monkeypatch):
@@ -272,7 +272,8 @@ def test_non_finite_scores_fail_the_test_and_are_never_cached(pytester, tiny_mod
 
 
 NOTE_CONFTEST = '''
-from pytest_mmlu import content
+from pytest_mmlu import session
+from pytest_mmlu.models import content
 
 real = content.model_content
 
@@ -281,7 +282,7 @@ def model_content(model, revision, hashes):
     return content.ModelContent(real(model, revision, hashes).key,
                                 "pytest-mmlu: hub unreachable (test); keyed by the local snapshot")
 
-content.model_content = model_content  # a subprocess run: nothing to restore
+session.model_content = model_content  # where the session asks; a subprocess run: nothing to restore
 '''
 
 

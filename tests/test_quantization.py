@@ -12,21 +12,13 @@ import shutil
 
 import pytest
 
-from pytest_mmlu import quantization
-from pytest_mmlu.loading import (
-    ModelLoadError,
-    estimate_weight_bytes,
-    load_model,
-    variant_lines,
-)
-from pytest_mmlu.quantization import (
-    INSTALL,
-    QuantizationUnavailable,
-    plan,
-    stored_bytes,
-)
+from pytest_mmlu.models import quantization
+from pytest_mmlu.models.errors import ModelLoadError
+from pytest_mmlu.models.load import estimate_weight_bytes, load_model
+from pytest_mmlu.models.quantization import INSTALL, QuantizationUnavailable, plan, stored_bytes
+from pytest_mmlu.models.variants import Variant
+from pytest_mmlu.outputs.header import variant_lines
 from pytest_mmlu.settings import Settings
-from pytest_mmlu.variants import Variant
 
 torchao = pytest.importorskip("torchao", reason="needs the quant extra: pip install 'pytest-mmlu[quant]'")
 
@@ -136,9 +128,9 @@ def test_cpu_quantized_weights_count_their_stored_bytes(method, tiny_model_dir):
 
 
 def test_the_planner_costs_rows_in_the_activations_dtype(tiny_model_dir, mmlu_csv_dir):
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
-    from pytest_mmlu.memory import RowCost
+    from pytest_mmlu.engine.planner import RowCost
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
 
     for dtype, size in (("float32", 4), ("bfloat16", 2)):
         loaded = load_model(Settings(model=str(tiny_model_dir), device="cpu", dtype=dtype), Variant("int8"))
@@ -153,9 +145,9 @@ def test_a_quantized_model_scores_as_its_float64_truth(method, tiny_model_dir, m
     per row (tests/truth.py)."""
     from truth import truth_loglikelihoods
 
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
     from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
 
     loaded = load_model(Settings(model=str(tiny_model_dir), device="cpu"), Variant(method))
     evaluator = Evaluator(loaded, MmluData(str(mmlu_csv_dir)))

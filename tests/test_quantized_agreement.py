@@ -35,14 +35,14 @@ def run_lm_eval(model, data):
 def test_int8_smollm2_agrees_with_lm_eval_hf_on_the_same_quantized_model(smollm2_dir, tmp_path):  # noqa: F811
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
-    from pytest_mmlu.loading import load_model
     from pytest_mmlu.markers import make_eval_spec
-    from pytest_mmlu.quantization import plain_tensors
-    from pytest_mmlu.results import predict
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
+    from pytest_mmlu.mmlu.results import predict
+    from pytest_mmlu.models.load import load_model
+    from pytest_mmlu.models.quantization import plain_tensors
+    from pytest_mmlu.models.variants import Variant
     from pytest_mmlu.settings import Settings
-    from pytest_mmlu.variants import Variant
 
     data = MmluData(str(real_mmlu_zip()))
     loaded = load_model(Settings(model=str(smollm2_dir), device="cpu"), Variant("int8"))

@@ -382,7 +382,7 @@ def test_merge_of_shards_without_mmlu_tests_is_no_verdict(pytester, tiny_model_d
 
 
 def test_the_report_s_model_entry_lists_every_variant_any_worker_loaded():
-    from pytest_mmlu.reports import joined_model_info
+    from pytest_mmlu.reports.report import joined_model_info
 
     a = {"model": "m", "variant": "full", "variants": {"int8": {"variant": "int8"}}}
     b = {"model": "m", "variant": "full", "variants": {"adapter x": {"variant": "adapter x"}}}
@@ -392,7 +392,7 @@ def test_the_report_s_model_entry_lists_every_variant_any_worker_loaded():
 
 def test_dropping_the_session_s_merged_adapter_is_no_error(tmp_path):
     """--mmlu-adapter X --mmlu-merge-adapter, and a test with mmlu_variant(adapter=False)."""
-    from pytest_mmlu.variants import Variant, make_variant
+    from pytest_mmlu.models.variants import Variant, make_variant
 
     adapter = tmp_path / "lora"
     adapter.mkdir()

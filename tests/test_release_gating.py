@@ -165,7 +165,7 @@ def test_foreign_baseline_file_is_a_usage_error(pytester, world):
 
 
 def test_old_or_foreign_reports_fail_clearly(tmp_path):
-    from pytest_mmlu.reports import ReportError, load_report
+    from pytest_mmlu.reports.report import ReportError, load_report
 
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"schema": 0, "tests": []}))

@@ -29,9 +29,9 @@ LIMIT = 5
 PROCESSES = 4
 RUN = """
 import json, sys
-from pytest_mmlu.data import MmluData
-from pytest_mmlu.evaluation import Evaluator
-from pytest_mmlu.loading import load_model
+from pytest_mmlu.mmlu.data import MmluData
+from pytest_mmlu.mmlu.evaluation import Evaluator
+from pytest_mmlu.models.load import load_model
 from pytest_mmlu.markers import make_eval_spec
 from pytest_mmlu.settings import Settings
 model, data, subjects, limit = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
@@ -74,10 +74,10 @@ def test_fresh_processes_give_bit_identical_scores_at_the_truth(capability, qwen
     assert runs[0]["mode"] == "prefix"
     assert all(run == runs[0] for run in runs[1:]), "evaluations disagree (first vs later, or between processes)"
 
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
-    from pytest_mmlu.loading import load_model
     from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
+    from pytest_mmlu.models.load import load_model
     from pytest_mmlu.settings import Settings
 
     evaluator = Evaluator(load_model(Settings(model=str(model))), MmluData(str(real_mmlu_zip())))

@@ -15,9 +15,9 @@ import pytest
 from factories import save_llama_sentencepiece_tokenizer
 from test_lm_eval_agreement import real_mmlu_zip, smollm2_dir  # noqa: F401
 
-from pytest_mmlu.chat import PromptFormat, PromptRenderer
-from pytest_mmlu.prompts import CONTINUATIONS, LmEvalTokenizer
-from pytest_mmlu.requests import Group, RequestBuilder
+from pytest_mmlu.mmlu.chat import PromptFormat, PromptRenderer
+from pytest_mmlu.mmlu.prompts import CONTINUATIONS, LmEvalTokenizer
+from pytest_mmlu.mmlu.requests import Group, RequestBuilder
 
 
 def assert_lm_eval_rule(tokenizer, group: Group, requests, questions) -> None:
@@ -105,7 +105,7 @@ def test_trailing_whitespace_moves_to_the_continuation(tiny_model_dir):
 
 
 def _real_mmlu_sample_check(tokenizer, data, fmt: PromptFormat) -> None:
-    from pytest_mmlu.subjects import ALL_SUBJECTS
+    from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS
 
     renderer = PromptRenderer(fmt, tokenizer)
     groups = [Group(renderer.contexts(s, data.shots(s, 5), data.test_questions(s, None)), fmt.continuations)
@@ -125,7 +125,7 @@ def _real_mmlu_sample_check(tokenizer, data, fmt: PromptFormat) -> None:
 def test_every_subject_of_real_mmlu_with_smollm2s_tokenizer(smollm2_dir):  # noqa: F811
     from transformers import AutoTokenizer
 
-    from pytest_mmlu.data import MmluData
+    from pytest_mmlu.mmlu.data import MmluData
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     data = MmluData(str(real_mmlu_zip()))
@@ -137,7 +137,7 @@ def test_every_subject_of_real_mmlu_with_smollm2s_tokenizer(smollm2_dir):  # noq
 def test_every_subject_of_real_mmlu_with_a_sentencepiece_llama_tokenizer(tmp_path):
     from transformers import AutoTokenizer
 
-    from pytest_mmlu.data import MmluData
+    from pytest_mmlu.mmlu.data import MmluData
 
     zip_path = real_mmlu_zip()
     tokenizer = AutoTokenizer.from_pretrained(save_llama_sentencepiece_tokenizer(tmp_path, zip_path))
@@ -146,10 +146,10 @@ def test_every_subject_of_real_mmlu_with_a_sentencepiece_llama_tokenizer(tmp_pat
 
 
 def test_evaluation_seconds_include_building_the_requests(tiny_model_dir, mmlu_csv_dir, monkeypatch):
-    from pytest_mmlu.data import MmluData
-    from pytest_mmlu.evaluation import Evaluator
-    from pytest_mmlu.loading import load_model
     from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
+    from pytest_mmlu.models.load import load_model
     from pytest_mmlu.settings import Settings
 
     evaluator = Evaluator(load_model(Settings(model=str(tiny_model_dir))), MmluData(str(mmlu_csv_dir)))

@@ -10,7 +10,7 @@ import sys
 import pytest
 from factories import save_answer_a_model, write_mmlu_csvs
 
-from pytest_mmlu.shards import Shard, ShardedData, parse_shard, shard_of
+from pytest_mmlu.mmlu.shards import Shard, ShardedData, parse_shard, shard_of
 
 SUBJECTS = ["anatomy", "virology", "marketing", "nutrition", "sociology", "philosophy"]
 SUITE = '''

@@ -5,13 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS, CATEGORY_OF, UnknownSubject, resolve_subjects
 from pytest_mmlu.sizes import parse_size
-from pytest_mmlu.subjects import (
-    ALL_SUBJECTS,
-    CATEGORY_OF,
-    UnknownSubject,
-    resolve_subjects,
-)
 
 
 def test_categories_are_lm_evals_exact_membership():

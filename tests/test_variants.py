@@ -9,7 +9,7 @@ import json
 import pytest
 from factories import save_answer_a_model, save_head_adapter, write_mmlu_csvs
 
-from pytest_mmlu import loading
+from pytest_mmlu import session as loading  # where the session loads each variant
 
 pytest.importorskip("torchao", reason="needs the quant extra: pip install 'pytest-mmlu[quant]'")
 peft = pytest.importorskip("peft", reason="needs the peft extra: pip install 'pytest-mmlu[peft]'")

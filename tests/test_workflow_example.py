@@ -72,7 +72,7 @@ def test_the_merge_command_of_the_workflow_runs(tmp_path, monkeypatch, capsys):
     """The workflow's merge line, with its shell glob expanded, is a valid command of ours:
     here on shard reports missing their third, so it names what is missing."""
     from pytest_mmlu.cli import main
-    from pytest_mmlu.reports import write_json_atomic
+    from pytest_mmlu.reports.report import write_json_atomic
 
     flow = yaml.safe_load(WORKFLOW.read_text())
     (merge_command,) = [r for r in runs(flow["jobs"]["merge"]) if r.startswith("pytest-mmlu merge")]

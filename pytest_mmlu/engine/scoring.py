@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..memory import BatchPlanner, is_oom, release_memory
+from ..memory.allocator import release_memory
+from ..memory.errors import is_oom
 from . import attention, prefix
 from .forward import EngineStats, ModelCalls, Score, forward
 from .limits import sliding_window
+from .planner import BatchPlanner
 from .tree import Node, Row, build_rows, build_tree, flat
 
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import check
+from . import backends, check
 from .check import CHECK_ENV, AttentionMismatch  # noqa: F401  (public names)
 
 NAME = "pytest_mmlu_shared_prefix"
@@ -72,7 +72,6 @@ def backends_in_order() -> list[Any]:
 
 @functools.cache
 def _backends() -> tuple[Any, ...]:
-    from . import backends
 
     found = [importlib.import_module(f"{backends.__name__}.{info.name}")
              for info in pkgutil.iter_modules(backends.__path__)]

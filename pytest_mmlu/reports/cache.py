@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .identity import CACHE, FIELDS, difference
-from .reports import write_json_atomic
-from .results import EvaluationResult
+from ..identity import CACHE, FIELDS, difference
+from ..mmlu.results import EvaluationResult
+from .report import write_json_atomic
 
 ENTRY_VERSION = 2  # entries of another shape are ignored (and overwritten)
 

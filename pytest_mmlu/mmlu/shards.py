@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .results import EvaluationResult
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -77,7 +79,6 @@ class ShardedData:
 def empty_result(spec: Any, budget_bytes: int | None, data: Any, identity: Any = None) -> Any:
     """The result of an evaluation none of whose questions falls in this shard: nothing ran
     (no model load for it, peak 0), yet the report keeps its row for the merge."""
-    from .results import EvaluationResult
 
     return EvaluationResult(
         subjects=spec.subjects, shots=spec.shots, limit=spec.limit,

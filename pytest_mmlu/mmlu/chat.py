@@ -32,14 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..identity import prompt_difference, prompt_identity
 from .data import LETTERS, Question
-from .prompts import (
-    CONTINUATIONS,
-    FEWSHOT_DELIMITER,
-    description,
-    fewshot_text,
-    question_text,
-)
+from .prompts import CONTINUATIONS, FEWSHOT_DELIMITER, description, fewshot_text, question_text
 
 CHAT_CONTINUATIONS = tuple(LETTERS)  # no target delimiter with a chat template (no gen_prefix)
 
@@ -113,7 +108,6 @@ def format_difference(base: Mapping[str, Any] | None, ours: Mapping[str, Any] | 
     """How two recorded prompt formats (``PromptFormat.describe``; None is plain) differ, in
     words (``"baseline: no chat template; this run: chat template sha256 1a2b..."``, each side
     called by ``names``), or None when they render the same prompts."""
-    from .identity import prompt_difference, prompt_identity
 
     words = prompt_difference(prompt_identity(base), prompt_identity(ours))
     return None if words is None else f"{names[0]}: {words[0]}; {names[1]}: {words[1]}"

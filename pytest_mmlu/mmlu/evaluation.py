@@ -5,18 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..engine import ScoringEngine, resolve_max_length
+from ..engine.planner import BatchPlanner, RowCost
+from ..markers import EvalSpec
+from ..memory.allocator import HEAP_TRIM_THRESHOLD, release_memory
+from ..memory.meters import make_meter
+from ..models.load import LoadedModel
 from .chat import PromptFormat, PromptRenderer
 from .data import MmluData, Question
-from .engine import ScoringEngine, resolve_max_length
-from .loading import LoadedModel
-from .markers import EvalSpec
-from .memory import (
-    HEAP_TRIM_THRESHOLD,
-    BatchPlanner,
-    RowCost,
-    make_meter,
-    release_memory,
-)
 from .prompts import TokenRequest
 from .requests import Group, RequestBuilder
 from .results import EvaluationResult, QuestionResult

@@ -20,10 +20,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import SCORING_VERSION, __version__
-from .identity import MERGE, difference, of_entry, with_questions
-from .records import is_reference
-from .reports import SCHEMA_VERSION, ReportError, joined_model_info, load_report
+from .. import SCORING_VERSION, __version__
+from ..identity import MERGE, difference, of_entry, with_questions
+from ..judge import apply, judge_record, record_failing
+from ..mmlu.results import EvaluationResult
+from ..records import is_reference
+from .report import SCHEMA_VERSION, ReportError, joined_model_info, load_report
 
 
 class MergeError(Exception):
@@ -153,7 +155,6 @@ SAME_IN_EVERY_SHARD = ("subjects", "shots", "limit", "budget_bytes", "role", "va
 
 
 def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    from .results import EvaluationResult
 
     (first_name, first), rest = parts[0], parts[1:]
     for name, ev in rest:
@@ -217,7 +218,6 @@ def _stored_verdicts(ev: dict[str, Any]) -> list[dict[str, Any]]:
 
 def judge_merged(report: dict[str, Any], baseline: Any) -> dict[str, Any]:
     """Every gate declared in the tests, judged by the one judge on the merged whole."""
-    from .gates import apply, judge_record, record_failing
 
     report["tests"] = [apply(test, judge_record(test, baseline)) for test in report["tests"]]
     for test in report["tests"]:

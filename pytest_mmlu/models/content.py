@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .reports import write_json_atomic
+from filelock import FileLock
+
+from ..reports.report import write_json_atomic
 
 # Files in a model folder that are never loaded; anything else counts as model content.
 IGNORED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", ".lock", ".tmp")
@@ -100,7 +102,6 @@ class ContentHashes:
     def save(self) -> None:
         if self.memo_path is None or not self._new:
             return
-        from filelock import FileLock
 
         self.memo_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.memo_path) + ".lock"):

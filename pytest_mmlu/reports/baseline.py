@@ -11,11 +11,16 @@ same ``identity.difference``), which holds every line a person reads.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from .identity import BASELINE, VARIANT, difference, of_entry
-from .records import is_reference, own_evaluations, union_by_nodeid
-from .reports import load_report
+from filelock import FileLock, Timeout
+
+from ..identity import BASELINE, VARIANT, difference, of_entry
+from ..records import is_reference, own_evaluations, union_by_nodeid
+from .lm_eval_format import is_lm_eval_output
+from .lm_eval_read import LmEvalBaseline, LmEvalRun
+from .report import ReportError, load_report, write_json_atomic
 
 
 def evaluation_key(nodeid: str, ev: dict[str, Any]) -> tuple:
@@ -53,7 +58,6 @@ def load_baseline(path: str, data: Any = None, tokenizer: Any = None) -> Any:
     """The baseline at ``path``: a pytest-mmlu report, or an lm-eval run's results and samples
     (``data``, the MMLU data or its source, checks the lm-eval run's questions and prompts;
     ``tokenizer``, a callable giving the run's tokenizer, renders them with a chat template)."""
-    from .lm_eval_files import LmEvalBaseline, is_lm_eval_output
 
     if is_lm_eval_output(path):
         return LmEvalBaseline.load(path, data, tokenizer)
@@ -63,7 +67,6 @@ def load_baseline(path: str, data: Any = None, tokenizer: Any = None) -> Any:
 def check_baseline(path: str) -> str:
     """Read the baseline at ``path`` once (ReportError if it cannot serve); its kind: "report"
     or "lm-eval"."""
-    from .lm_eval_files import LmEvalRun, is_lm_eval_output
 
     if is_lm_eval_output(path):
         LmEvalRun.load(path)
@@ -85,11 +88,8 @@ def write_baseline(path: str, report: dict[str, Any]) -> int:
     Read, merge and write happen under a lock file beside it, so that parallel jobs (or two
     pytest runs) updating one baseline never lose each other's entries. An existing file that
     cannot be read is never overwritten."""
-    from pathlib import Path
 
-    from filelock import FileLock, Timeout
 
-    from .reports import ReportError, write_json_atomic
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -16,7 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .memory import first_line
+from ..text import first_line
+from .content import ContentHashes
 
 INSTALL = "pip install 'pytest-mmlu[peft]'"
 
@@ -28,7 +29,6 @@ class AdapterError(Exception):
 def adapter_info(path: str) -> dict[str, Any]:
     """What the adapter folder declares (type, base model, rank) and the sha256 of its files
     (the evaluation's identity holds the same), for the report."""
-    from .content import ContentHashes
 
     try:
         config = json.loads((Path(path) / "adapter_config.json").read_text())

@@ -62,6 +62,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +89,6 @@ def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     return [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]
-
-
-def header_lines(settings: Any, device_text: str | None, dtype: str | None) -> list[str]:
-    model = settings.model
-    rev = f" @ {settings.revision}" if settings.revision else ""
-    return [
-        f"mmlu: model {model}{rev}, dtype {dtype or settings.dtype}, device "
-        f"{device_text or settings.device}",
-        f"mmlu: data {settings.data}",
-    ]
 
 
 class ReportError(Exception):
@@ -137,7 +128,6 @@ JOB_ONLY_SETTINGS = frozenset({"report", "baseline", "update_baseline", "cache_d
 def result_settings(settings: Any) -> dict[str, Any]:
     """The settings of a run that can change a result (all but where outputs go): the report
     records them, and shards made with different ones are not merged."""
-    from dataclasses import fields
 
     return {f.name: _plain(getattr(settings, f.name)) for f in fields(settings)
             if f.name not in JOB_ONLY_SETTINGS}
