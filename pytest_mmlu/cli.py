@@ -27,7 +27,8 @@ from .outputs.github import github_summary
 from .outputs.summary import improved_lines, summary_lines, wrapped
 from .reports.baseline import Baseline, load_baseline
 from .reports.merge import MergeError, judge_merged, load_shards, merge_shards
-from .reports.report import ReportError, format_table, load_report, write_json_atomic
+from .reports.report import ReportError, load_report, write_json_atomic
+from .text import table
 
 
 def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
@@ -79,7 +80,7 @@ def _print_comparison(ev: dict[str, Any], c: dict[str, Any]) -> None:
         before = (c.get("base_per_subject") or {}).get(subject)
         rows.append([subject, str(acc["n"]), "-" if before is None else f"{before:.3f}",
                      f"{acc['accuracy']:.3f}", "-" if before is None else f"{acc['accuracy'] - before:+.3f}"])
-    print("\n".join("  " + ln for ln in format_table(["subject", "n", "old", "new", "delta"], rows)))
+    print("\n".join("  " + ln for ln in table(["subject", "n", "old", "new", "delta"], rows)))
     word = {"regressed": "REGRESSED", "improved": "IMPROVED", "unchanged": "no significant change"}
     against = "full precision" if c.get("against") == "full" else "baseline"
     print(f"  overall vs {against} {c['base_accuracy']:.3f} -> {c['new_accuracy']:.3f} (n={c['n']}; "

@@ -46,7 +46,7 @@ class PytestMmluLM(TemplateLM):
         self.loaded = load_model(settings)
         self.tokenizer = self.loaded.tokenizer
         self._tok = LmEvalTokenizer(self.tokenizer)
-        self._meter = make_meter(self.loaded.device)
+        self._meter = make_meter(self.loaded.device, self.loaded.shared)
         self._budget = None if memory_budget is None else parse_size(memory_budget)
         self._batch = batch
         config = self.loaded.model.config

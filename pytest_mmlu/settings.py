@@ -76,7 +76,7 @@ def _model(raw: str) -> str:
 
 
 def _data(raw: str) -> str:
-    if looks_like_path(raw) or raw.endswith((".zip", ".tar", ".tar.gz", ".tgz")):
+    if looks_like_path(raw):
         path = Path(raw).expanduser()
         if not path.exists():
             raise ValueError(f"MMLU data {str(path)!r} does not exist")

@@ -53,3 +53,21 @@ def wrapped(line: str, width: int = WIDTH) -> list[str]:
         words.append(word)
     return textwrap.wrap(" ".join(words), width, subsequent_indent="    ", break_on_hyphens=False,
                          break_long_words=False) or [""]
+
+
+def column_widths(headers: list[str], rows: list[list[str]]) -> list[int]:
+    """Each column's width: its widest cell, header included."""
+    return [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+
+def table_line(cells: list[str], widths: list[int], right: frozenset[int] = frozenset()) -> str:
+    """One line of a table: cells padded to their columns (numbers, at ``right``, on the right),
+    two spaces apart."""
+    return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+
+def table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A plain table: its header, a rule, its rows."""
+    widths = column_widths(headers, rows)
+    return [table_line(headers, widths), table_line(["-" * w for w in widths], widths),
+            *(table_line(r, widths) for r in rows)]

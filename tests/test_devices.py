@@ -40,7 +40,6 @@ def gpus(monkeypatch):
 
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
-    monkeypatch.setattr(workers, "_gpu_sharers", {}, raising=False)
     install()
     return install
 
@@ -79,17 +78,21 @@ def test_workers_sharing_a_gpu_share_its_free_memory(gpus, monkeypatch):
     assert CudaMeter(0, nvml=FakeNvml(0), torch_cuda=cuda).available() == 60 * GiB
     xdist(monkeypatch, worker=3, workers=4)
     device = resolve_device("auto")  # gw1 and gw3 on cuda:1
-    assert CudaMeter(int(device[-1]), nvml=FakeNvml(0), torch_cuda=cuda).available() == 30 * GiB
-    resolve_device("cuda:0")  # every worker was told cuda:0
-    assert CudaMeter(0, nvml=FakeNvml(0), torch_cuda=cuda).available() == 15 * GiB
+    shared = workers.sharers("auto", device, 2, workers.Workers.of_this_process())
+    assert shared == {1: 2}
+    assert CudaMeter(1, nvml=FakeNvml(0), torch_cuda=cuda, sharers=shared[1]).available() == 30 * GiB
+    shared = workers.sharers("cuda:0", resolve_device("cuda:0"), 2, workers.Workers(3, 4))  # every worker on cuda:0
+    assert CudaMeter(0, nvml=FakeNvml(0), torch_cuda=cuda, sharers=shared[0]).available() == 15 * GiB
 
 
 def test_odd_worker_counts_divide_by_the_workers_on_that_gpu(gpus, monkeypatch):
     gpus(2)
-    xdist(monkeypatch, worker=0, workers=3)  # gw0, gw2 on cuda:0; gw1 alone on cuda:1
-    assert CudaMeter(int(resolve_device("auto")[-1]), nvml=FakeNvml(0), torch_cuda=FakeCuda()).available() == 30 * GiB
-    xdist(monkeypatch, worker=1, workers=3)
-    assert CudaMeter(int(resolve_device("auto")[-1]), nvml=FakeNvml(0), torch_cuda=FakeCuda()).available() == 60 * GiB
+    for index, expected in ((0, 30 * GiB), (1, 60 * GiB)):  # gw0, gw2 on cuda:0; gw1 alone on cuda:1
+        xdist(monkeypatch, worker=index, workers=3)
+        device = resolve_device("auto")
+        (shared,) = workers.sharers("auto", device, 2, workers.Workers.of_this_process()).values()
+        meter = CudaMeter(int(device[-1]), nvml=FakeNvml(0), torch_cuda=FakeCuda(), sharers=shared)
+        assert meter.available() == expected
 
 
 # -- NVML does not list this process (containers: PID namespaces) ---------------------------------
@@ -126,9 +129,9 @@ def test_process_missing_from_nvml_falls_back_to_mem_get_info_deltas(gpus):
 def test_shared_gpu_without_pid_match_uses_torch_figures_and_says_so(gpus, monkeypatch):
     gpus(1)
     xdist(monkeypatch, worker=0, workers=2)
-    resolve_device("auto")
+    (shared,) = workers.sharers("auto", resolve_device("auto"), 1, workers.Workers.of_this_process()).values()
     cuda = DeviceCuda()
-    meter = CudaMeter(0, nvml=HostPidNvml(used=int(3.5 * GiB)), torch_cuda=cuda)
+    meter = CudaMeter(0, nvml=HostPidNvml(used=int(3.5 * GiB)), torch_cuda=cuda, sharers=shared)
     meter.reset_peak()
     cuda.others += 8 * GiB  # the other worker grows: not ours
     assert meter.current() == 3 * GiB

@@ -106,10 +106,11 @@ def test_workers_spreading_over_every_gpu_split_each_gpus_memory(gpus, monkeypat
     xdist(monkeypatch, worker=1, workers=2)
     cuda = FakeGpus([60 * GiB, 40 * GiB])
     assert gpus_to_spread("auto", "cuda:1", None, cuda) == [0, 1]
-    assert workers.gpu_sharers(0) == workers.gpu_sharers(1) == 2
+    assert workers.sharers("auto", "cuda:0+cuda:1", 2, workers.Workers.of_this_process()) == {0: 2, 1: 2}
     assert spread_max_memory([0, 1], cuda) == {0: int(30 * GiB * 0.9), 1: int(20 * GiB * 0.9)}
-    # "fit" judges against this worker's share: 25 GiB fits 40 GiB free, not half of it.
-    assert gpus_to_spread("fit", "cuda:1", 25 * GiB, cuda) == [0, 1]
+    # "fit" judges against this worker's share: 25 GiB fits 40 GiB free alone, not half of it.
+    assert gpus_to_spread("fit", "cuda:1", 25 * GiB, cuda, shared={1: 1}) is None
+    assert gpus_to_spread("fit", "cuda:1", 25 * GiB, cuda, shared={1: 2}) == [0, 1]
 
 
 def spread_model(monkeypatch, tiny_model_dir, placed: dict, gpu_free=(70 * GiB, 70 * GiB)):
@@ -176,9 +177,11 @@ def test_the_meter_watches_every_gpu_and_names_the_highest(gpus):  # noqa: F811
 
 def test_make_meter_builds_one_meter_per_gpu_of_a_spread_model(gpus, monkeypatch):  # noqa: F811
     made = []
-    monkeypatch.setattr(meters, "CudaMeter", lambda index: made.append(index) or SimpleNamespace(device=f"cuda:{index}"))
-    meter = make_meter("cuda:0+cuda:1+cuda:3")
-    assert isinstance(meter, MultiCudaMeter) and made == [0, 1, 3] and meter.device == "cuda:0+cuda:1+cuda:3"
+    monkeypatch.setattr(meters, "CudaMeter", lambda index, sharers: made.append((index, sharers))
+                        or SimpleNamespace(device=f"cuda:{index}"))
+    meter = make_meter("cuda:0+cuda:1+cuda:3", {0: 2, 1: 2, 3: 2})
+    assert isinstance(meter, MultiCudaMeter) and meter.device == "cuda:0+cuda:1+cuda:3"
+    assert made == [(0, 2), (1, 2), (3, 2)]  # every worker spreads over every GPU: each meter knows it
 
 
 def test_the_budget_line_names_the_gpu_over_budget():

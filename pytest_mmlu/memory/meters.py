@@ -19,9 +19,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from ..models.workers import gpu_sharers
+from ..models.workers import cuda_indices
 from ..sizes import format_gib
 from ..text import first_line
 from .errors import MeterUnavailable
@@ -195,7 +196,7 @@ class CudaMeter:
         self.cuda = torch_cuda
         self.index = index
         self.device = f"cuda:{index}"
-        self.sharers = gpu_sharers(index) if sharers is None else sharers
+        self.sharers = max(1, sharers or 1)
         self.method, self._why = "torch", "NVML unavailable: pynvml is not installed"
         self._nvml: Any = None
         self._handle: Any = None
@@ -346,12 +347,16 @@ class MultiCudaMeter:
         return " + ".join(m.describe() for m in self.meters)
 
 
-def make_meter(device: str) -> CpuMeter | PsutilCpuMeter | CudaMeter | MultiCudaMeter:
-    """The meter of ``device``: ``cpu``, ``cuda:N``, or ``cuda:0+cuda:1`` for a spread model."""
+def make_meter(device: str, shared: Mapping[int, int] | None = None,
+               ) -> CpuMeter | PsutilCpuMeter | CudaMeter | MultiCudaMeter:
+    """The meter of ``device``: ``cpu``, ``cuda:N``, or ``cuda:0+cuda:1`` for a spread model;
+    ``shared``: how many xdist workers use each GPU (they split its free memory)."""
+    shared = shared or {}
     if "+" in device:
-        return MultiCudaMeter([CudaMeter(int(part.split(":")[1])) for part in device.split("+")])
+        return MultiCudaMeter([CudaMeter(i, sharers=shared.get(i)) for i in cuda_indices(device)])
     if device.startswith("cuda"):
-        return CudaMeter(int(device.split(":")[1]) if ":" in device else 0)
+        (index,) = cuda_indices(device)
+        return CudaMeter(index, sharers=shared.get(index))
     if os.path.exists(_PROC_STATUS):
         return CpuMeter()
     return PsutilCpuMeter()  # no /proc: macOS, Windows

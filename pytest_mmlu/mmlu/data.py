@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..sources import looks_like_path
+from ..text import first_line
+
 LETTERS = "ABCD"
 SPLITS = ("dev", "test")
 
@@ -135,7 +138,7 @@ class _HubDataset:
                 root = snapshot_download(self._repo_id, repo_type="dataset",
                                          allow_patterns=[f"{subject}/*"])
             except Exception as exc:  # noqa: BLE001 - offline, auth, missing repo...
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                reason = first_line(exc)
                 raise DataError(
                     f"cannot download MMLU subject {subject!r} from the Hugging Face hub dataset "
                     f"{self._repo_id!r} ({reason}); with no network, pass --mmlu-data=PATH to a "
@@ -167,14 +170,9 @@ def _open_source(spec: str):
             f"{path}: not an MMLU folder (expected dev/ and test/ CSV folders, data/ holding "
             "them, or <subject>/<split>-*.parquet)"
         )
-    if _looks_local(spec):  # a hub id is "name" or "namespace/name"
+    if looks_like_path(spec):  # a hub id is "name" or "namespace/name"
         raise DataError(f"{spec}: no such file or folder")
     return _HubDataset(spec)
-
-
-def _looks_local(spec: str) -> bool:
-    return (spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or "\\" in spec
-            or spec.endswith((".zip", ".tar", ".tar.gz", ".tgz", ".csv", ".parquet")))
 
 
 class MmluData:

@@ -53,7 +53,7 @@ class Evaluator:
         self.loaded = loaded
         self.data = data
         self.batch_size = batch_size
-        self.meter = make_meter(loaded.device)
+        self.meter = make_meter(loaded.device, loaded.shared)
         self.prompt_format = prompt_format or PromptFormat()
         self.renderer = PromptRenderer(self.prompt_format, loaded.tokenizer)
         self.builder = RequestBuilder(loaded.tokenizer)

@@ -28,6 +28,7 @@ from typing import Any
 from filelock import FileLock
 
 from ..reports.report import write_json_atomic
+from ..text import first_line
 
 # Files in a model folder that are never loaded; anything else counts as model content.
 IGNORED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", ".lock", ".tmp")
@@ -161,7 +162,7 @@ def hub_content(repo_id: str, revision: str | None) -> ModelContent:
     except Exception as exc:  # noqa: BLE001 - offline, or the hub said no
         if _hub_said_no(exc):
             return ModelContent(None)  # the load will fail or differ: unknown content
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
     commit = _local_snapshot(repo_id, revision)
     if commit is None:
         return ModelContent(None)

@@ -9,17 +9,16 @@ import os
 from typing import Any
 
 from .errors import ModelLoadError
-from .quantization import cuda_indices
-from .workers import gpu_sharers, set_gpu_sharers, xdist_worker
+from .workers import Workers, cuda_indices, sharing
 
 
 def _gpu_range(count: int) -> str:
     return "cuda:0" if count == 1 else f"cuda:0-cuda:{count - 1}"
 
 
-def resolve_device(setting: str) -> str:
-    """The device to run on.  Under pytest-xdist, ``auto``/``cuda`` put worker i on GPU i mod N,
-    and the number of workers on each GPU is noted for the meter (they split its free memory)."""
+def resolve_device(setting: str, workers: Workers | None = None) -> str:
+    """The device to run on: under pytest-xdist, ``auto``/``cuda`` put worker i on GPU i mod N
+    (``workers``: this process's role, read from the environment by default)."""
     import torch
 
     if setting == "cpu":
@@ -29,11 +28,8 @@ def resolve_device(setting: str) -> str:
             return "cpu"
         raise ModelLoadError(f"--mmlu-device={setting}: CUDA is not available in this environment")
     count = torch.cuda.device_count()
-    worker, workers = xdist_worker()
     if setting in ("auto", "cuda"):
-        index = worker % count
-        set_gpu_sharers(index, len(range(index, workers, count)))
-        return f"cuda:{index}"
+        return f"cuda:{(workers or Workers.of_this_process()).gpu(count)}"
     index = int(setting.split(":")[1])
     if index >= count:  # checked here: CUDA would fail later with a traceback
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -41,7 +37,6 @@ def resolve_device(setting: str) -> str:
         raise ModelLoadError(
             f"--mmlu-device={setting}: this machine has {count} CUDA GPU{'s' if count != 1 else ''}"
             f"{hint}: use one of {_gpu_range(count)}, or 'cuda'")
-    set_gpu_sharers(index, workers)  # every worker was given this same GPU
     return setting
 
 
@@ -55,9 +50,11 @@ FIT_SHARE = 0.8
 SPREAD_SHARE = 0.9
 
 
-def gpus_to_spread(setting: str, device: str, weights: int | None, cuda: Any = None) -> list[int] | None:
+def gpus_to_spread(setting: str, device: str, weights: int | None, cuda: Any = None,
+                   shared: dict[int, int] | None = None) -> list[int] | None:
     """The GPUs a model spreads over with accelerate's device map, or None: it stays on ``device``.
-    ``weights``: the estimated weight bytes (``fit`` spreads only what does not fit one GPU)."""
+    ``weights``: the estimated weight bytes (``fit`` spreads only what does not fit this worker's
+    share of one GPU; ``shared``: how many workers use each GPU, ``workers.sharers``)."""
     if not device.startswith("cuda") or setting == "single":
         return None
     if cuda is None:
@@ -70,14 +67,13 @@ def gpus_to_spread(setting: str, device: str, weights: int | None, cuda: Any = N
     if setting == "fit":
         index = cuda_indices(device)[0]
         free, _total = cuda.mem_get_info(index)
-        if weights is None or weights <= FIT_SHARE * free / gpu_sharers(index):
+        if weights is None or weights <= FIT_SHARE * free / sharing(shared or {}, index):
             return None
-    _, workers = xdist_worker()
-    for index in range(count):
-        set_gpu_sharers(index, workers)  # every worker spreads over every GPU
     return list(range(count))
 
 
-def spread_max_memory(gpus: list[int], cuda: Any) -> dict[int, int]:
-    """accelerate's per-GPU cap: this worker's share of each GPU's free memory, less headroom."""
-    return {i: int(cuda.mem_get_info(i)[0] / gpu_sharers(i) * SPREAD_SHARE) for i in gpus}
+def spread_max_memory(gpus: list[int], cuda: Any, workers: Workers | None = None) -> dict[int, int]:
+    """accelerate's per-GPU cap: this worker's share of each GPU's free memory (every worker
+    spreads over every GPU), less headroom."""
+    count = (workers or Workers.of_this_process()).count
+    return {i: int(cuda.mem_get_info(i)[0] / count * SPREAD_SHARE) for i in gpus}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..memory.allocator import cpu_allocator_for_loading
 from .adapters import AdapterError, adapter_info, apply_adapter
-from .quantization import plain_tensors, pre_quantized_hint
+from .quantization import INT4_GROUP, NF4_BLOCK, plain_tensors, pre_quantized_hint
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -25,7 +25,7 @@ from .errors import ModelLoadError, where_model
 from .plan import LoadPlan, plan_load
 from .quantization import stored_bytes
 from .variants import Variant, session_variant
-from .workers import xdist_worker
+from .workers import Workers, sharers
 
 
 @dataclass
@@ -42,6 +42,7 @@ class LoadedModel:
     variant: Variant = field(default_factory=Variant)
     quantization: dict[str, Any] | None = None  # method, library, description, pre_quantized
     adapter: dict[str, Any] | None = None  # path, type, base_model, r, merged
+    shared: dict[int, int] = field(default_factory=dict)  # xdist workers using each of its GPUs
 
     def describe(self) -> dict[str, Any]:
         """The report's ``model`` entry (and each variant's)."""
@@ -54,8 +55,8 @@ class LoadedModel:
 # Bytes per weight of a quantized linear layer, scales included: int4 keeps a scale and a zero
 # point per group of 32 (on CPU each int4 value takes a byte: no packed layout), NF4 an 8-bit
 # absmax per 64; the per-row scales of the 8-bit methods are negligible.
-BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "bnb-int8": 1.0, "nf4": 0.5 + 1 / 64,
-                    "int4": 0.5 + 8 / 32}
+BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "bnb-int8": 1.0, "nf4": 0.5 + 1 / NF4_BLOCK,
+                    "int4": 0.5 + 8 / INT4_GROUP}
 
 
 def estimate_weight_bytes(config: Any, dtype: str, quantization: str = "none",
@@ -69,7 +70,7 @@ def estimate_weight_bytes(config: Any, dtype: str, quantization: str = "none",
 
     per_weight = BYTES_PER_WEIGHT.get(quantization)
     if quantization == "int4" and not device.startswith("cuda"):
-        per_weight = 1.0 + 8 / 32
+        per_weight = 1.0 + 8 / INT4_GROUP
     dtype_bytes = getattr(torch, dtype).itemsize
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
@@ -98,13 +99,12 @@ def _devices_of(model: Any) -> list[str]:
     return sorted({str(d) for d in placed.values()}, key=str)
 
 
-def _share_cpu_threads() -> None:
+def _share_cpu_threads(workers: Workers) -> None:
     """Under pytest-xdist each worker takes its share of the cores, or they thrash."""
     import torch
 
-    _, workers = xdist_worker()
-    if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    if workers.count > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers.count))
 
 
 def load_model(settings: Settings, variant: Variant | None = None, load_plan: LoadPlan | None = None,
@@ -160,12 +160,12 @@ def _load_model(settings: Settings, variant: Variant, load_plan: LoadPlan) -> Lo
         estimate = None
         if settings.device_map == "fit" and torch.cuda.device_count() > 1:
             estimate = estimate_weight_bytes(config, dtype, variant.quantization, settings.trust_remote_code)
-        gpus = gpus_to_spread(settings.device_map, device, estimate)
+        gpus = gpus_to_spread(settings.device_map, device, estimate, shared=load_plan.shared)
         if gpus is None:
             kwargs["device_map"] = device
         else:
             kwargs["device_map"] = "auto"
-            kwargs["max_memory"] = spread_max_memory(gpus, torch.cuda)
+            kwargs["max_memory"] = spread_max_memory(gpus, torch.cuda, load_plan.workers)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **common)
         model = AutoModelForCausalLM.from_pretrained(
@@ -195,7 +195,7 @@ def _load_model(settings: Settings, variant: Variant, load_plan: LoadPlan) -> Lo
         model.to(device)
         if "quantization_config" in kwargs:
             _copy_out_of_checkpoint(model)
-        _share_cpu_threads()
+        _share_cpu_threads(load_plan.workers)
         # safetensors weights are memory-mapped and count as resident only once
         # touched; touch them now so the memory baseline of a budget includes them.
         with torch.inference_mode():
@@ -207,8 +207,9 @@ def _load_model(settings: Settings, variant: Variant, load_plan: LoadPlan) -> Lo
     model.requires_grad_(False)
     seconds = time.perf_counter() - start
     label = str(Path(name).name) if local else name
+    shared = load_plan.shared if gpus is None else sharers(settings.device, device, len(gpus), load_plan.workers)
     return LoadedModel(model, tokenizer, label, settings.revision, device, dtype, seconds,
-                       weight_bytes(model), commit, variant, quantization, adapter)
+                       weight_bytes(model), commit, variant, quantization, adapter, shared)
 
 
 def _copy_out_of_checkpoint(model: Any) -> None:

@@ -8,11 +8,12 @@ identified is what is loaded.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .quantization import QuantizationUnavailable, plan
+from .workers import Workers, sharers
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -20,8 +21,9 @@ from ..sources import looks_like_path
 from ..text import first_line
 from .devices import resolve_device
 from .errors import ModelLoadError, where_model
-from .quantization import cuda_indices, pre_quantized
+from .quantization import pre_quantized
 from .variants import Variant, session_variant
+from .workers import cuda_indices
 
 # -- dtype ----------------------------------------------------------------------------------------
 # The compute capability from which a GPU runs each half type in hardware: bfloat16 from
@@ -98,13 +100,17 @@ class LoadPlan:
     dtype: str  # the activations' dtype, after the quantization method's own rule
     quantization: Any = None  # quantization.QuantPlan, or None
     saved_as: dict[str, Any] | None = None  # a checkpoint saved quantized (pre_quantized)
+    workers: Workers = field(default_factory=Workers)  # this process's xdist role
+    shared: dict[int, int] = field(default_factory=dict)  # workers using each GPU of ``device``
 
 
 def plan_load(settings: Settings, variant: Variant | None = None) -> LoadPlan:
     """The load plan of the settings' model as ``variant``; ModelLoadError with one line."""
 
     variant = session_variant(settings) if variant is None else variant
-    device = resolve_device(settings.device)
+    workers = Workers.of_this_process()
+    device = resolve_device(settings.device, workers)
+    shared = sharers(settings.device, device, _gpu_count(device), workers)
     name = str(settings.model)
     try:
         config = _read_config(name, settings.revision, download=True)
@@ -124,4 +130,12 @@ def plan_load(settings: Settings, variant: Variant | None = None) -> LoadPlan:
         except QuantizationUnavailable as exc:
             raise ModelLoadError(str(exc)) from None
         dtype = quant.dtype
-    return LoadPlan(device, dtype, quant, saved_as)
+    return LoadPlan(device, dtype, quant, saved_as, workers, shared)
+
+
+def _gpu_count(device: str) -> int:
+    if not device.startswith("cuda"):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()

@@ -24,8 +24,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .workers import cuda_indices
+
 INSTALL = "pip install 'pytest-mmlu[quant]'"
 INT4_GROUP = 32  # divides every hidden size in use (SmolLM2's 576 is not a multiple of 128)
+NF4_BLOCK = 64  # bitsandbytes' 4-bit block, one 8-bit absmax each
 
 
 class QuantizationUnavailable(Exception):
@@ -46,7 +49,7 @@ METHODS = {
     "int4": Method("int4", "torchao", f"4-bit integer weights, one scale and zero point per {INT4_GROUP} "
                    "weights", ("cpu", "cuda"), (8, 0)),
     "fp8": Method("fp8", "torchao", "float8 (e4m3) weights, one scale per output row", ("cpu", "cuda"), (8, 9)),
-    "nf4": Method("nf4", "bitsandbytes", "4-bit NormalFloat weights in blocks of 64, double-quantized "
+    "nf4": Method("nf4", "bitsandbytes", f"4-bit NormalFloat weights in blocks of {NF4_BLOCK}, double-quantized "
                   "scales", ("cuda",)),
     "bnb-int8": Method("bnb-int8", "bitsandbytes", "LLM.int8(): 8-bit weights, outlier features in "
                        "16 bits", ("cuda",)),
@@ -108,11 +111,6 @@ def plan(method: str, device: str, dtype: str, dtype_setting: str = "auto", *,
         dtype = "bfloat16"
     config, name = _config(method, kind, dtype)
     return QuantPlan(method, config, dtype, f"{method} ({spec.library} {name})")
-
-
-def cuda_indices(device: str) -> list[int]:
-    """``cuda:0`` -> [0]; ``cuda:0+cuda:1`` (a model spread over GPUs) -> [0, 1]; ``cuda`` -> [0]."""
-    return [int(part.split(":")[1]) if ":" in part else 0 for part in device.split("+")]
 
 
 def _cuda_probes(capability: Any, device_name: Any) -> tuple[Any, Any]:

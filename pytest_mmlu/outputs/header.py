@@ -19,11 +19,12 @@ def header_lines(sess: Any) -> list[str]:
     """``mmlu: model ..., dtype ..., device ...``, ``mmlu: data ...`` and the variant lines; the
     dtype is the session's load plan's (ModelLoadError where the device cannot be used)."""
     settings = sess.settings
-    device = make_meter(resolve_device(settings.device)).describe()
+    resolve_device(settings.device)  # a device that cannot be used: a usage error, now
     try:
-        dtype = sess.load_plan().dtype
-    except ModelLoadError:
-        dtype = settings.dtype  # the tests that need the model fail, saying why
+        plan = sess.load_plan()
+        dtype, device = plan.dtype, make_meter(plan.device, plan.shared).describe()
+    except ModelLoadError:  # the tests that need the model fail, saying why
+        dtype, device = settings.dtype, make_meter(resolve_device(settings.device)).describe()
     rev = f" @ {settings.revision}" if settings.revision else ""
     return [f"mmlu: model {settings.model}{rev}, dtype {dtype}, device {device}",
             f"mmlu: data {settings.data}", *variant_lines(settings)]

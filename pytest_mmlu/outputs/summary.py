@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..gates import sensitivity_text
 from ..judge import record_failing
 from ..records import own_evaluations
-from ..text import WIDTH, middle_cut, shorten, wrapped
+from ..text import WIDTH, column_widths, middle_cut, shorten, table_line, wrapped
 
 if TYPE_CHECKING:
     pass
@@ -85,15 +85,14 @@ def summary_rows(records: list[dict[str, Any]]) -> list[tuple[str, list[list[str
 
 def _table(groups: list[tuple[str, list[list[str]]]]) -> list[str]:
     rows = [r for _, rs in groups for r in rs]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(HEADERS)]
+    widths = column_widths(HEADERS, rows)
     # The subjects column gets what the others leave of WIDTH.
     others = sum(widths[1:]) + 2 * (len(HEADERS) - 1) + len(INDENT)
     widths[0] = max(SUBJECTS_MIN, min(widths[0], WIDTH - others))
+    right = frozenset(i for i, h in enumerate(HEADERS) if h in RIGHT)
 
     def fmt(cells: list[str]) -> str:
-        cells = [shorten(cells[0], widths[0]), *cells[1:]]
-        return "  ".join(c.rjust(w) if h in RIGHT else c.ljust(w)
-                         for c, w, h in zip(cells, widths, HEADERS)).rstrip()
+        return table_line([shorten(cells[0], widths[0]), *cells[1:]], widths, right)
 
     lines = [INDENT + fmt(HEADERS)]
     for nodeid, evaluation_rows in groups:

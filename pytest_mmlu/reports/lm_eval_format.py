@@ -15,10 +15,11 @@ import json
 import re
 from pathlib import Path
 
+from ..mmlu.data import LETTERS
+
 # lm-eval's lm_eval.utils.hash_string is the sha256 the report records a chat template by: one function.
 
 
-LETTERS = "ABCD"
 
 
 # lm-eval's default MMLU task (lm_eval/tasks/mmlu/default/_default_template_yaml).

@@ -19,7 +19,9 @@ from ..identity import LM_EVAL_RUN, of_entry, run_key
 # lm-eval's lm_eval.utils.hash_string is the sha256 the report records a chat template by: one function.
 from ..mmlu.chat import sha256 as hash_string
 from ..mmlu.data import LETTERS, DataError, MmluData
+from ..mmlu.prompts import description
 from ..records import own_evaluations
+from ..text import first_line
 from .lm_eval_format import DEFAULT_TEMPLATE, sanitize_model_name
 from .report import ReportError
 
@@ -85,8 +87,7 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
                 "task": task, "task_alias": subject, "dataset_path": str(report.get("data")),
                 "dataset_name": subject, "test_split": "test", "fewshot_split": "dev",
                 **DEFAULT_TEMPLATE, "doc_to_choice": list(LETTERS),
-                "description": f"The following are multiple choice questions (with answers) about "
-                               f"{subject.replace('_', ' ')}.\n\n",
+                "description": description(subject),
                 "fewshot_config": {"sampler": "first_n", "split": "dev"}, "num_fewshot": shots,
                 "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
                 "repeats": 1, "metadata": {"version": 1.0},
@@ -209,7 +210,7 @@ def report_tokenizer(report: dict[str, Any]) -> Any:
                                              trust_remote_code=bool(settings.get("trust_remote_code")))
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError...: any reason it cannot load
         raise ReportError(f"cannot render the chat prompts again: the tokenizer of {name} cannot be "
-                          f"loaded ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                          f"loaded ({first_line(exc)})") from None
 
 
 def _one_limit(limits: set) -> Any:

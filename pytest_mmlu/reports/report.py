@@ -85,12 +85,6 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
         raise
 
 
-def format_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]
-
-
 class ReportError(Exception):
     """A report file that cannot be used; the message says why."""
 
