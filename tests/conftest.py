@@ -22,3 +22,14 @@ def mmlu_csv_dir(tmp_path_factory):
 def tiny_model_dir(tmp_path_factory):
     """A tiny random llama with a BOS-adding BPE tokenizer, saved as safetensors."""
     return save_model_folder(tmp_path_factory.mktemp("models") / "tiny-llama", "llama", add_bos=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _modeling_modules_stay_imported():
+    """pytester's in-process runs take out of ``sys.modules`` what they imported; the tiny models'
+    modeling modules imported first here stay (transformers 5.2 looks a model class's module up
+    by name while building it: see ``factories.with_its_module``)."""
+    import importlib
+
+    for module in ("transformers.models.llama.modeling_llama", "transformers.models.phi.modeling_phi"):
+        importlib.import_module(module)

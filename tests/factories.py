@@ -66,6 +66,20 @@ def make_tokenizer(add_bos: bool = False):
                                    pad_token="<pad>")
 
 
+def with_its_module(config) -> None:
+    """pytester's in-process runs take out of ``sys.modules`` the modules they imported, while
+    transformers' auto mapping keeps their classes; transformers 5.2 then looks a class's module
+    up by name while building it (``_can_set_experts_implementation``) and fails. Put it back."""
+    import importlib
+    import sys
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    module = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)].__module__
+    if module not in sys.modules:
+        importlib.import_module(module)
+
+
 def make_model(arch: str, vocab_size: int, seed: int = 0):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -74,6 +88,7 @@ def make_model(arch: str, vocab_size: int, seed: int = 0):
     model_type = kwargs.pop("model_type")
     config = AutoConfig.for_model(model_type, vocab_size=vocab_size, bos_token_id=0,
                                   eos_token_id=1, pad_token_id=2, **kwargs)
+    with_its_module(config)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return model.eval()
@@ -123,6 +138,9 @@ def save_head_adapter(base_dir, folder, bias_shift: float):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from transformers import AutoConfig
+
+    with_its_module(AutoConfig.from_pretrained(base_dir))
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     model = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["dense"], modules_to_save=["lm_head"]))
     (a_id,) = make_tokenizer().encode(" A")
@@ -279,6 +297,7 @@ def save_long_arch_model(folder: Path, arch: str, tokenizer_dir: Path, seed: int
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = AutoConfig.for_model(arch, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                   eos_token_id=tokenizer.eos_token_id, **LONG_ARCH_CONFIGS[arch])
+    with_its_module(config)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # A random model puts A-D within hundredths of a nat, where half-precision noise picks the
