@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
-from factories import save_model_folder, write_mmlu_csvs
+from factories import ROOT, save_model_folder, write_mmlu_csvs
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +35,26 @@ def _modeling_modules_stay_imported():
 
     for module in ("transformers.models.llama.modeling_llama", "transformers.models.phi.modeling_phi"):
         importlib.import_module(module)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    spec = importlib.util.spec_from_file_location("build_smollm2", ROOT / "scripts" / "build_smollm2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build()
+
+
+@pytest.fixture
+def gpus(monkeypatch):
+    """A machine with ``n`` visible GPUs (default 2), outside xdist unless a test says so."""
+    import torch
+
+    def install(n: int = 2) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    install()
+    return install

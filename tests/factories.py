@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 from pathlib import Path
+
+import pytest
 
 from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS
 
@@ -136,9 +139,7 @@ def save_head_adapter(base_dir, folder, bias_shift: float):
     preference for A (-16: it never answers A), a deliberately degraded fine-tune."""
     import peft
     import torch
-    from transformers import AutoModelForCausalLM
-
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     with_its_module(AutoConfig.from_pretrained(base_dir))
     base = AutoModelForCausalLM.from_pretrained(base_dir)
@@ -346,3 +347,104 @@ def save_llama_sentencepiece_tokenizer(folder: Path, mmlu_zip: Path, vocab_size:
     llama = LlamaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=True, model_max_length=4096)
     llama.save_pretrained(folder)
     return folder
+
+
+# -- the engine, on tiny models -------------------------------------------------------------------
+def reference_scores(model, requests, max_length):
+    """lm-eval's HF computation, one request at a time, full logits."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for req in requests:
+            tokens = (tuple(req.context) + tuple(req.continuation))[-(max_length + 1):][:-1]
+            logits = model(torch.tensor([tokens])).logits[0].float()
+            logprobs = torch.log_softmax(logits, -1)[-len(req.continuation):]
+            cont = torch.tensor(req.continuation)
+            ll = logprobs.gather(1, cont[:, None]).sum().item()
+            greedy = bool((logprobs.argmax(-1) == cont).all())
+            out.append((ll, greedy))
+    return out
+
+
+def make_engine(model, rows=None, max_length=None, limit=None):
+    """The engine on a tiny model, under ``limit`` bytes (else 8 GiB over what is live now)."""
+    from pytest_mmlu.engine import ScoringEngine, resolve_max_length
+    from pytest_mmlu.engine.planner import BatchPlanner, RowCost
+    from pytest_mmlu.memory.meters import CpuMeter
+
+    meter = CpuMeter()
+    baseline = meter.current()
+    cost = RowCost.from_config(model.config, 4)
+
+    def planner():
+        return BatchPlanner(cost, baseline, limit or baseline + 8 * 2**30, "cpu",
+                            budget_declared=limit is not None, max_batch_tokens=4096,
+                            fixed_rows=rows)
+
+    return ScoringEngine(model, max_length or resolve_max_length(model.config), planner, meter)
+
+
+def mmlu_like_requests(vocab, n_groups=3, per_group=5, prefix_len=60, seed=0, multi=False):
+    """Groups sharing a long prefix (few-shot block), each row with 4 one-token choices."""
+    from pytest_mmlu.mmlu.prompts import TokenRequest
+
+    rng = random.Random(seed)
+    reqs = []
+    for _ in range(n_groups):
+        prefix = [rng.randrange(3, vocab) for _ in range(prefix_len)]
+        for _ in range(per_group):
+            ctx = tuple(prefix + [rng.randrange(3, vocab) for _ in range(rng.randint(3, 30))])
+            for choice in range(4):
+                cont = (10 + choice,) if not multi else tuple(rng.randrange(3, vocab) for _ in range(rng.randint(1, 3)))
+                reqs.append(TokenRequest(ctx, cont))
+    # A few loners with no shared prefix, scored in the plain group.
+    for _ in range(3):
+        reqs.append(TokenRequest(tuple(rng.randrange(3, vocab) for _ in range(20)), (7,)))
+    return reqs
+
+
+def nested_requests(vocab):
+    """A few-shot block shared by all rows, then passages shared by 3, 2, 1 and 4 rows."""
+    from pytest_mmlu.mmlu.prompts import TokenRequest
+
+    rng = random.Random(5)
+    shots = [rng.randrange(3, vocab) for _ in range(80)]
+    reqs, unique = [], set()
+    for passage_rows in (3, 2, 1, 4):
+        passage = [rng.randrange(3, vocab) for _ in range(50)]
+        for _ in range(passage_rows):
+            ctx = tuple(shots + passage + [rng.randrange(3, vocab) for _ in range(rng.randint(4, 9))])
+            reqs += [TokenRequest(ctx, (10 + c,)) for c in range(4)]
+            unique.update(ctx[:i] for i in range(1, len(ctx) + 1))
+    return reqs, unique
+
+
+# -- real MMLU and lm-eval itself (the agreement tests) -------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+AGREEMENT_SUBJECTS = ["abstract_algebra", "college_medicine", "high_school_us_history"]
+AGREEMENT_LIMIT = 2
+
+
+def real_mmlu_zip() -> Path:
+    path = Path(os.environ.get("PYTEST_MMLU_REAL_DATA", ROOT.parent / "shared" / "mmlu" / "mmlu.zip"))
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"real MMLU not found at {path}")
+        pytest.skip(f"real MMLU not found at {path} (set PYTEST_MMLU_REAL_DATA)")
+    return path
+
+
+def run_lm_eval(model, data):
+    from lm_eval import simple_evaluate
+
+    from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+
+    out = simple_evaluate(model=model, tasks=list(mmlu_tasks(data, AGREEMENT_SUBJECTS).values()),
+                          num_fewshot=5, limit=AGREEMENT_LIMIT, log_samples=True, bootstrap_iters=0)
+    per_question = {}
+    for task, samples in out["samples"].items():
+        subject = task.removeprefix("mmlu_")
+        for s in samples:
+            per_question[(subject, s["doc_id"])] = [r[0][0] for r in s["resps"]]
+    return per_question

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import yaml
+from factories import ROOT
 
-WORKFLOW = Path(__file__).resolve().parents[1] / "examples" / "github-workflow.yml"
+WORKFLOW = ROOT / "examples" / "github-workflow.yml"
 
 
 def schema_check(path: Path) -> subprocess.CompletedProcess:
@@ -88,4 +89,4 @@ def test_the_merge_command_of_the_workflow_runs(tmp_path, monkeypatch, capsys):
 
 
 def test_the_readme_points_to_the_workflow():
-    assert "examples/github-workflow.yml" in (WORKFLOW.parents[1] / "README.md").read_text()
+    assert "examples/github-workflow.yml" in (ROOT / "README.md").read_text()

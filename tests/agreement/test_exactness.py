@@ -14,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from factories import LONG_ARCH_CONFIGS, save_long_arch_model, save_mmlu_bpe_tokenizer
-from test_lm_eval_agreement import real_mmlu_zip
+from factories import LONG_ARCH_CONFIGS, real_mmlu_zip, save_long_arch_model, save_mmlu_bpe_tokenizer
 from truth import truth_loglikelihoods
 
 pytestmark = pytest.mark.slow

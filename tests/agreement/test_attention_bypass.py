@@ -6,8 +6,9 @@ right, as lm-eval's: no real token ever sees a pad, so a causal model needs no m
 from __future__ import annotations
 
 import pytest
-from factories import save_remote_code_model
-from test_lm_eval_agreement import LIMIT, SUBJECTS, run_lm_eval
+from factories import AGREEMENT_LIMIT as LIMIT
+from factories import AGREEMENT_SUBJECTS as SUBJECTS
+from factories import run_lm_eval, save_remote_code_model
 from truth import truth_loglikelihoods
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,7 @@ import sys
 
 import pytest
 import torch
-from factories import make_model, make_tokenizer
-from test_engine import make_engine, mmlu_like_requests
+from factories import make_engine, make_model, make_tokenizer, mmlu_like_requests, nested_requests
 from truth import truth_loglikelihoods
 
 from pytest_mmlu.engine import attention
@@ -84,7 +83,6 @@ def test_bf16_scores_under_a_lower_cpu_capability_than_the_cpu_has():
 def test_debug_mode_checks_every_attention_call_against_float64(arch, monkeypatch):
     """PYTEST_MMLU_CHECK_ATTENTION=1: a correct run passes its checks; an attention that drops
     the prefix (a wrong merge) is caught at the first call, naming the layer."""
-    from test_engine import nested_requests
 
     monkeypatch.setenv(attention.CHECK_ENV, "1")
     monkeypatch.setattr("pytest_mmlu.engine.prefix.PREFIX_CHUNK", 16)  # several chunks, nested pieces

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_lm_eval_agreement import real_mmlu_zip
+from factories import ROOT, real_mmlu_zip
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 

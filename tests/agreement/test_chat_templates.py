@@ -8,7 +8,7 @@ import hashlib
 from types import SimpleNamespace
 
 import pytest
-from test_lm_eval_agreement import real_mmlu_zip, smollm2_dir  # noqa: F401 - fixture
+from factories import real_mmlu_zip
 
 from pytest_mmlu.mmlu.chat import ChatTemplateError, PromptFormat, PromptRenderer
 

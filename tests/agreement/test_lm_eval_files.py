@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from factories import save_answer_a_model, write_mmlu_csvs
-from test_lm_eval_agreement import smollm2_dir  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 SUBJECTS = ["anatomy", "virology"]

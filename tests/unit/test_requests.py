@@ -12,8 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from factories import save_llama_sentencepiece_tokenizer
-from test_lm_eval_agreement import real_mmlu_zip, smollm2_dir  # noqa: F401
+from factories import real_mmlu_zip, save_llama_sentencepiece_tokenizer
 
 from pytest_mmlu.mmlu.chat import PromptFormat, PromptRenderer
 from pytest_mmlu.mmlu.prompts import CONTINUATIONS, LmEvalTokenizer

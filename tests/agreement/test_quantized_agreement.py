@@ -11,7 +11,7 @@ rows are batched (our shared prefixes and packed rows against lm-eval's padded b
 from __future__ import annotations
 
 import pytest
-from test_lm_eval_agreement import real_mmlu_zip, smollm2_dir  # noqa: F401
+from factories import real_mmlu_zip
 
 pytest.importorskip("torchao", reason="needs the quant extra: pip install 'pytest-mmlu[quant]'")
 pytestmark = pytest.mark.slow

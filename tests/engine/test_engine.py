@@ -6,59 +6,19 @@ import random
 
 import pytest
 import torch
-from factories import ARCH_CONFIGS, make_model, make_tokenizer
+from factories import (
+    ARCH_CONFIGS,
+    make_engine,
+    make_model,
+    make_tokenizer,
+    mmlu_like_requests,
+    nested_requests,
+    reference_scores,
+)
 
-from pytest_mmlu.engine import ScoringEngine, resolve_max_length
-from pytest_mmlu.engine.planner import BatchPlanner, RowCost
 from pytest_mmlu.engine.tree import build_tree
 from pytest_mmlu.memory.meters import CpuMeter
 from pytest_mmlu.mmlu.prompts import TokenRequest
-
-
-def reference_scores(model, requests, max_length):
-    """lm-eval's HF computation, one request at a time, full logits."""
-    out = []
-    with torch.inference_mode():
-        for req in requests:
-            tokens = (tuple(req.context) + tuple(req.continuation))[-(max_length + 1):][:-1]
-            logits = model(torch.tensor([tokens])).logits[0].float()
-            logprobs = torch.log_softmax(logits, -1)[-len(req.continuation):]
-            cont = torch.tensor(req.continuation)
-            ll = logprobs.gather(1, cont[:, None]).sum().item()
-            greedy = bool((logprobs.argmax(-1) == cont).all())
-            out.append((ll, greedy))
-    return out
-
-
-def make_engine(model, rows=None, max_length=None, limit=None):
-    meter = CpuMeter()
-    baseline = meter.current()
-    cost = RowCost.from_config(model.config, 4)
-
-    def planner():
-        return BatchPlanner(cost, baseline, limit or baseline + 8 * 2**30, "cpu",
-                            budget_declared=limit is not None, max_batch_tokens=4096,
-                            fixed_rows=rows)
-
-    return ScoringEngine(model, max_length or resolve_max_length(model.config), planner, meter)
-
-
-def mmlu_like_requests(vocab, n_groups=3, per_group=5, prefix_len=60, seed=0, multi=False):
-    """Groups sharing a long prefix (few-shot block), each row with 4 one-token choices."""
-    rng = random.Random(seed)
-    reqs = []
-    for _ in range(n_groups):
-        prefix = [rng.randrange(3, vocab) for _ in range(prefix_len)]
-        for _ in range(per_group):
-            ctx = tuple(prefix + [rng.randrange(3, vocab) for _ in range(rng.randint(3, 30))])
-            for choice in range(4):
-                cont = (10 + choice,) if not multi else tuple(rng.randrange(3, vocab) for _ in range(rng.randint(1, 3)))
-                reqs.append(TokenRequest(ctx, cont))
-    # A few loners with no shared prefix, scored in the plain group.
-    for _ in range(3):
-        reqs.append(TokenRequest(tuple(rng.randrange(3, vocab) for _ in range(20)), (7,)))
-    return reqs
-
 
 ARCHS = [a for a in ARCH_CONFIGS]
 
@@ -154,18 +114,6 @@ def test_out_of_memory_shrinks_and_completes():
     assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
 
 
-def nested_requests(vocab):
-    """A few-shot block shared by all rows, then passages shared by 3, 2, 1 and 4 rows."""
-    rng = random.Random(5)
-    shots = [rng.randrange(3, vocab) for _ in range(80)]
-    reqs, unique = [], set()
-    for passage_rows in (3, 2, 1, 4):
-        passage = [rng.randrange(3, vocab) for _ in range(50)]
-        for _ in range(passage_rows):
-            ctx = tuple(shots + passage + [rng.randrange(3, vocab) for _ in range(rng.randint(4, 9))])
-            reqs += [TokenRequest(ctx, (10 + c,)) for c in range(4)]
-            unique.update(ctx[:i] for i in range(1, len(ctx) + 1))
-    return reqs, unique
 
 
 @pytest.mark.parametrize(("arch", "chunk"), [("llama", 512), ("llama", 16), ("gpt2", 16),

@@ -6,48 +6,18 @@ with the dataset served from the real MMLU zip instead of the hub.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from pathlib import Path
-
 import pytest
+from factories import AGREEMENT_LIMIT as LIMIT
+from factories import AGREEMENT_SUBJECTS as SUBJECTS
+from factories import real_mmlu_zip, run_lm_eval
 
-ROOT = Path(__file__).resolve().parents[1]
-SUBJECTS = ["abstract_algebra", "college_medicine", "high_school_us_history"]
-LIMIT = 2
 pytestmark = pytest.mark.slow
 
 
-def real_mmlu_zip() -> Path:
-    path = Path(os.environ.get("PYTEST_MMLU_REAL_DATA", ROOT.parent / "shared" / "mmlu" / "mmlu.zip"))
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"real MMLU not found at {path}")
-        pytest.skip(f"real MMLU not found at {path} (set PYTEST_MMLU_REAL_DATA)")
-    return path
 
 
-@pytest.fixture(scope="module")
-def smollm2_dir():
-    spec = importlib.util.spec_from_file_location("build_smollm2", ROOT / "scripts" / "build_smollm2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build()
 
 
-def run_lm_eval(model, data):
-    from lm_eval import simple_evaluate
-
-    from pytest_mmlu.lm_eval_adapter import mmlu_tasks
-
-    out = simple_evaluate(model=model, tasks=list(mmlu_tasks(data, SUBJECTS).values()), num_fewshot=5,
-                          limit=LIMIT, log_samples=True, bootstrap_iters=0)
-    per_question = {}
-    for task, samples in out["samples"].items():
-        subject = task.removeprefix("mmlu_")
-        for s in samples:
-            per_question[(subject, s["doc_id"])] = [r[0][0] for r in s["resps"]]
-    return per_question
 
 
 def test_plugin_and_lm_eval_adapter_agree_with_lm_eval_hf(smollm2_dir):

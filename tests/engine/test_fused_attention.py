@@ -12,8 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from factories import make_model, make_tokenizer
-from test_engine import make_engine, mmlu_like_requests, nested_requests
+from factories import make_engine, make_model, make_tokenizer, mmlu_like_requests, nested_requests
 from truth import truth_loglikelihoods
 
 from pytest_mmlu.engine.attention import BACKEND_ENV

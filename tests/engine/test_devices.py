@@ -11,16 +11,12 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from test_memory import (
-    FakeCuda,
-    FakeNvml,
-    assert_meter_sees_a_block_and_forgets_it_on_reset,
-)
+from fakes import FakeCuda, FakeNvml, assert_meter_sees_a_block_and_forgets_it_on_reset, xdist
 
 from pytest_mmlu.memory import meters
 from pytest_mmlu.memory.errors import MeterUnavailable
-from pytest_mmlu.models import workers
 from pytest_mmlu.memory.meters import CudaMeter, make_meter
+from pytest_mmlu.models import workers
 from pytest_mmlu.models.devices import resolve_device
 from pytest_mmlu.models.errors import ModelLoadError
 from pytest_mmlu.models.load import load_model
@@ -29,24 +25,8 @@ from pytest_mmlu.settings import Settings
 GiB = 2**30
 
 
-@pytest.fixture
-def gpus(monkeypatch):
-    """A machine with ``n`` visible GPUs (default 2), outside xdist unless a test says so."""
-    import torch
-
-    def install(n: int = 2) -> None:
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
-
-    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
-    install()
-    return install
 
 
-def xdist(monkeypatch, worker: int, workers: int) -> None:
-    monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{worker}")
-    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(workers))
 
 
 # -- a device that does not exist -----------------------------------------------------------------

@@ -10,13 +10,12 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from test_devices import gpus, xdist  # noqa: F401 - the fixture
-from test_memory import FakeCuda, FakeNvml
+from fakes import FakeCuda, FakeNvml, xdist
 
 from pytest_mmlu import gates
-from pytest_mmlu.models import workers
 from pytest_mmlu.memory import meters
 from pytest_mmlu.memory.meters import CudaMeter, MultiCudaMeter, make_meter
+from pytest_mmlu.models import workers
 from pytest_mmlu.models.devices import gpus_to_spread, spread_max_memory
 from pytest_mmlu.models.errors import ModelLoadError
 from pytest_mmlu.models.load import load_model

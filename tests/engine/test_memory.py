@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import mmap
-import os
 import subprocess
 import sys
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+from factories import ROOT
+from fakes import FakeCuda, FakeNvml, assert_meter_sees_a_block_and_forgets_it_on_reset
 
 from pytest_mmlu.engine.planner import BatchPlanner, RowCost
 from pytest_mmlu.memory.errors import BudgetTooSmall, is_oom
@@ -16,53 +14,8 @@ from pytest_mmlu.memory.meters import CpuMeter, CudaMeter
 GiB = 2**30
 
 
-class FakeNvml:
-    """pynvml's surface as CudaMeter uses it: one GPU, this process using ``used`` bytes."""
-
-    def __init__(self, used):
-        self.used = used
-
-    def nvmlInit(self):
-        pass
-
-    def nvmlDeviceGetHandleByUUID(self, uuid):
-        assert uuid == "GPU-1234"
-        return "handle"
-
-    def nvmlDeviceGetComputeRunningProcesses(self, handle):
-        return [SimpleNamespace(pid=os.getpid(), usedGpuMemory=self.used),
-                SimpleNamespace(pid=1, usedGpuMemory=50 * GiB)]  # another process: not ours
-
-    def nvmlDeviceGetName(self, handle):
-        return b"NVIDIA H100 80GB HBM3"
-
-    def nvmlDeviceGetMemoryInfo(self, handle):
-        return SimpleNamespace(total=80 * GiB)
 
 
-class FakeCuda:
-    """torch.cuda's memory statistics for one device."""
-
-    def __init__(self):
-        self.reserved, self.max_reserved, self.free = 3 * GiB, 5 * GiB, 60 * GiB
-
-    def get_device_properties(self, index):
-        return SimpleNamespace(uuid="1234", name="fake", total_memory=80 * GiB)
-
-    def memory_reserved(self, index):
-        return self.reserved
-
-    def max_memory_reserved(self, index):
-        return self.max_reserved
-
-    def reset_peak_memory_stats(self, index):
-        self.max_reserved = self.reserved
-
-    def synchronize(self, index):
-        pass
-
-    def mem_get_info(self, index):
-        return self.free, 80 * GiB
 
 
 def test_cuda_peak_is_torch_reserved_plus_what_nvml_sees_outside_it():
@@ -93,20 +46,6 @@ def test_cpu_meter_resets_high_water_mark():
     meter = CpuMeter()
     assert meter.can_reset
     assert_meter_sees_a_block_and_forgets_it_on_reset(meter)
-
-
-def assert_meter_sees_a_block_and_forgets_it_on_reset(meter) -> None:
-    """300 MiB touched in an anonymous mapping show in the peak; after close and a reset, not."""
-    meter.reset_peak()
-    before = meter.current()
-    block = mmap.mmap(-1, 300 * 2**20)
-    for offset in range(0, len(block), mmap.PAGESIZE):
-        block[offset] = 1
-    high = meter.peak()
-    assert high >= before + 290 * 2**20
-    block.close()
-    meter.reset_peak()
-    assert meter.peak() < high - 200 * 2**20
 
 
 def test_oom_recognised():
@@ -269,7 +208,7 @@ def test_a_cpu_model_loads_with_each_weight_mapped_and_evaluates_with_the_heap(t
     32 MiB come from the heap, which reuses them without page faults.  Every way in (plugin,
     bench, lm-eval adapter) loads through load_model.  A fresh process: no free heap blocks
     left by other tests to serve the probe."""
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(ROOT)
     out = subprocess.run([sys.executable, "-c", WEIGHT_MAPPED_SCRIPT, str(tiny_model_dir)],
                          capture_output=True, text=True, cwd=root, check=True)
     assert out.stdout.split("\n")[-2] == "cpu [True] False"

@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from factories import LONG_ARCH_CONFIGS
-from test_lm_eval_agreement import real_mmlu_zip, smollm2_dir  # noqa: F401 - fixture
+from factories import LONG_ARCH_CONFIGS, real_mmlu_zip
 from truth import truth_loglikelihoods
 
 pytestmark = pytest.mark.slow
