@@ -1,7 +1,7 @@
 """The README's architecture table: every architecture's scores against the float64 truth and
 lm-eval's hf backend, fp32 / bf16 / fp16, on real 5-shot MMLU rows of 2,800+ tokens.
 
-Runs the comparisons of tests/test_exactness.py (same tiny random models, same MMLU-trained
+Runs the comparisons of tests/agreement/test_exactness.py (same tiny random models, same MMLU-trained
 BPE tokenizer) on more questions and prints a Markdown table.
 
     .venv/bin/python bench/exactness.py [--limit 5] [--data ../shared/mmlu/mmlu.zip] [ARCH ...]

@@ -6,7 +6,7 @@
     python bench/gpu_check.py random-smollm2 SRC DST  # SmolLM2's shape, random weights (W5's model)
 
 ``--smoke`` runs the same code on CPU with a 2-layer model and a small budget: CI proves the
-script's logic without a GPU (tests/test_gpu_check.py).  Output: one JSON line per section
+script's logic without a GPU (tests/agreement/test_gpu_check.py).  Output: one JSON line per section
 appended to $GPU_CHECK_OUT (default bench/gpu_check_results.jsonl) and a readable line on stdout.
 """
 
@@ -76,7 +76,7 @@ def loaded_model(model, tokenizer, device: str, dtype: str):
 def engine_run(loaded, data, limit: int, budget: int) -> dict:
     from w5_bench import flops_of
 
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.evaluation import Evaluator
 
     evaluator = Evaluator(loaded, data)

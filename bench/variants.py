@@ -38,7 +38,7 @@ VARIANTS = ["none", "int8", "int4"]
 
 def run_one(args: dict) -> dict:
     """One variant, in this process: load, evaluate, report."""
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
     from pytest_mmlu.models.load import load_model
@@ -111,7 +111,7 @@ def against_truth(limit: int) -> list[str]:
     sys.path.insert(0, str(ROOT / "tests"))
     from truth import truth_loglikelihoods
 
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
     from pytest_mmlu.mmlu.results import predict

@@ -93,7 +93,7 @@ def make_evaluator(args: dict):
 
 
 def worker_engine(args: dict) -> dict:
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.memory.errors import BudgetTooSmall
 
     evaluator = make_evaluator(args)
@@ -254,7 +254,7 @@ def bench_shots(model: str, data: str, *subjects: str) -> None:
 
 
 def worker_flops(args: dict) -> dict:
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS
 
     evaluator = make_evaluator(args)

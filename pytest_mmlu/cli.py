@@ -41,8 +41,11 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
         print(f"pytest-mmlu compare: {exc}", file=sys.stderr)
         return 2
     if new.get("shard"):
-        print(f"pytest-mmlu compare: {new_path} is shard {new['shard']['index']}/{new['shard']['count']}: "
-              f"compare the merged report (pytest-mmlu merge)", file=sys.stderr)
+        print(
+            f"pytest-mmlu compare: {new_path} is shard {new['shard']['index']}/{new['shard']['count']}: "
+            f"compare the merged report (pytest-mmlu merge)",
+            file=sys.stderr,
+        )
         return 2
     result = compare_reports(old, new, old_path, NoRegression(max_drop, alpha))
     for test in result.tests:
@@ -67,9 +70,12 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
             print(f"  {test.nodeid}: {test.status}{which}")
     if not result.judged:
         # No verdict is not a pass: a script checking the exit status must not read "no regression".
-        print(f"pytest-mmlu compare: nothing comparable: no evaluation of {new_path} matches one of "
-              f"{old_path} (same test, subjects, shots, limit, data and questions), and no gate of it "
-              f"was judged", file=sys.stderr)
+        print(
+            f"pytest-mmlu compare: nothing comparable: no evaluation of {new_path} matches one of "
+            f"{old_path} (same test, subjects, shots, limit, data and questions), and no gate of it "
+            f"was judged",
+            file=sys.stderr,
+        )
         return 2
     return 1 if result.failed else 0
 
@@ -78,24 +84,39 @@ def _print_comparison(ev: dict[str, Any], c: dict[str, Any]) -> None:
     rows = []
     for subject, acc in sorted(ev["per_subject"].items()):
         before = (c.get("base_per_subject") or {}).get(subject)
-        rows.append([subject, str(acc["n"]), "-" if before is None else f"{before:.3f}",
-                     f"{acc['accuracy']:.3f}", "-" if before is None else f"{acc['accuracy'] - before:+.3f}"])
+        rows.append(
+            [
+                subject,
+                str(acc["n"]),
+                "-" if before is None else f"{before:.3f}",
+                f"{acc['accuracy']:.3f}",
+                "-" if before is None else f"{acc['accuracy'] - before:+.3f}",
+            ]
+        )
     print("\n".join("  " + ln for ln in table(["subject", "n", "old", "new", "delta"], rows)))
     word = {"regressed": "REGRESSED", "improved": "IMPROVED", "unchanged": "no significant change"}
     against = "full precision" if c.get("against") == "full" else "baseline"
-    print(f"  overall vs {against} {c['base_accuracy']:.3f} -> {c['new_accuracy']:.3f} (n={c['n']}; "
-          f"{c['lost']} lost, {c['gained']} gained; McNemar p(worse)={c['p_worse']:.4f}, "
-          f"p(better)={c['p_better']:.4f}): {word[c['verdict']]}")
+    print(
+        f"  overall vs {against} {c['base_accuracy']:.3f} -> {c['new_accuracy']:.3f} (n={c['n']}; "
+        f"{c['lost']} lost, {c['gained']} gained; McNemar p(worse)={c['p_worse']:.4f}, "
+        f"p(better)={c['p_better']:.4f}): {word[c['verdict']]}"
+    )
 
 
-def merge(paths: list[str], output: str | None, baseline_path: str | None, data: str | None = None,
-          lm_eval_dir: str | None = None) -> int:
-
+def merge(
+    paths: list[str],
+    output: str | None,
+    baseline_path: str | None,
+    data: str | None = None,
+    lm_eval_dir: str | None = None,
+) -> int:
 
     try:
         if output and baseline_path and os.path.realpath(output) == os.path.realpath(baseline_path):
-            raise MergeError(f"-o {output} is the --baseline file: the merged report would replace the "
-                             f"baseline it is judged against; write it elsewhere")
+            raise MergeError(
+                f"-o {output} is the --baseline file: the merged report would replace the "
+                f"baseline it is judged against; write it elsewhere"
+            )
         merged = merge_shards(load_shards(paths))
         baseline = _merge_baseline(baseline_path, data or merged.get("data"), merged)
     except (MergeError, ReportError) as exc:
@@ -111,8 +132,11 @@ def merge(paths: list[str], output: str | None, baseline_path: str | None, data:
         print(line)
     notes = [f"NOTE {line}" for line in improved_lines(records)]
     failed = [r["nodeid"] for r in records if r.get("outcome") in FAILED_OUTCOMES]
-    notes.extend(f"FAILED in a shard: {nodeid}" for nodeid in failed
-                 if not any(record_failing(r) for r in records if r["nodeid"] == nodeid))
+    notes.extend(
+        f"FAILED in a shard: {nodeid}"
+        for nodeid in failed
+        if not any(record_failing(r) for r in records if r["nodeid"] == nodeid)
+    )
     written = True
     if output:
         try:
@@ -126,8 +150,7 @@ def merge(paths: list[str], output: str | None, baseline_path: str | None, data:
 
         try:
             written_files = write_lm_eval(lm_eval_dir, merged, data or merged.get("data"))
-            notes.append(f"pytest-mmlu merge: lm-eval results written under {lm_eval_dir} "
-                         f"({len(written_files)} files)")
+            notes.append(f"pytest-mmlu merge: lm-eval results written under {lm_eval_dir} ({len(written_files)} files)")
         except (OSError, ReportError) as exc:
             notes.append(f"pytest-mmlu merge: lm-eval results NOT written to {lm_eval_dir}: {exc}")
             written = False
@@ -161,6 +184,7 @@ def _merge_baseline(path: str | None, data: str | None, merged: dict[str, Any]) 
 
 def _fraction(name: str, low_open: bool = False) -> Any:
     """An argparse type: a number in [0, 1] (or (0, 1)), as the marker checks it."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -168,7 +192,8 @@ def _fraction(name: str, low_open: bool = False) -> Any:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
         if not (0 < value < 1 if low_open else 0 <= value <= 1):
             raise argparse.ArgumentTypeError(
-                f"{name} must be {'strictly between 0 and 1' if low_open else 'in [0, 1]'}, got {text}")
+                f"{name} must be {'strictly between 0 and 1' if low_open else 'in [0, 1]'}, got {text}"
+            )
         return value
 
     return parse
@@ -194,12 +219,19 @@ def main(argv: list[str] | None = None) -> int:
     merge_parser = sub.add_parser("merge", help="join --mmlu-shard reports and judge the whole")
     merge_parser.add_argument("shards", nargs="+", metavar="SHARD.json")
     merge_parser.add_argument("-o", "--output", metavar="MERGED.json", help="write the merged report")
-    merge_parser.add_argument("--baseline", metavar="PATH", help="the baseline of the tests' "
-                              "mmlu_no_regression gates (a report, or lm-eval --log_samples output)")
-    merge_parser.add_argument("--data", metavar="SOURCE", help="the MMLU source, to check an lm-eval "
-                              "baseline's questions (default: the one the shards used)")
-    merge_parser.add_argument("--lm-eval", metavar="DIR", dest="lm_eval_dir",
-                              help="also write the merged results as lm-eval output under DIR")
+    merge_parser.add_argument(
+        "--baseline",
+        metavar="PATH",
+        help="the baseline of the tests' mmlu_no_regression gates (a report, or lm-eval --log_samples output)",
+    )
+    merge_parser.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="the MMLU source, to check an lm-eval baseline's questions (default: the one the shards used)",
+    )
+    merge_parser.add_argument(
+        "--lm-eval", metavar="DIR", dest="lm_eval_dir", help="also write the merged results as lm-eval output under DIR"
+    )
     sub.add_parser("lm-eval", help="run lm-eval's CLI with --model pytest-mmlu available")
     args = parser.parse_args(argv)
     if args.command == "merge":

@@ -1,6 +1,6 @@
 """``pytest-mmlu compare OLD NEW``: NEW's tests judged with OLD as their baseline.
 
-Every gate NEW's tests declared is judged by the one judge (``gates.judge_record``) on NEW's
+Every gate NEW's tests declared is judged by the one judge (``judge.judge_record``) on NEW's
 records, OLD serving as the baseline of their no-regression gates (an ``against="full"`` gate
 compares with the full-precision reference NEW recorded beside the variant). Every other
 evaluation the two reports share is compared too, under the command line's ``max_drop`` and
@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .gates import describe
 from .judge import Judgement, apply, judge_record, record_failing, record_failing_kinds
 from .markers import ItemMarks, NoRegression
 from .records import gates_of, own_evaluations
+from .regression import describe
 from .reports.baseline import Baseline, evaluation_key
 
 FAILED_OUTCOMES = ("failed", "error", "crashed", "not run")
@@ -76,8 +76,9 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], old_path: str, rul
         kinds = sorted(set().union(*(record_failing_kinds(r) for r in records)))
         tests.append(TestVerdict(test["nodeid"], status, kinds, entries, list(judged.get("breaches", []))))
     new_keys = {evaluation_key(t["nodeid"], e) for t in new["tests"] for e in own_evaluations(t)}
-    old_only = sorted({evaluation_key(t["nodeid"], e) for t in old["tests"] for e in own_evaluations(t)
-                       if e.get("n")} - new_keys)
+    old_only = sorted(
+        {evaluation_key(t["nodeid"], e) for t in old["tests"] for e in own_evaluations(t) if e.get("n")} - new_keys
+    )
     return Comparison(tests, compared, judged_any or compared > 0, old_only)
 
 

@@ -39,8 +39,11 @@ def fail(verdicts: list[gates.Verdict]) -> None:
     pytest.fail("\n".join(v.line for v in verdicts), pytrace=False)
 
 
-def run_evaluation(item: pytest.Item, spec: markers.EvalSpec, variant: Any = None,
-                   ) -> tuple[EvaluationResult | None, list[gates.Verdict]]:
+def run_evaluation(
+    item: pytest.Item,
+    spec: markers.EvalSpec,
+    variant: Any = None,
+) -> tuple[EvaluationResult | None, list[gates.Verdict]]:
     """Evaluate (or read from the cache), record, judge; return the result and its failing
     verdicts. A ``mmlu_no_regression(against="full")`` gate's reference (the full model on the
     same questions) is recorded first, beside the evaluation it is compared with."""
@@ -60,8 +63,11 @@ def run_evaluation(item: pytest.Item, spec: markers.EvalSpec, variant: Any = Non
         result = sess.evaluate(spec, item_marks.budget_bytes, shown, variant=variant)
     except STOPPED as exc:
         verdict = gates.error(exc)
-        record["evaluations"].append(records.failure_entry(  # a report row, not a gap
-            spec, item_marks.budget_bytes, verdict.kind, verdict.line, _identity_if_known(sess, spec, variant)))
+        record["evaluations"].append(
+            records.failure_entry(  # a report row, not a gap
+                spec, item_marks.budget_bytes, verdict.kind, verdict.line, _identity_if_known(sess, spec, variant)
+            )
+        )
         if verdict.kind == "error":
             fail([verdict])  # no model or no data: stop now (an error in setup, a failure in the body)
         return None, [verdict]  # a budget below batch 1 fails like any other gate
@@ -86,8 +92,12 @@ def _identity_if_known(sess: MmluSession, spec: markers.EvalSpec, variant: Any) 
         return None
 
 
-def entry(sess: MmluSession, result: EvaluationResult, spec: markers.EvalSpec, role: str | None = None,
-          ) -> dict[str, Any]:
+def entry(
+    sess: MmluSession,
+    result: EvaluationResult,
+    spec: markers.EvalSpec,
+    role: str | None = None,
+) -> dict[str, Any]:
     """A result as the record holds it: in a CI shard, marked so (merge judges the whole, and
     checks that the shards hold all of it)."""
     found = result.to_dict()
@@ -130,19 +140,30 @@ def track(item: pytest.Item, report: pytest.TestReport) -> None:
     and put it on the report (``pytest_mmlu_record``): the way to the controller of an xdist run."""
     sess = item.config.stash[SESSION]
     record = item.stash[RECORD]
-    if (report.when == "setup" and report.failed and "mmlu_model" in getattr(item, "fixturenames", ())
-            and not record["evaluations"]):
+    if (
+        report.when == "setup"
+        and report.failed
+        and "mmlu_model" in getattr(item, "fixturenames", ())
+        and not record["evaluations"]
+    ):
         load_error = sess.load_error_of(item.stash[MARKS].variant)
         if load_error is not None:  # mmlu_model could not load the test's variant: still a report row
             verdict = gates.model_not_loaded(load_error)
-            record["evaluations"].append(records.failure_entry(
-                item.stash[MARKS].spec, item.stash[MARKS].budget_bytes, verdict.kind, verdict.line))
+            record["evaluations"].append(
+                records.failure_entry(
+                    item.stash[MARKS].spec, item.stash[MARKS].budget_bytes, verdict.kind, verdict.line
+                )
+            )
     deferred = item.stash.get(DEFERRED, [])
     if report.when == "setup" and report.skipped and deferred:
         # A gate breached in set-up (mmlu_result), then a later fixture skipped: the breach stands.
         report.outcome, report.longrepr = "failed", "\n".join(v.line for v in deferred)
-    if (report.when == "call" and report.failed and str(report.longrepr).startswith("[XPASS(strict)]")
-            and any(e.get("judged_at_merge") for e in record["evaluations"])):
+    if (
+        report.when == "call"
+        and report.failed
+        and str(report.longrepr).startswith("[XPASS(strict)]")
+        and any(e.get("judged_at_merge") for e in record["evaluations"])
+    ):
         # In a shard a strict xfail test passes for want of its deferred gates: whether it fails
         # is known at merge only, which judges it as the unsharded run does.
         report.outcome, report.wasxfail = "passed", str(report.longrepr).removeprefix("[XPASS(strict)] ")

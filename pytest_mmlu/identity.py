@@ -29,34 +29,36 @@ must be the same for it (``LOOKUPS``; the README has the table). The answer is N
 same) or a :class:`Difference` naming the field, and the lookup refuses with it: a cache
 miss, a missing baseline, a refused merge.
 
-Light on purpose: no torch, no transformers (``software_versions`` imports torch when called).
+Light on purpose: no torch, no transformers (the environment's part is ``software.py``).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.metadata
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import pytest_mmlu
 
 from .models.variants import QUANTIZATIONS
 
 Identity = dict[str, Any]
 
-FIELDS = ("model", "quantization", "adapter", "merge_adapter", "dtype", "device", "prompt",
-          "data", "questions", "shots", "scoring", "software")
-# Libraries whose version can change a score: the forward (torch, transformers, accelerate's
-# placement), the weights (torchao, bitsandbytes, peft, safetensors), the tokens (tokenizers,
-# sentencepiece), the prompts (jinja2 renders chat templates; lm-eval's task definitions).
-SCORE_LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "safetensors", "torchao",
-                   "bitsandbytes", "peft", "sentencepiece", "jinja2", "lm_eval")
+
+FIELDS = (
+    "model",
+    "quantization",
+    "adapter",
+    "merge_adapter",
+    "dtype",
+    "device",
+    "prompt",
+    "data",
+    "questions",
+    "shots",
+    "scoring",
+    "software",
+)
 
 
 @dataclass(frozen=True)
@@ -79,14 +81,28 @@ def _fields(*names: str, but: Iterable[str] = ()) -> frozenset[str]:
 
 # What counts as the same evaluation, per lookup (README "What counts as the same evaluation").
 CACHE = Lookup("cached result", _fields())
+
+
 MERGE = Lookup("shard", _fields(but=("questions",)))  # the shards' questions partition the whole
-BASELINE = Lookup("baseline", _fields("quantization", "adapter", "merge_adapter", "dtype", "prompt",
-                                      "data", "questions", "shots"), presence=frozenset({"adapter"}))
-FULL = Lookup("full-precision reference", _fields(but=("quantization", "adapter", "merge_adapter",
-                                                       "dtype")))
+
+
+BASELINE = Lookup(
+    "baseline",
+    _fields("quantization", "adapter", "merge_adapter", "dtype", "prompt", "data", "questions", "shots"),
+    presence=frozenset({"adapter"}),
+)
+
+
+FULL = Lookup("full-precision reference", _fields(but=("quantization", "adapter", "merge_adapter", "dtype")))
+
+
 LM_EVAL_RUN = Lookup("lm-eval run", _fields(but=("data", "questions")))  # one run holds many subjects
+
+
 # A baseline update replaces the entry of the same variant, and keeps the other variants'.
 VARIANT = Lookup("variant", _fields("quantization", "adapter", "merge_adapter"), presence=frozenset({"adapter"}))
+
+
 LOOKUPS = {lookup.name: lookup for lookup in (CACHE, MERGE, BASELINE, FULL, LM_EVAL_RUN, VARIANT)}
 
 
@@ -112,24 +128,39 @@ class Difference:
             return "other data (fingerprint differs)"
         if self.field == "questions":
             counts = (self.theirs.split(" ")[0], self.ours.split(" ")[0])
-            return "other questions" + ("" if counts[0] == counts[1] else
-                                        f" ({counts[0]} in {self.their_name}, {counts[1]} in {self.our_name})")
+            return "other questions" + (
+                "" if counts[0] == counts[1] else f" ({counts[0]} in {self.their_name}, {counts[1]} in {self.our_name})"
+            )
         if self.field == "prompt":
             return f"other prompts ({self.their_name}: {self.theirs}; {self.our_name}: {self.ours})"
-        return f"another {PLAIN_NAMES.get(self.field, self.field)} ({self.theirs} in {self.their_name}, " \
-               f"{self.ours} in {self.our_name})"
+        return (
+            f"another {PLAIN_NAMES.get(self.field, self.field)} ({self.theirs} in {self.their_name}, "
+            f"{self.ours} in {self.our_name})"
+        )
 
     def __str__(self) -> str:
         return self.text
 
 
-PLAIN_NAMES = {"model": "model content", "merge_adapter": "adapter merge", "shots": "number of shots",
-               "scoring": "scoring version", "software": "library version", "device": "device kind"}
+PLAIN_NAMES = {
+    "model": "model content",
+    "merge_adapter": "adapter merge",
+    "shots": "number of shots",
+    "scoring": "scoring version",
+    "software": "library version",
+    "device": "device kind",
+}
+
+
 UNKNOWN = object()
 
 
-def difference(theirs: Mapping[str, Any] | None, ours: Mapping[str, Any] | None, lookup: Lookup,
-               names: tuple[str, str] = ("the other", "this evaluation")) -> Difference | None:
+def difference(
+    theirs: Mapping[str, Any] | None,
+    ours: Mapping[str, Any] | None,
+    lookup: Lookup,
+    names: tuple[str, str] = ("the other", "this evaluation"),
+) -> Difference | None:
     """None when ``theirs`` and ``ours`` are the same evaluation for ``lookup``, else the first
     field (in ``FIELDS`` order) that differs or is unknown on either side."""
     theirs, ours = theirs or {}, ours or {}
@@ -142,8 +173,9 @@ def difference(theirs: Mapping[str, Any] | None, ours: Mapping[str, Any] | None,
         if name in lookup.presence:
             a, b = a is not None, b is not None
             if a != b:
-                return Difference(name, "an adapter" if a else "no adapter", "an adapter" if b else "no adapter",
-                                  *names)
+                return Difference(
+                    name, "an adapter" if a else "no adapter", "an adapter" if b else "no adapter", *names
+                )
             continue
         if _canonical(a) != _canonical(b):
             if name == "software":
@@ -155,8 +187,7 @@ def difference(theirs: Mapping[str, Any] | None, ours: Mapping[str, Any] | None,
                 return Difference(name, *words, *names)
             if name == "questions":
                 n_a, n_b = theirs.get("n"), ours.get("n")
-                return Difference(name, f"{n_a} questions ({str(a)[:12]})", f"{n_b} questions ({str(b)[:12]})",
-                                  *names)
+                return Difference(name, f"{n_a} questions ({str(a)[:12]})", f"{n_b} questions ({str(b)[:12]})", *names)
             return Difference(name, _words(name, a), _words(name, b), *names)
     return None
 
@@ -176,8 +207,12 @@ def _software_difference(a: Any, b: Any, names: tuple[str, str]) -> Difference:
     a, b = a or {}, b or {}
     for package in sorted(set(a) | set(b)):
         if a.get(package) != b.get(package):
-            return Difference("software", f"{package} {a.get(package) or 'not installed'}",
-                              f"{package} {b.get(package) or 'not installed'}", *names)
+            return Difference(
+                "software",
+                f"{package} {a.get(package) or 'not installed'}",
+                f"{package} {b.get(package) or 'not installed'}",
+                *names,
+            )
     return Difference("software", str(a), str(b), *names)  # pragma: no cover - equal dicts differ
 
 
@@ -197,9 +232,11 @@ def _words(name: str, value: Any) -> str:
 
 def _prompt_aspects(prompt: Mapping[str, Any] | None) -> dict[str, Any]:
     p = prompt or {}
-    return {"chat template": p.get("chat_template_sha256"),
-            "few-shot as multiturn": p.get("fewshot_as_multiturn"),
-            "system instruction": p.get("system_instruction") or None}
+    return {
+        "chat template": p.get("chat_template_sha256"),
+        "few-shot as multiturn": p.get("fewshot_as_multiturn"),
+        "system instruction": p.get("system_instruction") or None,
+    }
 
 
 def _aspect_words(name: str, value: Any) -> str:
@@ -222,15 +259,17 @@ def prompt_difference(theirs: Mapping[str, Any] | None, ours: Mapping[str, Any] 
         return None
     if a["chat template"] != b["chat template"] and "few-shot as multiturn" in differs:
         differs.remove("few-shot as multiturn")  # follows from the template's presence
-    return (", ".join(_aspect_words(k, a[k]) for k in differs),
-            ", ".join(_aspect_words(k, b[k]) for k in differs))
+    return (", ".join(_aspect_words(k, a[k]) for k in differs), ", ".join(_aspect_words(k, b[k]) for k in differs))
 
 
 def prompt_words(prompt: Mapping[str, Any] | None) -> str:
     if not prompt:
         return "plain prompts"
-    return ", ".join(_aspect_words(k, v) for k, v in _prompt_aspects(prompt).items()
-                     if not (k == "few-shot as multiturn" and v is None))
+    return ", ".join(
+        _aspect_words(k, v)
+        for k, v in _prompt_aspects(prompt).items()
+        if not (k == "few-shot as multiturn" and v is None)
+    )
 
 
 # -- building identities ------------------------------------------------------------------------
@@ -242,9 +281,11 @@ def prompt_identity(described: Mapping[str, Any] | None) -> dict[str, Any] | Non
     chat = d.get("chat_template") is not None
     if not chat and not d.get("system_instruction"):
         return None
-    return {"chat_template_sha256": d.get("chat_template_sha256") if chat else None,
-            "fewshot_as_multiturn": bool(d.get("fewshot_as_multiturn")) if chat else None,
-            "system_instruction": d.get("system_instruction") or None}
+    return {
+        "chat_template_sha256": d.get("chat_template_sha256") if chat else None,
+        "fewshot_as_multiturn": bool(d.get("fewshot_as_multiturn")) if chat else None,
+        "system_instruction": d.get("system_instruction") or None,
+    }
 
 
 def questions_digest(ids: Iterable[tuple[str, int]]) -> tuple[str, int]:
@@ -259,66 +300,34 @@ def with_questions(identity: Mapping[str, Any], ids: Iterable[tuple[str, int]]) 
     return {**identity, "questions": digest, "n": n}
 
 
-def device_kind(device: str, gpu_name: Any = None) -> str:
-    """``cpu`` or ``cuda:<GPU model>`` of the first GPU a model runs on (``cuda:1``,
-    ``cuda:0+cuda:1``): never the index, so xdist workers on identical GPUs are the same."""
-    if not device.startswith("cuda"):
-        return "cpu"
-    if gpu_name is None:
-        import torch
-
-        gpu_name = torch.cuda.get_device_name
-    first = device.split("+")[0]
-    index = int(first.split(":")[1]) if ":" in first else 0
-    return f"cuda:{gpu_name(index)}"
-
-
-def _package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def software_versions() -> dict[str, Any]:
-    """Versions read at call time (not import time), so that what runs is what is identified;
-    torch's CUDA build too, and pytest-mmlu's own source (an edit changes scores too)."""
-    import torch
-
-
-    versions: dict[str, Any] = {name: _package_version(name) for name in SCORE_LIBRARIES}
-    cuda = torch.version.cuda
-    versions.update(torch=str(torch.__version__), torch_cuda=None if cuda is None else str(cuda),
-                    pytest_mmlu=pytest_mmlu.__version__, pytest_mmlu_source=source_digest())
-    # A forced attention backend computes the same scores another way (within 1e-6): told apart.
-    forced = os.environ.get("PYTEST_MMLU_ATTENTION_BACKEND")
-    if forced:
-        versions["attention_backend"] = forced
-    return versions
-
-
-@functools.lru_cache(maxsize=None)  # pytest-mmlu's source does not change during a run
-def source_digest(root: str = "") -> str:
-    """sha256 of pytest-mmlu's own modules (or those under ``root``), subpackages (the
-    engine) included."""
-
-    folder = Path(root) if root else Path(__file__).parent
-    h = hashlib.sha256()
-    for path in sorted(folder.rglob("*.py")):
-        h.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
-def evaluation_identity(*, model: str | None, quantization: str, adapter: str | None,
-                        merge_adapter: bool, dtype: str, device: str,
-                        prompt_format: Mapping[str, Any] | None, data: str,
-                        questions: Iterable[tuple[str, int]], shots: int, scoring: int,
-                        software: Mapping[str, Any]) -> Identity:
+def evaluation_identity(
+    *,
+    model: str | None,
+    quantization: str,
+    adapter: str | None,
+    merge_adapter: bool,
+    dtype: str,
+    device: str,
+    prompt_format: Mapping[str, Any] | None,
+    data: str,
+    questions: Iterable[tuple[str, int]],
+    shots: int,
+    scoring: int,
+    software: Mapping[str, Any],
+) -> Identity:
     """The identity of one evaluation (a ``model`` of None is unknown: left out)."""
-    identity: Identity = {"quantization": quantization, "adapter": adapter,
-                          "merge_adapter": bool(merge_adapter and adapter is not None), "dtype": dtype,
-                          "device": device, "prompt": prompt_identity(prompt_format), "data": data,
-                          "shots": shots, "scoring": scoring, "software": dict(software)}
+    identity: Identity = {
+        "quantization": quantization,
+        "adapter": adapter,
+        "merge_adapter": bool(merge_adapter and adapter is not None),
+        "dtype": dtype,
+        "device": device,
+        "prompt": prompt_identity(prompt_format),
+        "data": data,
+        "shots": shots,
+        "scoring": scoring,
+        "software": dict(software),
+    }
     if model is not None:
         identity["model"] = model
     return with_questions(identity, questions)
@@ -335,9 +344,13 @@ def of_entry(entry: Mapping[str, Any]) -> Identity:
     first = label.split(" + ")[0]
     legacy: Identity = {
         "quantization": first if first in QUANTIZATIONS else "none",
-        "merge_adapter": "(merged)" in label, "dtype": entry.get("dtype"),
-        "prompt": prompt_identity(entry.get("prompt_format")), "data": entry.get("data_fingerprint"),
-        "shots": entry.get("shots"), "scoring": None}
+        "merge_adapter": "(merged)" in label,
+        "dtype": entry.get("dtype"),
+        "prompt": prompt_identity(entry.get("prompt_format")),
+        "data": entry.get("data_fingerprint"),
+        "shots": entry.get("shots"),
+        "scoring": None,
+    }
     # An old entry names its adapter, not its content: known to be there, of unknown content.
     legacy["adapter"] = "unknown content (recorded before identities)" if "adapter " in label else None
     return with_questions(legacy, ((q["subject"], q["index"]) for q in entry.get("questions", [])))

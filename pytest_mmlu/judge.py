@@ -25,12 +25,11 @@ from .gates import (
     floors,
     no_evaluation,
     non_finite,
-    regression,
-    regression_vs_full,
 )
 from .markers import ItemMarks
 from .mmlu.results import EvaluationResult
 from .records import gates_of, is_reference, reference_for
+from .regression import regression, regression_vs_full
 
 
 @dataclass(frozen=True)
@@ -61,13 +60,15 @@ def judge_record(record: Mapping[str, Any], baseline: Any = None, *, final: bool
     return Judgement(judged, tuple(_judge_test(record, marks)) if final else ())
 
 
-def _judge_entry(nodeid: str, entry: Mapping[str, Any], marks: ItemMarks,
-                 entries: Sequence[Mapping[str, Any]], baseline: Any) -> list[Verdict]:
+def _judge_entry(
+    nodeid: str, entry: Mapping[str, Any], marks: ItemMarks, entries: Sequence[Mapping[str, Any]], baseline: Any
+) -> list[Verdict]:
     if is_reference(entry):
         return []  # judged with the variant it is the reference of
     if entry.get("accuracy") is None:  # could not run: what stopped it is its verdict
         return [Verdict(v["kind"], v["line"]) for v in entry.get("verdicts") or []] or [
-            Verdict("error", line) for line in entry.get("breaches", [])]
+            Verdict("error", line) for line in entry.get("breaches", [])
+        ]
     result = EvaluationResult.from_dict(dict(entry))
     bad = non_finite(result)
     if bad is not None:
@@ -95,8 +96,7 @@ def _judge_test(record: Mapping[str, Any], marks: ItemMarks) -> list[Verdict]:
         cause = record.get("cause") or OUTCOME_CAUSES.get(str(outcome))
         if cause is None:
             return [no_evaluation()]
-        return [Verdict("never-evaluated", f"pytest-mmlu: {declared_words(marks)} declared, never evaluated: "
-                                           f"{cause}")]
+        return [Verdict("never-evaluated", f"pytest-mmlu: {declared_words(marks)} declared, never evaluated: {cause}")]
     return floor_uncovered([e["subjects"] for e in own], marks.floor)
 
 
@@ -125,14 +125,19 @@ def apply(record: Mapping[str, Any], judgement: Judgement) -> dict[str, Any]:
         if deferred_gates:
             entry["judged_at_merge"] = deferred_gates
         entries.append(entry)
-    return {**record, "evaluations": entries, "verdicts": [v.to_dict() for v in judgement.test],
-            "breaches": [v.line for v in judgement.test if v.fails]}
+    return {
+        **record,
+        "evaluations": entries,
+        "verdicts": [v.to_dict() for v in judgement.test],
+        "breaches": [v.line for v in judgement.test if v.fails],
+    }
 
 
 def record_failing(record: Mapping[str, Any]) -> list[str]:
     """Every failing line of a judged record: its evaluations' and its own."""
     return [line for e in record.get("evaluations", []) for line in e.get("breaches", [])] + list(
-        record.get("breaches", []))
+        record.get("breaches", [])
+    )
 
 
 def record_failing_kinds(record: Mapping[str, Any]) -> set[str]:

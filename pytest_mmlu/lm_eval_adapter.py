@@ -30,19 +30,37 @@ from .sizes import parse_size
 
 @register_model("pytest-mmlu", "pytest_mmlu")
 class PytestMmluLM(TemplateLM):
-    def __init__(self, pretrained: str, revision: str | None = None, dtype: str = "auto",
-                 device: str = "auto", batch_size: str | int = "auto",
-                 memory_budget: str | int | None = None, trust_remote_code: bool = False,
-                 quantization: str = "none", adapter: str | None = None, merge_adapter: bool = False,
-                 device_map: str = "fit", **_ignored: Any) -> None:
+    def __init__(
+        self,
+        pretrained: str,
+        revision: str | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: str | int = "auto",
+        memory_budget: str | int | None = None,
+        trust_remote_code: bool = False,
+        quantization: str = "none",
+        adapter: str | None = None,
+        merge_adapter: bool = False,
+        device_map: str = "fit",
+        **_ignored: Any,
+    ) -> None:
         super().__init__()
         batch = batch_size if batch_size == "auto" else int(batch_size)
         # model_args arrive as strings ("merge_adapter=True"): the variant parses them as the options do
         variant = make_variant(FULL, quantization, adapter, str(merge_adapter).lower() in ("1", "true", "yes"))
-        settings = Settings(model=pretrained, revision=revision, dtype=dtype, device=device,
-                            trust_remote_code=bool(trust_remote_code), batch_size=batch,
-                            quantization=variant.quantization, adapter=variant.adapter,
-                            merge_adapter=variant.merge_adapter, device_map=device_map)
+        settings = Settings(
+            model=pretrained,
+            revision=revision,
+            dtype=dtype,
+            device=device,
+            trust_remote_code=bool(trust_remote_code),
+            batch_size=batch,
+            quantization=variant.quantization,
+            adapter=variant.adapter,
+            merge_adapter=variant.merge_adapter,
+            device_map=device_map,
+        )
         self.loaded = load_model(settings)
         self.tokenizer = self.loaded.tokenizer
         self._tok = LmEvalTokenizer(self.tokenizer)
@@ -71,9 +89,10 @@ class PytestMmluLM(TemplateLM):
             return self.tokenizer.encode(string, add_special_tokens=add_special_tokens)
         return self._tok.encode(string)
 
-    def _loglikelihood_tokens(self, requests: list, disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
-        engine = build_engine(self.loaded, self._meter, self._batch, self._budget, self._row_cost,
-                              self._max_length)
+    def _loglikelihood_tokens(
+        self, requests: list, disable_tqdm: bool = False, **kwargs: Any
+    ) -> list[tuple[float, bool]]:
+        engine = build_engine(self.loaded, self._meter, self._batch, self._budget, self._row_cost, self._max_length)
         scores = engine.score([TokenRequest(tuple(ctx), tuple(cont)) for _, ctx, cont in requests])
         self.last_stats = engine.stats
         return [(s.loglikelihood, s.is_greedy) for s in scores]
@@ -102,10 +121,16 @@ def mmlu_tasks(data: Any, subjects: list[str]) -> dict[str, Any]:
             splits = {}
             for split in ("dev", "test"):
                 rows = data.split(subject, split)
-                splits[split] = datasets.Dataset.from_dict({
-                    "question": [q.question for q in rows], "subject": [subject] * len(rows),
-                    "choices": [list(q.choices) for q in rows], "answer": [q.answer for q in rows]})
+                splits[split] = datasets.Dataset.from_dict(
+                    {
+                        "question": [q.question for q in rows],
+                        "subject": [subject] * len(rows),
+                        "choices": [list(q.choices) for q in rows],
+                        "answer": [q.answer for q in rows],
+                    }
+                )
             return datasets.DatasetDict(splits)
+
         return make
 
     folder = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"

@@ -2,9 +2,6 @@
 marker's documentation (``pytest --markers`` is made from them), and the rule by which
 marks at several levels (module, class, function) combine.
 
-Arguments are checked at collection so that a typo fails the run before any model is loaded,
-with the test and the marker named.
-
 How marks combine (never by dropping one):
 
 - ``mmlu``: one evaluation per test. A second ``mmlu`` mark at any level is a collection
@@ -23,12 +20,6 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import pytest
-
-from .mmlu.subjects import CATEGORY_OF, UnknownSubject, describe_subjects, resolve_subjects
-from .models.variants import parse_adapter, parse_merge_adapter, parse_quantization
-from .sizes import parse_size
 
 
 # -- the markers: signature and docstring are the documentation ---------------------------------
@@ -62,15 +53,18 @@ def mmlu_variant(quantization: str | None = None, adapter: Any = None, merge_ada
 
 
 MARKERS: dict[str, Callable[..., None]] = {
-    f.__name__: f for f in (mmlu, mmlu_memory_budget, mmlu_accuracy_floor, mmlu_no_regression, mmlu_variant)}
+    f.__name__: f for f in (mmlu, mmlu_memory_budget, mmlu_accuracy_floor, mmlu_no_regression, mmlu_variant)
+}
 
 
 def marker_docs() -> list[str]:
     """``pytest --markers`` lines: each marker's signature and its docstring, nothing written twice."""
     docs = []
     for name, function in MARKERS.items():
-        params = ", ".join(p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
-                           for p in inspect.signature(function).parameters.values())
+        params = ", ".join(
+            p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+            for p in inspect.signature(function).parameters.values()
+        )
         docs.append(f"{name}({params}): {' '.join((function.__doc__ or '').split())}")
     return docs
 
@@ -93,8 +87,12 @@ class EvalSpec:
         return (self.subjects, self.shots, self.limit)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"subjects": list(self.subjects), "shots": self.shots, "limit": self.limit,
-                "label": self.label or ",".join(self.subjects)}
+        return {
+            "subjects": list(self.subjects),
+            "shots": self.shots,
+            "limit": self.limit,
+            "label": self.label or ",".join(self.subjects),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvalSpec:
@@ -150,7 +148,8 @@ class ItemMarks:
     @property
     def uses_mmlu(self) -> bool:
         return any(v is not None for v in (self.spec, self.budget_bytes, self.floor, self.variant)) or bool(
-            self.no_regressions)
+            self.no_regressions
+        )
 
     @property
     def gated(self) -> bool:
@@ -159,197 +158,30 @@ class ItemMarks:
 
     def to_dict(self) -> dict[str, Any]:
         """The declared gates as a record holds them (``merge`` and ``compare`` judge from it)."""
-        variant = None if self.variant is None else {
-            "quantization": self.variant.quantization, "adapter": self.variant.adapter,
-            "merge_adapter": self.variant.merge_adapter}
-        return {"evaluation": None if self.spec is None else self.spec.to_dict(),
-                "budget_bytes": self.budget_bytes,
-                "floor": None if self.floor is None else self.floor.to_dict(),
-                "no_regression": [rule.to_dict() for rule in self.no_regressions],
-                "variant": variant}
+        variant = (
+            None
+            if self.variant is None
+            else {
+                "quantization": self.variant.quantization,
+                "adapter": self.variant.adapter,
+                "merge_adapter": self.variant.merge_adapter,
+            }
+        )
+        return {
+            "evaluation": None if self.spec is None else self.spec.to_dict(),
+            "budget_bytes": self.budget_bytes,
+            "floor": None if self.floor is None else self.floor.to_dict(),
+            "no_regression": [rule.to_dict() for rule in self.no_regressions],
+            "variant": variant,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ItemMarks:
         variant = d.get("variant")
-        return cls(spec=None if d.get("evaluation") is None else EvalSpec.from_dict(d["evaluation"]),
-                   budget_bytes=d.get("budget_bytes"),
-                   floor=None if d.get("floor") is None else Floor.from_dict(d["floor"]),
-                   no_regressions=tuple(NoRegression.from_dict(r) for r in d.get("no_regression") or ()),
-                   variant=None if variant is None else VariantMark(**variant))
-
-
-# -- checking and combining ---------------------------------------------------------------------------
-def _bind(signature_of: Callable[..., None], mark: pytest.Mark) -> dict[str, Any]:
-    try:
-        bound = inspect.signature(signature_of).bind(*mark.args, **mark.kwargs)
-    except TypeError as exc:
-        raise MarkerError(str(exc).replace("missing a required argument", "missing argument")) from None
-    bound.apply_defaults()
-    return dict(bound.arguments)
-
-
-def make_eval_spec(subjects: Any, shots: Any = 5, limit: Any = None) -> EvalSpec:
-    try:
-        resolved = resolve_subjects(subjects)
-    except UnknownSubject as exc:
-        raise MarkerError(str(exc)) from None
-    if isinstance(shots, bool) or not isinstance(shots, int) or not 0 <= shots <= 5:
-        raise MarkerError(f"shots must be an int from 0 to 5 (MMLU has 5 dev questions), got {shots!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise MarkerError(f"limit must be a positive int or None, got {limit!r}")
-    return EvalSpec(resolved, shots, limit, describe_subjects(subjects))
-
-
-def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise MarkerError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _text(mark: pytest.Mark) -> str:
-    args = [repr(a) for a in mark.args] + [f"{k}={v!r}" for k, v in mark.kwargs.items()]
-    return f"@pytest.mark.{mark.name}({', '.join(args)})"
-
-
-def _level(node: Any) -> str:
-    """Where a mark was put: the function, its class or its module."""
-    kind = type(node).__name__
-    return {"Function": "on the function", "Class": f"on class {node.name}",
-            "Module": f"in module {node.name}"}.get(kind, f"on {node.name}")
-
-
-def read_item_marks(item: pytest.Item) -> ItemMarks:
-    """Validate and combine the MMLU markers on one test; raise pytest.UsageError naming the
-    test and the marks."""
-    parsed: dict[str, Any] = {}
-    for name, parse, combine in PARSERS:
-        found = [(node, mark) for node, mark in item.iter_markers_with_node(name)]
-        if not found:
-            continue
-        values = []
-        for node, mark in found:
-            try:
-                values.append((node, mark, parse(mark)))
-            except MarkerError as exc:
-                raise pytest.UsageError(f"pytest-mmlu: {item.nodeid}: {_text(mark)}: {exc}") from None
-        try:
-            parsed[name] = combine(values)
-        except MarkerError as exc:
-            raise pytest.UsageError(f"pytest-mmlu: {item.nodeid}: {exc}") from None
-    return ItemMarks(spec=parsed.get("mmlu"), budget_bytes=parsed.get("mmlu_memory_budget"),
-                     floor=parsed.get("mmlu_accuracy_floor"),
-                     no_regressions=parsed.get("mmlu_no_regression", ()),
-                     variant=parsed.get("mmlu_variant"))
-
-
-def _parse_mmlu(mark: pytest.Mark) -> EvalSpec:
-    return make_eval_spec(**_bind(mmlu, mark))
-
-
-def _one_evaluation(values: list[tuple[Any, pytest.Mark, EvalSpec]]) -> EvalSpec:
-    if len(values) > 1:
-        marks = "; ".join(f"{_text(mark)} {_level(node)}" for node, mark, _ in values)
-        raise MarkerError(f"{len(values)} @pytest.mark.mmlu marks apply ({marks}): a test declares one "
-                          f"evaluation; evaluate more with mmlu.evaluate(...) in its body, or split it")
-    return values[0][2]
-
-
-def _parse_budget(mark: pytest.Mark) -> int:
-    try:
-        return parse_size(_bind(mmlu_memory_budget, mark)["size"])
-    except ValueError as exc:
-        raise MarkerError(str(exc)) from None
-
-
-def _smallest_budget(values: list[tuple[Any, pytest.Mark, int]]) -> int:
-    return min(v for _, _, v in values)
-
-
-def _parse_floor(mark: pytest.Mark) -> Floor:
-    args = _bind(mmlu_accuracy_floor, mark)
-    overall = None if args["min"] is None else _check_fraction("min", args["min"])
-    per_subject = args["per_subject"] or {}
-    if not isinstance(per_subject, Mapping):
-        raise MarkerError(f"per_subject must be a dict of subject -> floor, got {per_subject!r}")
-    checked = {}
-    for subject, value in per_subject.items():
-        if subject not in CATEGORY_OF:
-            try:
-                resolve_subjects(subject)
-            except UnknownSubject as exc:
-                raise MarkerError(f"per_subject: {exc}") from None
-            raise MarkerError(f"per_subject keys must be single subjects, got {subject!r}")
-        checked[subject] = _check_fraction(f"per_subject[{subject!r}]", value)
-    if overall is None and not checked:
-        raise MarkerError("give a floor: min=0.55 and/or per_subject={...}")
-    return Floor(overall, checked)
-
-
-def _strictest_floor(values: list[tuple[Any, pytest.Mark, Floor]]) -> Floor:
-    mins = [f.overall for _, _, f in values if f.overall is not None]
-    per_subject: dict[str, float] = {}
-    for _, _, f in values:
-        for subject, minimum in f.per_subject.items():
-            per_subject[subject] = max(minimum, per_subject.get(subject, minimum))
-    return Floor(max(mins) if mins else None, per_subject)
-
-
-def _parse_no_regression(mark: pytest.Mark) -> NoRegression:
-    args = _bind(mmlu_no_regression, mark)
-    max_drop = _check_fraction("max_drop", args["max_drop"])
-    alpha = _check_fraction("alpha", args["alpha"])
-    if not 0 < alpha < 1:
-        raise MarkerError(f"alpha must be strictly between 0 and 1, got {alpha!r}")
-    if args["against"] not in ("baseline", "full"):
-        raise MarkerError(f"against must be 'baseline' or 'full', got {args['against']!r}")
-    return NoRegression(max_drop, alpha, args["against"])
-
-
-def _every_rule(values: list[tuple[Any, pytest.Mark, NoRegression]]) -> tuple[NoRegression, ...]:
-    rules: list[NoRegression] = []
-    for _, _, rule in values:
-        if rule not in rules:  # the same rule twice is one gate
-            rules.append(rule)
-    return tuple(rules)
-
-
-def _parse_variant(mark: pytest.Mark) -> VariantMark:
-
-    args = _bind(mmlu_variant, mark)
-    try:  # each argument checked as the options are; merge_adapter's adapter may be the session's
-        if args["quantization"] is not None:
-            parse_quantization(args["quantization"])
-        if args["adapter"] is not None and args["adapter"] is not False:  # False: drop the session's
-            args["adapter"] = parse_adapter(args["adapter"])  # absolute: its content is hashed
-        if args["merge_adapter"] is not None:
-            parse_merge_adapter(args["merge_adapter"])
-    except ValueError as exc:
-        raise MarkerError(str(exc)) from None
-    if all(v is None for v in args.values()):
-        raise MarkerError("name the variant: quantization=..., adapter=... or merge_adapter=...")
-    return VariantMark(**args)
-
-
-def _joined_variant(values: list[tuple[Any, pytest.Mark, VariantMark]]) -> VariantMark:
-    joined: dict[str, Any] = {}
-    origin: dict[str, tuple[Any, pytest.Mark]] = {}
-    for node, mark, variant in values:
-        for name in ("quantization", "adapter", "merge_adapter"):
-            value = getattr(variant, name)
-            if value is None:
-                continue
-            if name in joined and joined[name] != value:
-                first_node, first_mark = origin[name]
-                raise MarkerError(f"{_text(first_mark)} {_level(first_node)} and {_text(mark)} {_level(node)} "
-                                  f"give {name} two values: give it once")
-            joined[name], origin[name] = value, (node, mark)
-    return VariantMark(**joined)
-
-
-PARSERS: tuple[tuple[str, Callable[[pytest.Mark], Any], Callable[[list], Any]], ...] = (
-    ("mmlu", _parse_mmlu, _one_evaluation),
-    ("mmlu_memory_budget", _parse_budget, _smallest_budget),
-    ("mmlu_accuracy_floor", _parse_floor, _strictest_floor),
-    ("mmlu_no_regression", _parse_no_regression, _every_rule),
-    ("mmlu_variant", _parse_variant, _joined_variant),
-)
+        return cls(
+            spec=None if d.get("evaluation") is None else EvalSpec.from_dict(d["evaluation"]),
+            budget_bytes=d.get("budget_bytes"),
+            floor=None if d.get("floor") is None else Floor.from_dict(d["floor"]),
+            no_regressions=tuple(NoRegression.from_dict(r) for r in d.get("no_regression") or ()),
+            variant=None if variant is None else VariantMark(**variant),
+        )

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from . import evaluate, gates, markers, records, settings, xdist
+from . import evaluate, gates, markers, marks, records, settings, xdist
 from .evaluate import DEFERRED, MARKS, RECORD, SESSION, fail, is_mmlu, run_evaluation
 from .mmlu.results import EvaluationResult
 from .models.errors import ModelLoadError
@@ -29,8 +29,10 @@ from .text import wrapped
 
 NEEDS_MODEL = pytest.StashKey[bool]()  # an MMLU test collected without a model
 REQUIRED = pytest.StashKey[str]()  # xdist worker: the missing-model error its MMLU tests fail with
-SKIP_REASON = ("MMLU test needs a model: pass --mmlu-model=ORG/NAME (a Hugging Face id) or a "
-               "local folder, or set PYTEST_MMLU_MODEL")
+SKIP_REASON = (
+    "MMLU test needs a model: pass --mmlu-model=ORG/NAME (a Hugging Face id) or a "
+    "local folder, or set PYTEST_MMLU_MODEL"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,7 +63,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     has_model = bool(config.stash[SESSION].settings.model)
     for item in items:
-        item_marks = markers.read_item_marks(item)
+        item_marks = marks.read_item_marks(item)
         item.stash[MARKS] = item_marks
         fixturenames = getattr(item, "fixturenames", [])
         if item_marks.spec is not None and "mmlu_result" not in fixturenames:
@@ -92,8 +94,9 @@ def _grouped_by_variant(sess: MmluSession, items: list[pytest.Item]) -> list[pyt
 def pytest_collection_finish(session: pytest.Session) -> None:
     # After deselection (-k, -m): only the MMLU tests that would run count.
     sess = session.config.stash[SESSION]
-    sess.manifest = {item.nodeid: item.stash[MARKS].to_dict() for item in session.items
-                     if MARKS in item.stash and is_mmlu(item)}
+    sess.manifest = {
+        item.nodeid: item.stash[MARKS].to_dict() for item in session.items if MARKS in item.stash and is_mmlu(item)
+    }
     if not sess.settings.require_model or session.config.option.collectonly:
         return
     n = sum(item.stash.get(NEEDS_MODEL, False) for item in session.items)
@@ -138,15 +141,25 @@ class MmluFixture:
     def __init__(self, item: pytest.Item) -> None:
         self._item = item
 
-    def evaluate(self, subjects: Any = "all", shots: int = 5, limit: int | None = None, *,
-                 quantization: str | None = None, adapter: Any = None,
-                 merge_adapter: bool | None = None) -> EvaluationResult:
+    def evaluate(
+        self,
+        subjects: Any = "all",
+        shots: int = 5,
+        limit: int | None = None,
+        *,
+        quantization: str | None = None,
+        adapter: Any = None,
+        merge_adapter: bool | None = None,
+    ) -> EvaluationResult:
         """``quantization``/``adapter``/``merge_adapter`` evaluate a variant of the model (unset:
         the test's ``mmlu_variant`` mark, else the session's)."""
-        overrides = {k: v for k, v in (("quantization", quantization), ("adapter", adapter),
-                                       ("merge_adapter", merge_adapter)) if v is not None}
+        overrides = {
+            k: v
+            for k, v in (("quantization", quantization), ("adapter", adapter), ("merge_adapter", merge_adapter))
+            if v is not None
+        }
         try:
-            spec = markers.make_eval_spec(subjects, shots, limit)
+            spec = marks.make_eval_spec(subjects, shots, limit)
             variant = self._item.config.stash[SESSION].variant_of(self._item.stash[MARKS].variant, **overrides)
         except ValueError as exc:  # MarkerError too
             fail([gates.bad_evaluate_call(str(exc))])

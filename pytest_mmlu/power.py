@@ -1,6 +1,6 @@
 """What a no-regression gate can see: the smallest accuracy drop its McNemar test detects.
 
-Model (the one ``tests/test_stats.py`` simulates): each of ``n`` paired questions is,
+Model (the one ``tests/unit/test_stats.py`` simulates): each of ``n`` paired questions is,
 independently, discordant with probability ``d`` (the discordance rate: lost or gained
 between baseline and candidate), and a true drop ``delta`` means lost with probability
 ``(d + delta) / 2`` and gained with ``(d - delta) / 2``. The gate's test rejects when
@@ -10,7 +10,7 @@ The power at ``delta`` is exact: a sum over D of P(D) * P(lost >= c(D) | D), wit
 smallest lost count that is significant among D discordant questions. The minimum
 detectable drop is the smallest ``delta`` whose power reaches 80%; a drop cannot exceed
 the discordance, so ``d`` is taken as at least ``delta`` (the most favourable case when the
-comparison saw few discordant questions). ``tests/test_power.py`` checks it by simulation.
+comparison saw few discordant questions). ``tests/unit/test_power.py`` checks it by simulation.
 
 numpy only, and imported when a no-regression row is written: never at plugin load.
 """
@@ -18,7 +18,7 @@ numpy only, and imported when a no-regression row is written: never at plugin lo
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 POWER = 0.80
 _TAIL_SDS = 10.0  # discordant counts beyond mean +- 10 sd carry under 1e-20 of the probability
@@ -70,7 +70,7 @@ def _discordant_counts(n: int, d: float):
     return ks, np.exp(_log_binom(n, ks) + ks * math.log(d) + (n - ks) * math.log1p(-d))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _critical(count: int, alpha: float) -> int | None:
     """Smallest k with P(Binomial(count, 1/2) >= k) < alpha, or None when none is."""
     import numpy as np

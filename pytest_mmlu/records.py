@@ -9,7 +9,7 @@ in an xdist worker, never run)::
      "evaluations": [entry...], "verdicts": [...], "breaches": [str], "cause": str (optional)}
 
 An evaluation entry is ``EvaluationResult.to_dict()`` (its ``identity`` included) with what
-the judge wrote (``gates.apply``). ``role: "reference"`` marks the full-precision evaluation
+the judge wrote (``judge.apply``). ``role: "reference"`` marks the full-precision evaluation
 a ``mmlu_no_regression(against="full")`` gate compares with; ``shard: "i/n"`` an entry made in
 a CI shard (``unsharded_n``: the whole evaluation's question count). Records are plain dicts,
 so xdist ships them with each test's report and reports hold them as they are.
@@ -26,8 +26,14 @@ REFERENCE = "reference"
 
 
 def new_record(nodeid: str, marks: ItemMarks | None) -> dict[str, Any]:
-    return {"nodeid": nodeid, "outcome": None, "gates": None if marks is None else marks.to_dict(),
-            "evaluations": [], "verdicts": [], "breaches": []}
+    return {
+        "nodeid": nodeid,
+        "outcome": None,
+        "gates": None if marks is None else marks.to_dict(),
+        "evaluations": [],
+        "verdicts": [],
+        "breaches": [],
+    }
 
 
 def gates_of(record: Mapping[str, Any]) -> ItemMarks:
@@ -45,7 +51,8 @@ def gates_of(record: Mapping[str, Any]) -> ItemMarks:
         spec=EvalSpec.from_dict(first) if first.get("shots") is not None else None,
         budget_bytes=first.get("budget_bytes"),
         floor=None if floor is None else Floor.from_dict(floor),
-        no_regressions=() if rule is None else (NoRegression.from_dict(rule),))
+        no_regressions=() if rule is None else (NoRegression.from_dict(rule),),
+    )
 
 
 def is_reference(entry: Mapping[str, Any]) -> bool:
@@ -61,16 +68,27 @@ def reference_for(entries: Sequence[Mapping[str, Any]], entry: Mapping[str, Any]
     return next((e for e in entries if is_reference(e) and same_spec(e, entry)), None)
 
 
-def failure_entry(spec: EvalSpec | None, budget_bytes: int | None, kind: str, line: str,
-                  identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def failure_entry(
+    spec: EvalSpec | None, budget_bytes: int | None, kind: str, line: str, identity: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """An evaluation that could not run (budget below batch 1, model or data error): still a
     summary and report row. ``spec`` is None when the test declared none (mmlu_model alone)."""
     entry: dict[str, Any] = {
-        "subjects": list(spec.subjects) if spec else [], "label": spec.label if spec else "-",
-        "shots": spec.shots if spec else None, "limit": spec.limit if spec else None,
-        "n": 0, "accuracy": None, "ci95": None, "peak_memory_bytes": None, "budget_bytes": budget_bytes,
-        "batch_size": 0, "seconds": 0.0, "verdicts": [{"kind": kind, "line": line}], "breaches": [line],
-        "questions": []}
+        "subjects": list(spec.subjects) if spec else [],
+        "label": spec.label if spec else "-",
+        "shots": spec.shots if spec else None,
+        "limit": spec.limit if spec else None,
+        "n": 0,
+        "accuracy": None,
+        "ci95": None,
+        "peak_memory_bytes": None,
+        "budget_bytes": budget_bytes,
+        "batch_size": 0,
+        "seconds": 0.0,
+        "verdicts": [{"kind": kind, "line": line}],
+        "breaches": [line],
+        "questions": [],
+    }
     if identity is not None:
         entry["identity"] = dict(identity)
     return entry

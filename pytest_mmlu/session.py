@@ -1,6 +1,6 @@
 """Per-run state: the model (loaded once per variant, lazily), the data, the result cache, the
 baseline, every evaluation's identity, and the record of every MMLU test. Verdicts are
-judged in ``gates.py``; what the run emits is written by ``outputs.py``.
+judged by ``judge.py``; what the run emits is written by ``outputs/``.
 
 Records (``records.py``) are plain dicts: a test's record travels with its pytest report (an
 xdist worker's reports reach the controller as they are made, so a worker that crashes loses
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import SCORING_VERSION
-from .identity import CACHE, Identity, device_kind, difference, evaluation_identity, software_versions, with_questions
+from .identity import CACHE, Identity, difference, evaluation_identity, with_questions
 from .markers import EvalSpec
 from .memory.allocator import release_memory
 from .mmlu.data import MmluData
@@ -33,6 +33,7 @@ from .reports.baseline import Baseline, load_baseline
 from .reports.cache import ResultCache
 from .reports.report import joined_model_info
 from .settings import Settings
+from .software import device_kind, software_versions
 from .text import first_line
 
 if TYPE_CHECKING:
@@ -50,8 +51,13 @@ def as_asked(result: EvaluationResult, spec: EvalSpec) -> EvaluationResult:
 
     order = {subject: i for i, subject in enumerate(spec.subjects)}
     questions = sorted(result.questions, key=lambda q: (order.get(q.subject, len(order)), q.index))
-    return dataclasses.replace(result, subjects=spec.subjects, limit=spec.limit,
-                               label=spec.label or ",".join(spec.subjects), questions=questions)
+    return dataclasses.replace(
+        result,
+        subjects=spec.subjects,
+        limit=spec.limit,
+        label=spec.label or ",".join(spec.subjects),
+        questions=questions,
+    )
 
 
 class MmluSession:
@@ -75,10 +81,10 @@ class MmluSession:
         self._baseline: Baseline | None = None
         self.cache: Any = None
         cache_root = settings.cache_dir or (
-            str(config.cache.mkdir("pytest-mmlu")) if getattr(config, "cache", None) else None)
+            str(config.cache.mkdir("pytest-mmlu")) if getattr(config, "cache", None) else None
+        )
         memo = None
         if cache_root and not settings.no_cache:
-
             self.cache = ResultCache(Path(cache_root))
             memo = Path(cache_root) / MEMO_NAME
             if settings.cache_dir and config.getoption("cacheclear", False):
@@ -100,7 +106,7 @@ class MmluSession:
         return make_variant(variant, **overrides) if overrides else variant
 
     def load_plan(self, variant: Variant | None = None) -> LoadPlan:
-        """Where and in what dtype ``variant`` loads, decided once (``loading.plan_load``)."""
+        """Where and in what dtype ``variant`` loads, decided once (``models.plan.plan_load``)."""
 
         variant = self.variant if variant is None else variant
         if variant in self._load_errors:
@@ -132,8 +138,10 @@ class MmluSession:
             if variant == self.variant:
                 self.model_info = {**info, **({"variants": others} if others else {})}
             else:  # the report's model entry lists every variant loaded
-                self.model_info = {**(self.model_info or {"model": self.settings.model}),
-                                   "variants": {**others, variant.label: info}}
+                self.model_info = {
+                    **(self.model_info or {"model": self.settings.model}),
+                    "variants": {**others, variant.label: info},
+                }
         return self._loaded
 
     def release_model(self) -> None:
@@ -169,8 +177,9 @@ class MmluSession:
         if self._evaluator is None or self._evaluator.loaded is not loaded:
             from .mmlu.chat import prompt_format_of
 
-            self._evaluator = Evaluator(loaded, self.evaluated_data(), self.settings.batch_size,
-                                        prompt_format_of(self.settings))
+            self._evaluator = Evaluator(
+                loaded, self.evaluated_data(), self.settings.batch_size, prompt_format_of(self.settings)
+            )
         return self._evaluator
 
     def evaluated_data(self) -> Any:
@@ -219,12 +228,14 @@ class MmluSession:
 
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(
-                    self.settings.model, revision=self.settings.revision,
-                    trust_remote_code=self.settings.trust_remote_code)
+                    self.settings.model,
+                    revision=self.settings.revision,
+                    trust_remote_code=self.settings.trust_remote_code,
+                )
             except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError...
-
-                raise ModelLoadError(f"cannot load {where_model(str(self.settings.model))}: "
-                                     f"{first_line(exc)}") from None
+                raise ModelLoadError(
+                    f"cannot load {where_model(str(self.settings.model))}: {first_line(exc)}"
+                ) from None
         return self._tokenizer
 
     def software(self) -> dict[str, Any]:
@@ -241,23 +252,40 @@ class MmluSession:
         data = self.evaluated_data()
         ids = [(q.subject, q.index) for s in spec.subjects for q in data.test_questions(s, spec.limit)]
         return evaluation_identity(
-            model=self.model_content(), quantization=variant.quantization,
+            model=self.model_content(),
+            quantization=variant.quantization,
             adapter=None if variant.adapter is None else self.hashes.folder(Path(variant.adapter)),
-            merge_adapter=variant.merge_adapter, dtype=plan.dtype, device=device_kind(plan.device),
-            prompt_format=self.prompt_format(), data=self.data().fingerprint(spec.subjects),
-            questions=ids, shots=spec.shots, scoring=SCORING_VERSION, software=self.software())
+            merge_adapter=variant.merge_adapter,
+            dtype=plan.dtype,
+            device=device_kind(plan.device),
+            prompt_format=self.prompt_format(),
+            data=self.data().fingerprint(spec.subjects),
+            questions=ids,
+            shots=spec.shots,
+            scoring=SCORING_VERSION,
+            software=self.software(),
+        )
 
     def conditions(self, budget: int | None) -> dict[str, Any]:
         """What a cached result must also have been measured under: its peak and batches
         depend on them, its scores do not."""
         s = self.settings
-        return {"budget": budget, "batch_size": s.batch_size, "device_map": s.device_map,
-                "trust_remote_code": s.trust_remote_code, "allow_pickle": s.allow_pickle}
+        return {
+            "budget": budget,
+            "batch_size": s.batch_size,
+            "device_map": s.device_map,
+            "trust_remote_code": s.trust_remote_code,
+            "allow_pickle": s.allow_pickle,
+        }
 
     # -- evaluations ----------------------------------------------------------------------------
-    def evaluate(self, spec: EvalSpec, budget: int | None,
-                 progress: Callable[[int, int], None] | None = None,
-                 variant: Variant | None = None) -> EvaluationResult:
+    def evaluate(
+        self,
+        spec: EvalSpec,
+        budget: int | None,
+        progress: Callable[[int, int], None] | None = None,
+        variant: Variant | None = None,
+    ) -> EvaluationResult:
         """The result of ``spec`` under ``budget`` on ``variant`` (default: the session's): from
         the result cache, else evaluated. Its ``identity`` says what it is."""
         variant = self.variant if variant is None else variant
@@ -267,14 +295,15 @@ class MmluSession:
         if result is not None:  # the same questions, asked by this spec (another limit, order, label)
             result = as_asked(result, spec)
         if result is None and self.settings.shard is not None and not identity["n"]:
-
             return empty_result(spec, budget, self.data(), identity)  # nothing of this evaluation is ours
         if result is None:
             result = self.evaluator(variant).evaluate(spec, budget, progress=progress)
             # What was loaded and asked, as the result says it: the same by construction; were it
             # not, the result is recorded as what it is and never cached under the other.
-            as_loaded = with_questions({**identity, "dtype": result.dtype, "device": device_kind(result.device)},
-                                       ((q.subject, q.index) for q in result.questions))
+            as_loaded = with_questions(
+                {**identity, "dtype": result.dtype, "device": device_kind(result.device)},
+                ((q.subject, q.index) for q in result.questions),
+            )
             result.identity = as_loaded
             if self.cache is not None and difference(identity, as_loaded, CACHE) is None:
                 self.cache.put(identity, conditions, result)
@@ -298,7 +327,6 @@ class MmluSession:
         if self._baseline is None:
             path = self.settings.baseline
             if path and Path(path).exists():
-
                 self._baseline = load_baseline(path, self.data(), self.tokenizer)
             else:
                 self._baseline = Baseline(None, path or None)

@@ -5,9 +5,16 @@ from __future__ import annotations
 import re
 
 _UNITS = {
-    "": 1, "b": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
 }
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
@@ -27,9 +34,7 @@ def parse_size(value: object) -> int:
             if n <= 0:
                 raise ValueError(f"size must be positive, got {value!r}")
             return int(n)
-    raise ValueError(
-        f"invalid size {value!r}; write e.g. '6 GiB', '6GB', '6144 MiB' or an int of bytes"
-    )
+    raise ValueError(f"invalid size {value!r}; write e.g. '6 GiB', '6GB', '6144 MiB' or an int of bytes")
 
 
 def format_gib(n: float | None) -> str:

@@ -28,7 +28,7 @@ def shorten(text: str, width: int) -> str:
     more = f"+{len(items) - 1}" if len(items) > 1 else ""
     head = items[0]
     room = width - len(more)
-    return (head if len(head) <= room else head[:max(room - 1, 1)] + "…") + more
+    return (head if len(head) <= room else head[: max(room - 1, 1)] + "…") + more
 
 
 def middle_cut(text: str, width: int) -> str:
@@ -36,7 +36,7 @@ def middle_cut(text: str, width: int) -> str:
     if len(text) <= width:
         return text
     keep = width - 1
-    return text[:keep // 3] + "…" + text[-(keep - keep // 3):]
+    return text[: keep // 3] + "…" + text[-(keep - keep // 3) :]
 
 
 def wrapped(line: str, width: int = WIDTH) -> list[str]:
@@ -46,13 +46,14 @@ def wrapped(line: str, width: int = WIDTH) -> list[str]:
 
     words = []
     for word in line.split(" "):
-        while len(word) > width - 4 and "," in word[:width - 4]:
+        while len(word) > width - 4 and "," in word[: width - 4]:
             cut = word.rindex(",", 0, width - 4) + 1
             words.append(word[:cut])
             word = word[cut:]
         words.append(word)
-    return textwrap.wrap(" ".join(words), width, subsequent_indent="    ", break_on_hyphens=False,
-                         break_long_words=False) or [""]
+    return textwrap.wrap(
+        " ".join(words), width, subsequent_indent="    ", break_on_hyphens=False, break_long_words=False
+    ) or [""]
 
 
 def column_widths(headers: list[str], rows: list[list[str]]) -> list[int]:
@@ -69,5 +70,8 @@ def table_line(cells: list[str], widths: list[int], right: frozenset[int] = froz
 def table(headers: list[str], rows: list[list[str]]) -> list[str]:
     """A plain table: its header, a rule, its rows."""
     widths = column_widths(headers, rows)
-    return [table_line(headers, widths), table_line(["-" * w for w in widths], widths),
-            *(table_line(r, widths) for r in rows)]
+    return [
+        table_line(headers, widths),
+        table_line(["-" * w for w in widths], widths),
+        *(table_line(r, widths) for r in rows),
+    ]

@@ -23,24 +23,87 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pytest_mmlu"
 
 # Lowest first. A module's layer is its own entry, else its package's (``engine``: the engine).
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["pytest_mmlu", "sizes", "text", "stats", "power", "sources",
-              "=mmlu", "=models", "=memory", "=outputs", "=reports"]),  # "=": the package's docstring only
-    ("data and kinds", ["mmlu.subjects", "mmlu.data", "mmlu.prompts", "models.variants", "models.errors",
-                        "memory.errors", "reports.report", "reports.lm_eval_format"]),
-    ("what is evaluated", ["mmlu.chat", "mmlu.results", "mmlu.shards", "identity", "markers", "models.workers"]),
-    ("records, models, memory, engine", ["records", "models.content", "models.quantization", "models.devices",
-                                         "models.adapters", "memory.allocator", "memory.meters", "engine",
-                                         "mmlu.requests"]),
-    ("loading, evaluating, gates", ["models.plan", "models.load", "mmlu.evaluation", "reports.cache", "gates"]),
+    (
+        "base",
+        [
+            "pytest_mmlu",
+            "sizes",
+            "text",
+            "stats",
+            "power",
+            "sources",
+            "=mmlu",
+            "=models",
+            "=memory",
+            "=outputs",
+            "=reports",
+        ],
+    ),  # "=": the package's docstring only
+    (
+        "data and kinds",
+        [
+            "mmlu.subjects",
+            "mmlu.data",
+            "mmlu.prompts",
+            "models.variants",
+            "models.errors",
+            "memory.errors",
+            "reports.report",
+            "reports.lm_eval_format",
+        ],
+    ),
+    (
+        "what is evaluated",
+        ["mmlu.chat", "mmlu.results", "mmlu.shards", "identity", "software", "markers", "models.workers"],
+    ),
+    (
+        "records, marks, models, memory, engine",
+        [
+            "records",
+            "marks",
+            "options",
+            "models.content",
+            "models.quantization",
+            "models.devices",
+            "models.adapters",
+            "memory.allocator",
+            "memory.cpu",
+            "memory.cuda",
+            "memory.meters",
+            "engine",
+            "mmlu.requests",
+        ],
+    ),
+    (
+        "loading, evaluating, gates",
+        ["models.plan", "models.load", "mmlu.evaluation", "reports.cache", "gates", "regression"],
+    ),
     ("the judge, baselines", ["judge", "reports.baseline", "reports.lm_eval_read", "reports.lm_eval_write"]),
     ("joining and emitting", ["reports.merge", "compare", "settings", "contradictions", "outputs"]),
     ("the run", ["session"]),
     ("the run's tests", ["evaluate", "xdist", "lm_eval_adapter"]),
     ("entry points", ["plugin", "cli"]),
 ]
-HEAVY = {"torch", "transformers", "lm_eval", "numpy", "huggingface_hub", "peft", "torchao", "bitsandbytes",
-         "accelerate", "matplotlib", "psutil", "pynvml", "jinja2", "tokenizers", "safetensors", "pyarrow",
-         "datasets", "gguf"}
+HEAVY = {
+    "torch",
+    "transformers",
+    "lm_eval",
+    "numpy",
+    "huggingface_hub",
+    "peft",
+    "torchao",
+    "bitsandbytes",
+    "accelerate",
+    "matplotlib",
+    "psutil",
+    "pynvml",
+    "jinja2",
+    "tokenizers",
+    "safetensors",
+    "pyarrow",
+    "datasets",
+    "gguf",
+}
 
 
 @dataclass(frozen=True)
@@ -70,8 +133,11 @@ def layer_of(module: str) -> int:
     for exact in (True, False):
         for index, (_, members) in enumerate(LAYERS):
             for member in members:
-                if module == member.lstrip("=") if exact else (
-                        not member.startswith("=") and module.startswith(member + ".")):
+                if (
+                    module == member.lstrip("=")
+                    if exact
+                    else (not member.startswith("=") and module.startswith(member + "."))
+                ):
                     return index
     raise KeyError(f"pytest_mmlu.{module} is in no layer: add it to LAYERS in scripts/import_graph.py")
 
@@ -102,21 +168,25 @@ def imports() -> list[Import]:
             for child in ast.iter_child_nodes(node):
                 fn = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
                 tc = type_only or (isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test))
-                gd = guarded or (isinstance(child, ast.Try) and any(
-                    "ImportError" in ast.unparse(h.type or ast.Name("")) for h in child.handlers))
+                gd = guarded or (
+                    isinstance(child, ast.Try)
+                    and any("ImportError" in ast.unparse(h.type or ast.Name("")) for h in child.handlers)
+                )
                 if isinstance(child, ast.ImportFrom):
                     if child.level or (child.module or "").startswith("pytest_mmlu"):
                         if not child.level:  # absolute: pytest_mmlu.x
-                            child = ast.ImportFrom(module=(child.module or "").removeprefix("pytest_mmlu")
-                                                   .lstrip(".") or None, names=child.names, level=1)
+                            child = ast.ImportFrom(
+                                module=(child.module or "").removeprefix("pytest_mmlu").lstrip(".") or None,
+                                names=child.names,
+                                level=1,
+                            )
                             targets = _resolve("pytest_mmlu", True, child, known)
                         else:
                             targets = _resolve(name, is_package, child, known)
                         for target in dict.fromkeys(targets):
                             found.append(Import(name, target, True, fn, gd, tc, child.lineno))
                     else:
-                        found.append(Import(name, (child.module or "").split(".")[0], False, fn, gd, tc,
-                                            child.lineno))
+                        found.append(Import(name, (child.module or "").split(".")[0], False, fn, gd, tc, child.lineno))
                 elif isinstance(child, ast.Import):
                     for alias in child.names:
                         top = alias.name.split(".")[0]
@@ -133,8 +203,11 @@ def imports() -> list[Import]:
 
 def heavy_at_import(all_imports: list[Import]) -> set[str]:
     """Our modules that import a heavy library at module level, themselves or through ours."""
-    direct = {i.source for i in all_imports if not i.internal and not i.in_function and not i.type_only
-              and not i.guarded and i.target in HEAVY}
+    direct = {
+        i.source
+        for i in all_imports
+        if not i.internal and not i.in_function and not i.type_only and not i.guarded and i.target in HEAVY
+    }
     edges: dict[str, set[str]] = {}
     for i in all_imports:
         if i.internal and not i.in_function and not i.type_only:
@@ -158,8 +231,10 @@ def breaches() -> list[str]:
         where = f"pytest_mmlu.{i.source}:{i.line}"
         if i.internal and not i.type_only and i.source != i.target:
             if layer_of(i.target) > layer_of(i.source):
-                problems.append(f"{where}: imports {i.target} ({LAYERS[layer_of(i.target)][0]}) from a lower "
-                                f"layer ({LAYERS[layer_of(i.source)][0]})")
+                problems.append(
+                    f"{where}: imports {i.target} ({LAYERS[layer_of(i.target)][0]}) from a lower "
+                    f"layer ({LAYERS[layer_of(i.source)][0]})"
+                )
         if i.in_function and not i.type_only and not i.guarded:
             deferred = i.target in heavy if i.internal else i.target in HEAVY
             if not deferred:
@@ -215,8 +290,9 @@ def main(argv: list[str]) -> int:
         print("digraph pytest_mmlu {\n  rankdir=BT;")
         for index, (title, members) in enumerate(LAYERS):
             names = sorted(m for m in modules() if layer_of(m) == index)
-            print(f'  subgraph cluster_{index} {{ label="{index}: {title}"; ' +
-                  " ".join(f'"{m}";' for m in names) + " }")
+            print(
+                f'  subgraph cluster_{index} {{ label="{index}: {title}"; ' + " ".join(f'"{m}";' for m in names) + " }"
+            )
         edges = sorted({(i.source, i.target) for i in found if i.internal and not i.type_only and i.source != i.target})
         for source, target in edges:
             print(f'  "{source}" -> "{target}";')
@@ -225,11 +301,14 @@ def main(argv: list[str]) -> int:
     for index, (title, members) in enumerate(LAYERS):
         print(f"{index}: {title}")
         for m in sorted(m for m in modules() if layer_of(m) == index):
-            targets = sorted({i.target for i in found if i.source == m and i.internal and not i.type_only
-                              and i.target != m})
+            targets = sorted(
+                {i.target for i in found if i.source == m and i.internal and not i.type_only and i.target != m}
+            )
             print(f"    {m}" + (f" -> {', '.join(targets)}" if targets else ""))
     problems = breaches()
-    print("\n".join(["", *problems]) if problems else "\nno circle, no upward import, no needless function-level import")
+    print(
+        "\n".join(["", *problems]) if problems else "\nno circle, no upward import, no needless function-level import"
+    )
     return 1 if problems else 0
 
 

@@ -371,7 +371,7 @@ def make_engine(model, rows=None, max_length=None, limit=None):
     """The engine on a tiny model, under ``limit`` bytes (else 8 GiB over what is live now)."""
     from pytest_mmlu.engine import ScoringEngine, resolve_max_length
     from pytest_mmlu.engine.planner import BatchPlanner, RowCost
-    from pytest_mmlu.memory.meters import CpuMeter
+    from pytest_mmlu.memory.cpu import CpuMeter
 
     meter = CpuMeter()
     baseline = meter.current()

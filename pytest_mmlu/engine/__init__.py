@@ -16,9 +16,9 @@ work and memory:
    targets are gathered on the device and reach the host in one transfer
    (``forward.py``).
 4. Suffixes are packed end to end with no padding, longest first; rows per batch
-   come from the memory planner (``memory.py``), retried smaller on OOM
+   come from the memory planner (``planner.py``), retried smaller on OOM
    (``scoring.py``).  Models whose attention cannot be swapped run the prefix
-   into their own KV cache and left-pad the suffixes.
+   into their own KV cache and pad the suffixes on the right, as lm-eval batches.
 5. Models that cannot take a shared cache (sliding-window attention shorter
    than the rows, or no cache/position inputs) are scored in plain batches
    with no prefix: same answers, more work.  So is a model whose own code

@@ -66,14 +66,15 @@ def _right_padded(suffixes: list[np.ndarray], prefix_len: int) -> tuple[Any, Any
     width = max(len(s) for s in suffixes)
     ids = np.zeros((len(suffixes), width), dtype=np.int64)
     for i, s in enumerate(suffixes):
-        ids[i, :len(s)] = s
+        ids[i, : len(s)] = s
     positions = np.broadcast_to(np.arange(prefix_len, prefix_len + width), ids.shape).copy()
     ends = np.fromiter((len(s) for s in suffixes), dtype=np.int64, count=len(suffixes))
     return torch.from_numpy(ids), torch.from_numpy(positions), ends
 
 
-def forward(calls: ModelCalls, batch: list[Row], prefix_len: int,
-            prefix: SharedPrefix | CachePrefix | None, stats: EngineStats) -> list[list[Score]]:
+def forward(
+    calls: ModelCalls, batch: list[Row], prefix_len: int, prefix: SharedPrefix | CachePrefix | None, stats: EngineStats
+) -> list[list[Score]]:
     """Score one batch: packed after a shared prefix, else right-padded rows (lm-eval's batching)."""
     import torch
 
@@ -110,8 +111,9 @@ def forward(calls: ModelCalls, batch: list[Row], prefix_len: int,
     return _gather(logits, batch, ends, batch_row, columns)
 
 
-def _gather(logits: Any, batch: list[Row], ends: np.ndarray, batch_row: np.ndarray,
-            columns: np.ndarray) -> list[list[Score]]:
+def _gather(
+    logits: Any, batch: list[Row], ends: np.ndarray, batch_row: np.ndarray, columns: np.ndarray
+) -> list[list[Score]]:
     """Each target's summed log-probability and greedy flag, computed on the logits' device
     and moved to the host in one transfer."""
     import torch

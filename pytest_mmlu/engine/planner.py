@@ -45,8 +45,12 @@ class RowCost:
         if shared:
             return (self.kv_per_token + self.act_per_token) * suffix + self.logit_bytes * scored
         total = prefix + suffix
-        return (self.kv_per_token * total + self.act_per_token * suffix
-                + self.attn_per_pair * suffix * total + self.logit_bytes * scored)
+        return (
+            self.kv_per_token * total
+            + self.act_per_token * suffix
+            + self.attn_per_pair * suffix * total
+            + self.logit_bytes * scored
+        )
 
 
 def _first(cfg: Any, *names: str) -> int:
@@ -75,9 +79,17 @@ class BatchPlanner:
     # one row to two was lost in the allocator's noise (int8 SmolLM2: flat, then 0.3-0.7).
     MIN_SCALE = 0.25
 
-    def __init__(self, cost: RowCost, baseline: int, limit: int, device: str,
-                 budget_declared: bool, max_batch_tokens: int, fixed_rows: int | None = None,
-                 slack: int = 0) -> None:
+    def __init__(
+        self,
+        cost: RowCost,
+        baseline: int,
+        limit: int,
+        device: str,
+        budget_declared: bool,
+        max_batch_tokens: int,
+        fixed_rows: int | None = None,
+        slack: int = 0,
+    ) -> None:
         self.cost = cost
         self.baseline = baseline
         self.limit = limit
@@ -101,15 +113,13 @@ class BatchPlanner:
 
     def predicted(self, rows: int, prefix: int, suffix: int, scored: int, held: int | None = None) -> int:
         per_row = self._row(prefix, suffix, scored)
-        return int(self.baseline + self._prefix_cache(prefix, held) + self.fixed
-                   + self.scale * rows * per_row)
+        return int(self.baseline + self._prefix_cache(prefix, held) + self.fixed + self.scale * rows * per_row)
 
     def check_fits(self, prefix: int, suffix: int, scored: int, held: int | None = None) -> None:
         """Raise BudgetTooSmall if one row of this shape cannot fit."""
         need = self.predicted(1, prefix, suffix, scored, held)
         if need > self.limit and (self.budget_declared or self.fixed_rows is None):
-            detail = (f"model and runtime {format_gib(self.baseline)} + one row of "
-                      f"{prefix + suffix} tokens")
+            detail = f"model and runtime {format_gib(self.baseline)} + one row of {prefix + suffix} tokens"
             if self.fixed:
                 detail += f" + allocator slack {format_gib(self.fixed)}"
             raise BudgetTooSmall(self.limit, need, self.device, detail)
@@ -121,8 +131,7 @@ class BatchPlanner:
             wanted = len(self._calibration) + 1  # calibrate at 1 row, then 2
         else:
             per_row = self.scale * self._row(prefix, suffix, scored)
-            room = (self.limit - self.baseline) * self.SAFETY - self.fixed \
-                - self._prefix_cache(prefix, held)
+            room = (self.limit - self.baseline) * self.SAFETY - self.fixed - self._prefix_cache(prefix, held)
             wanted = int(room // per_row) if per_row > 0 else remaining
         token_cap = max(1, self.max_batch_tokens // max(1, suffix))
         rows = min(wanted, token_cap, remaining)
@@ -133,8 +142,7 @@ class BatchPlanner:
             rows -= 1
         return max(1, rows)
 
-    def observe(self, rows: int, prefix: int, suffix: int, scored: int, peak: int,
-                held: int | None = None) -> None:
+    def observe(self, rows: int, prefix: int, suffix: int, scored: int, peak: int, held: int | None = None) -> None:
         if self.fixed_rows is not None:
             return
         x = rows * self._row(prefix, suffix, scored)

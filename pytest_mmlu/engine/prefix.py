@@ -43,8 +43,7 @@ def chunks(model: Any, node: Node, start: int) -> Iterator[tuple[int, Any, Any]]
         yield begin, ids, torch.arange(begin, end, device=device)[None]
 
 
-def run_shared(model: Any, layers: frozenset[int], node: Node, parent: SharedPrefix | None,
-               start: int) -> SharedPrefix:
+def run_shared(model: Any, layers: frozenset[int], node: Node, parent: SharedPrefix | None, start: int) -> SharedPrefix:
     """The node's prefix after ``start``, attending to its parent's pieces; returns them plus its own."""
     base_k = parent.keys if parent is not None else None
     base_v = parent.values if parent is not None else None
@@ -58,21 +57,23 @@ def run_shared(model: Any, layers: frozenset[int], node: Node, parent: SharedPre
         if layer not in own_k:
             shape = (k.shape[0], node.prefix_len - start, k.shape[2])
             own_k[layer], own_v[layer] = k.new_empty(shape), v.new_empty(shape)
-        own_k[layer][:, offset:offset + k.shape[1]].copy_(k)
-        own_v[layer][:, offset:offset + v.shape[1]].copy_(v)
+        own_k[layer][:, offset : offset + k.shape[1]].copy_(k)
+        own_v[layer][:, offset : offset + v.shape[1]].copy_(v)
 
     for begin, ids, positions in chunks(model, node, start):
         offset = begin - start
         done_k = {layer: buf[:, :offset] for layer, buf in own_k.items()}
         done_v = {layer: buf[:, :offset] for layer, buf in own_v.items()}
-        with attention.shared_prefix(model, layers, pieces(base_k, done_k), pieces(base_v, done_v),
-                                     [(0, ids.shape[1])], keep):
+        with attention.shared_prefix(
+            model, layers, pieces(base_k, done_k), pieces(base_v, done_v), [(0, ids.shape[1])], keep
+        ):
             model(input_ids=ids, position_ids=positions, use_cache=False, logits_to_keep=1)
     return SharedPrefix(pieces(base_k, own_k), pieces(base_v, own_v), node.prefix_len)
 
 
-def run_cached(model: Any, cache_kw: str, keep_logits: bool, node: Node, parent: CachePrefix | None,
-               start: int) -> CachePrefix:
+def run_cached(
+    model: Any, cache_kw: str, keep_logits: bool, node: Node, parent: CachePrefix | None, start: int
+) -> CachePrefix:
     """The node's prefix after ``start`` run into (a copy of) its parent's cache."""
     cache = None if parent is None else expand_cache(parent.cache, 1)  # parent stays intact
     for _, ids, positions in chunks(model, node, start):
@@ -87,8 +88,9 @@ def run_cached(model: Any, cache_kw: str, keep_logits: bool, node: Node, parent:
     # A model whose own code ignores the cache would score every row without its prefix.
     held = cache.get_seq_length() if hasattr(cache, "get_seq_length") else None
     if held != node.prefix_len:
-        raise attention.AttentionBypassed([], 0, f"its cache holds {held} of the {node.prefix_len} "
-                                                 f"prefix tokens it was given")
+        raise attention.AttentionBypassed(
+            [], 0, f"its cache holds {held} of the {node.prefix_len} prefix tokens it was given"
+        )
     return CachePrefix(cache, node.prefix_len)
 
 
@@ -97,8 +99,10 @@ def pieces(base: list[list[Any]] | None, own: dict[int, Any]) -> list[list[Any]]
     if not own:
         return base
     layers = max(own) + 1
-    return [(list(base[layer]) if base is not None else []) + ([own[layer]] if layer in own else [])
-            for layer in range(layers)]
+    return [
+        (list(base[layer]) if base is not None else []) + ([own[layer]] if layer in own else [])
+        for layer in range(layers)
+    ]
 
 
 def expand_cache(cache: Any, rows: int) -> Any:

@@ -25,8 +25,7 @@ from .tree import Node, Row, build_rows, build_tree, flat
 class ScoringEngine:
     """Scores token requests on one causal LM; the one seam used by plugin, bench and lm-eval."""
 
-    def __init__(self, model: Any, max_length: int, planner_factory: Callable[[], BatchPlanner],
-                 meter: Any) -> None:
+    def __init__(self, model: Any, max_length: int, planner_factory: Callable[[], BatchPlanner], meter: Any) -> None:
         self.model = model
         self.max_length = max_length
         self.planner_factory = planner_factory
@@ -90,8 +89,12 @@ class ScoringEngine:
         held = root.held_tokens(shared)
         for node in root.walk():
             if node.rows:
-                planner.check_fits(node.prefix_len, max(len(r.tokens) for r in node.rows) - node.prefix_len,
-                                   max(r.scored for r in node.rows), held[id(node)])
+                planner.check_fits(
+                    node.prefix_len,
+                    max(len(r.tokens) for r in node.rows) - node.prefix_len,
+                    max(r.scored for r in node.rows),
+                    held[id(node)],
+                )
         results: list[Score | None] = [None] * len(requests)
         done = 0
 
@@ -119,9 +122,14 @@ class ScoringEngine:
         return results  # type: ignore[return-value]
 
     # -- batching ------------------------------------------------------------------------------
-    def _batches(self, rows: list[Row], prefix_len: int, held: int,
-                 here: prefix.SharedPrefix | prefix.CachePrefix | None,
-                 planner: BatchPlanner) -> Iterator[list[tuple[Row, list[Score]]]]:
+    def _batches(
+        self,
+        rows: list[Row],
+        prefix_len: int,
+        held: int,
+        here: prefix.SharedPrefix | prefix.CachePrefix | None,
+        planner: BatchPlanner,
+    ) -> Iterator[list[tuple[Row, list[Score]]]]:
         """Yield lists of (row, scores), longest suffixes first, sized by the planner; a batch
         that runs out of memory is retried smaller."""
         pending = sorted(rows, key=lambda r: len(r.tokens), reverse=True)
@@ -138,8 +146,9 @@ class ScoringEngine:
                     raise
                 release_memory(str(self.model.device))
                 if n == 1:
-                    raise planner.out_of_memory(f"at batch 1 (a row of {suffix} tokens after a "
-                                                f"{prefix_len}-token prefix)") from None
+                    raise planner.out_of_memory(
+                        f"at batch 1 (a row of {suffix} tokens after a {prefix_len}-token prefix)"
+                    ) from None
                 planner.on_oom(n)
                 continue
             peak = self.meter.peak()
@@ -150,15 +159,17 @@ class ScoringEngine:
             yield list(zip(batch, scores))
 
     # -- prefixes ------------------------------------------------------------------------------
-    def _run_prefix(self, node: Node, parent: prefix.SharedPrefix | prefix.CachePrefix | None,
-                    shared: bool) -> prefix.SharedPrefix | prefix.CachePrefix:
+    def _run_prefix(
+        self, node: Node, parent: prefix.SharedPrefix | prefix.CachePrefix | None, shared: bool
+    ) -> prefix.SharedPrefix | prefix.CachePrefix:
         """Run a node's prefix once, on top of its parent's when there is one."""
         start = 0 if parent is None else parent.length
         calls = self._calls
         try:
             if shared:
                 here: prefix.SharedPrefix | prefix.CachePrefix = prefix.run_shared(
-                    self.model, calls.layers, node, parent, start)
+                    self.model, calls.layers, node, parent, start
+                )
             else:
                 here = prefix.run_cached(self.model, calls.cache_kw, calls.keep_logits, node, parent, start)
         except Exception as exc:
@@ -166,8 +177,9 @@ class ScoringEngine:
                 raise
             release_memory(str(self.model.device))
             planner = self._planner or self.planner_factory()
-            raise planner.out_of_memory(f"in a shared-prefix pass ({node.prefix_len - start} tokens "
-                                        f"in chunks of {prefix.PREFIX_CHUNK})") from None
+            raise planner.out_of_memory(
+                f"in a shared-prefix pass ({node.prefix_len - start} tokens in chunks of {prefix.PREFIX_CHUNK})"
+            ) from None
         self.stats.prefix_tokens += node.prefix_len - start
         self.stats.peak_bytes = max(self.stats.peak_bytes, self.meter.peak())
         return here

@@ -75,7 +75,7 @@ def build_rows(requests: Sequence[Any], max_length: int) -> list[Row]:
             if len(cont) == 1 and len(ctx) <= max_length:
                 tokens = ctx  # the input is the context itself: no copy
             else:
-                tokens = np.concatenate([ctx, cont])[-(max_length + 1):][:-1]
+                tokens = np.concatenate([ctx, cont])[-(max_length + 1) :][:-1]
             key = (len(tokens), hash(tokens.tobytes()))
             row = next((r for r in by_input.get(key, ()) if np.array_equal(r.tokens, tokens)), None)
             if row is None:

@@ -1,5 +1,4 @@
-"""What can stop an evaluation for want of memory, each with its one line.
-"""
+"""What can stop an evaluation for want of memory, each with its one line."""
 
 from __future__ import annotations
 
@@ -32,7 +31,8 @@ class OutOfMemory(Exception):
         super().__init__(
             f"MMLU evaluation ran out of memory on {device} {where} ({bound}): one row cannot be "
             f"split further; give the device more free memory, a larger budget, a smaller dtype, "
-            f"or shorter prompts (fewer shots)")
+            f"or shorter prompts (fewer shots)"
+        )
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -68,7 +68,8 @@ def select_template(tokenizer: Any, choice: bool | str) -> str:
         name = "default" if choice is True else choice
         if name not in template:
             raise ChatTemplateError(
-                f"the tokenizer has no chat template {name!r} (it has {', '.join(sorted(template))})")
+                f"the tokenizer has no chat template {name!r} (it has {', '.join(sorted(template))})"
+            )
         return template[name]
     if not template:
         raise ChatTemplateError("the tokenizer has no chat template (chat_template is not set)")
@@ -103,8 +104,9 @@ class PromptFormat:
         }
 
 
-def format_difference(base: Mapping[str, Any] | None, ours: Mapping[str, Any] | None,
-                      names: tuple[str, str] = ("baseline", "this run")) -> str | None:
+def format_difference(
+    base: Mapping[str, Any] | None, ours: Mapping[str, Any] | None, names: tuple[str, str] = ("baseline", "this run")
+) -> str | None:
     """How two recorded prompt formats (``PromptFormat.describe``; None is plain) differ, in
     words (``"baseline: no chat template; this run: chat template sha256 1a2b..."``, each side
     called by ``names``), or None when they render the same prompts."""
@@ -161,5 +163,9 @@ class PromptRenderer:
 
     def _apply(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.template, tokenize=False, add_generation_prompt=True,
-            continue_final_message=False)
+            messages,
+            chat_template=self.template,
+            tokenize=False,
+            add_generation_prompt=True,
+            continue_final_message=False,
+        )

@@ -48,9 +48,7 @@ def parse_csv(text: str, where: str, subject: str) -> list[Question]:
     rows = []
     for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         if len(row) != 6:
-            raise DataError(
-                f"{where}:{line_no}: expected 6 columns (question,A,B,C,D,answer), found {len(row)}"
-            )
+            raise DataError(f"{where}:{line_no}: expected 6 columns (question,A,B,C,D,answer), found {len(row)}")
         answer = row[5].strip()
         if answer not in LETTERS:
             raise DataError(f"{where}:{line_no}: answer must be one of A, B, C, D, found {row[5]!r}")
@@ -81,8 +79,9 @@ class _CsvTree:
     def load(self, subject: str, split: str) -> list[Question]:
         name = self._by_split.get((subject, split))
         if name is None:
-            raise DataError(f"{self.label}: no {split} file for subject {subject!r} "
-                            f"(expected {split}/{subject}_{split}.csv)")
+            raise DataError(
+                f"{self.label}: no {split} file for subject {subject!r} (expected {split}/{subject}_{split}.csv)"
+            )
         try:
             text = self._read(name).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -100,8 +99,9 @@ class _ParquetTree:
     def load(self, subject: str, split: str) -> list[Question]:
         files = sorted((self.root / subject).glob(f"{split}-*.parquet"))
         if not files:
-            raise DataError(f"{self.label}: no {split} parquet for subject {subject!r} "
-                            f"(expected {subject}/{split}-*.parquet)")
+            raise DataError(
+                f"{self.label}: no {split} parquet for subject {subject!r} (expected {subject}/{split}-*.parquet)"
+            )
         import pyarrow.parquet as pq  # comes with datasets, which lm-eval needs
 
         rows: list[Question] = []
@@ -135,8 +135,7 @@ class _HubDataset:
             from huggingface_hub import snapshot_download
 
             try:
-                root = snapshot_download(self._repo_id, repo_type="dataset",
-                                         allow_patterns=[f"{subject}/*"])
+                root = snapshot_download(self._repo_id, repo_type="dataset", allow_patterns=[f"{subject}/*"])
             except Exception as exc:  # noqa: BLE001 - offline, auth, missing repo...
                 reason = first_line(exc)
                 raise DataError(

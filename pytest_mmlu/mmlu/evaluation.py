@@ -24,8 +24,9 @@ FREE_MEMORY_SHARE = 0.85
 MAX_BATCH_TOKENS = {"cpu": 4096, "cuda": 65536}
 
 
-def build_engine(loaded: LoadedModel, meter, batch_size: str | int, budget_bytes: int | None,
-                 row_cost: RowCost, max_length: int) -> ScoringEngine:
+def build_engine(
+    loaded: LoadedModel, meter, batch_size: str | int, budget_bytes: int | None, row_cost: RowCost, max_length: int
+) -> ScoringEngine:
     """An engine whose batches fit ``budget_bytes`` (else the device's free memory)."""
     kind = "cuda" if loaded.device.startswith("cuda") else "cpu"
     release_memory(loaded.device)  # the baseline: what is live now, not what was freed but kept
@@ -37,10 +38,16 @@ def build_engine(loaded: LoadedModel, meter, batch_size: str | int, budget_bytes
     fixed = batch_size if isinstance(batch_size, int) else None
 
     def planner() -> BatchPlanner:
-        return BatchPlanner(row_cost, baseline, limit, meter.describe(),
-                            budget_declared=budget_bytes is not None,
-                            max_batch_tokens=MAX_BATCH_TOKENS[kind], fixed_rows=fixed,
-                            slack=HEAP_TRIM_THRESHOLD if kind == "cpu" else 0)
+        return BatchPlanner(
+            row_cost,
+            baseline,
+            limit,
+            meter.describe(),
+            budget_declared=budget_bytes is not None,
+            max_batch_tokens=MAX_BATCH_TOKENS[kind],
+            fixed_rows=fixed,
+            slack=HEAP_TRIM_THRESHOLD if kind == "cpu" else 0,
+        )
 
     return ScoringEngine(loaded.model, max_length, planner, meter)
 
@@ -48,8 +55,13 @@ def build_engine(loaded: LoadedModel, meter, batch_size: str | int, budget_bytes
 class Evaluator:
     """Evaluates MMLU specs on one loaded model; the model and meter are reused across calls."""
 
-    def __init__(self, loaded: LoadedModel, data: MmluData, batch_size: str | int = "auto",
-                 prompt_format: PromptFormat | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        data: MmluData,
+        batch_size: str | int = "auto",
+        prompt_format: PromptFormat | None = None,
+    ) -> None:
         self.loaded = loaded
         self.data = data
         self.batch_size = batch_size
@@ -78,11 +90,11 @@ class Evaluator:
         return requests, questions
 
     def engine(self, budget_bytes: int | None) -> ScoringEngine:
-        return build_engine(self.loaded, self.meter, self.batch_size, budget_bytes, self.row_cost,
-                            self.max_length)
+        return build_engine(self.loaded, self.meter, self.batch_size, budget_bytes, self.row_cost, self.max_length)
 
-    def evaluate(self, spec: EvalSpec, budget_bytes: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
+    def evaluate(
+        self, spec: EvalSpec, budget_bytes: int | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> EvaluationResult:
         start = time.perf_counter()
         requests, questions = self.requests(spec)
         build_seconds = time.perf_counter() - start
@@ -92,18 +104,30 @@ class Evaluator:
         scores = engine.score(requests, progress=on_progress)
         results = []
         for i, q in enumerate(questions):
-            own = scores[4 * i: 4 * i + 4]
-            results.append(QuestionResult.scored(q.subject, q.index, q.answer, tuple(s.loglikelihood for s in own),
-                                                 tuple(s.is_greedy for s in own)))
+            own = scores[4 * i : 4 * i + 4]
+            results.append(
+                QuestionResult.scored(
+                    q.subject, q.index, q.answer, tuple(s.loglikelihood for s in own), tuple(s.is_greedy for s in own)
+                )
+            )
         stats = engine.stats
         return EvaluationResult(
-            subjects=spec.subjects, shots=spec.shots, limit=spec.limit, label=spec.label or
-            ",".join(spec.subjects), questions=results, peak_memory_bytes=stats.peak_bytes,
-            budget_bytes=budget_bytes, batch_size=max(stats.batch_sizes, default=0),
-            batch_sizes=stats.batch_sizes, seconds=build_seconds + stats.seconds,
-            tokens=stats.prefix_tokens + stats.suffix_tokens, device=self.loaded.device,
-            dtype=self.loaded.dtype, data_fingerprint=self.data.fingerprint(spec.subjects),
-            weight_bytes=self.loaded.weight_bytes, engine_mode=stats.mode,
+            subjects=spec.subjects,
+            shots=spec.shots,
+            limit=spec.limit,
+            label=spec.label or ",".join(spec.subjects),
+            questions=results,
+            peak_memory_bytes=stats.peak_bytes,
+            budget_bytes=budget_bytes,
+            batch_size=max(stats.batch_sizes, default=0),
+            batch_sizes=stats.batch_sizes,
+            seconds=build_seconds + stats.seconds,
+            tokens=stats.prefix_tokens + stats.suffix_tokens,
+            device=self.loaded.device,
+            dtype=self.loaded.dtype,
+            data_fingerprint=self.data.fingerprint(spec.subjects),
+            weight_bytes=self.loaded.weight_bytes,
+            engine_mode=stats.mode,
             engine_mode_reason=stats.mode_reason,
             peak_device=getattr(self.meter, "peak_device", None),  # a spread model's highest GPU
             variant=self.loaded.variant.label,

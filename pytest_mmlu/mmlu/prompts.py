@@ -9,7 +9,7 @@ trailing whitespace of the context moves to the continuation; the whole string
 and the context are encoded separately with the tokenizer's default special
 tokens (none if the text already starts with the BOS string), and the
 continuation is the whole encoding past the context's length.
-tests/test_lm_eval_agreement.py runs lm-eval itself to prove the equality.
+tests/agreement/test_lm_eval_agreement.py runs lm-eval itself to prove the equality.
 """
 
 from __future__ import annotations
@@ -84,4 +84,4 @@ class LmEvalTokenizer:
             context_text = context_text[:-n_spaces]
         whole = self.encode(context_text + continuation_text)
         ctx = self.encode(context_text)
-        return TokenRequest(tuple(ctx), tuple(whole[len(ctx):]))
+        return TokenRequest(tuple(ctx), tuple(whole[len(ctx) :]))

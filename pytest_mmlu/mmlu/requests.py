@@ -99,7 +99,7 @@ class RequestBuilder:
         stats.questions += n
         # Trailing whitespace of the context moves to the continuation (lm-eval's _encode_pair).
         contexts = [c.rstrip() for c in group.contexts]
-        moved = [c[len(s):] for c, s in zip(group.contexts, contexts)]
+        moved = [c[len(s) :] for c, s in zip(group.contexts, contexts)]
         contexts_ids: list[np.ndarray | None] = [None] * n
         refused = self._split_contexts(contexts, contexts_ids)
         attempted = any(ids is not None for ids in contexts_ids) or refused is not None
@@ -111,8 +111,11 @@ class RequestBuilder:
             if ctx is None or conts is None:
                 in_full.append(i)
                 if attempted:
-                    reason = refused or ("the shared piece/question junction did not verify"
-                                         if ctx is None else "the context/continuation junction did not verify")
+                    reason = refused or (
+                        "the shared piece/question junction did not verify"
+                        if ctx is None
+                        else "the context/continuation junction did not verify"
+                    )
                     stats.fallbacks.append((first + i, reason))
                 continue
             for k, cont in enumerate(conts):
@@ -179,8 +182,9 @@ class RequestBuilder:
         start, anchor_ids = anchor
         return _int32(with_special[: len(with_special) - len(anchor_ids)]), piece[start:], anchor_ids
 
-    def _windows(self, contexts: list[str], which: Sequence[int], junction: int,
-                 split: tuple[np.ndarray, str, list[int]]) -> list[np.ndarray | None]:
+    def _windows(
+        self, contexts: list[str], which: Sequence[int], junction: int, split: tuple[np.ndarray, str, list[int]]
+    ) -> list[np.ndarray | None]:
         """The contexts' tokens from the piece and each window (anchor + the question's own
         text), or None where the window does not begin with the anchor's own tokens."""
         base, anchor_text, anchor_ids = split
@@ -192,12 +196,11 @@ class RequestBuilder:
                 continue
             ctx = np.empty(len(base) + len(ids), dtype=np.int32)
             ctx[: len(base)] = base
-            ctx[len(base):] = ids
+            ctx[len(base) :] = ids
             result.append(ctx)
         return result
 
-    def _anchor(self, piece: str, ids: list[int], offsets: list[tuple[int, int]]
-                ) -> tuple[int, list[int]] | None:
+    def _anchor(self, piece: str, ids: list[int], offsets: list[tuple[int, int]]) -> tuple[int, list[int]] | None:
         """(start character, tokens) of a tail of ``piece`` that starts at a token boundary and
         at a space, spans at least MIN_ANCHOR_CHARS, and encodes alone to ``ids``' own tail."""
         tries = 0
@@ -212,8 +215,9 @@ class RequestBuilder:
                 break
         return None
 
-    def _continuations(self, contexts: list[str], moved: list[str], continuations: Sequence[str],
-                       contexts_ids: list[np.ndarray | None]) -> list[list[np.ndarray] | None]:
+    def _continuations(
+        self, contexts: list[str], moved: list[str], continuations: Sequence[str], contexts_ids: list[np.ndarray | None]
+    ) -> list[list[np.ndarray] | None]:
         """Each question's continuation tokens, from a tail of its context encoded with and
         without each continuation. Tails tried: from the last line break (``"\\nAnswer:"``, the
         same for every question), then from the last space (tokenizers that prepend a "▁" to a
@@ -234,12 +238,13 @@ class RequestBuilder:
                 tail_ids, conts = hit
                 ctx_ids = contexts_ids[i]
                 m = len(tail_ids)
-                if len(ctx_ids) >= m and np.array_equal(ctx_ids[len(ctx_ids) - m:], tail_ids):
+                if len(ctx_ids) >= m and np.array_equal(ctx_ids[len(ctx_ids) - m :], tail_ids):
                     result[i] = conts
         return result
 
-    def _encode_tails(self, tails: list[tuple[str, str]], continuations: Sequence[str]
-                      ) -> dict[tuple[str, str], tuple[np.ndarray, list[np.ndarray]] | None]:
+    def _encode_tails(
+        self, tails: list[tuple[str, str]], continuations: Sequence[str]
+    ) -> dict[tuple[str, str], tuple[np.ndarray, list[np.ndarray]] | None]:
         """(tail, moved whitespace) -> (tail tokens, continuation tokens), or None where a
         continuation merged into the tail."""
         width = 1 + len(continuations)
@@ -247,14 +252,20 @@ class RequestBuilder:
         encoded = self._plain(texts) if texts else []
         found: dict[tuple[str, str], tuple[np.ndarray, list[np.ndarray]] | None] = {}
         for j, key in enumerate(tails):
-            tail_ids, *wholes = encoded[width * j: width * (j + 1)]
+            tail_ids, *wholes = encoded[width * j : width * (j + 1)]
             m = len(tail_ids)
             ok = m > 0 and all(len(w) > m and w[:m] == tail_ids for w in wholes)
             found[key] = (_int32(tail_ids), [_int32(w[m:]) for w in wholes]) if ok else None
         return found
 
-    def _encode_in_full(self, contexts: list[str], moved: list[str], continuations: Sequence[str],
-                        which: list[int], out: list[TokenRequest | None]) -> None:
+    def _encode_in_full(
+        self,
+        contexts: list[str],
+        moved: list[str],
+        continuations: Sequence[str],
+        which: list[int],
+        out: list[TokenRequest | None],
+    ) -> None:
         """lm-eval's rule itself for these questions (contexts stripped, their trailing
         whitespace in ``moved``): the context and the four wholes, batched."""
         if not which:
@@ -272,12 +283,13 @@ class RequestBuilder:
                 by_special.setdefault(self.rule.special(t), []).append((i, k, t))
         encoded: dict[tuple[int, int], list[int]] = {}
         for special, items in by_special.items():
-            ids = self.tokenizer([t for _, _, t in items], add_special_tokens=special,
-                                 return_attention_mask=False)["input_ids"]
+            ids = self.tokenizer([t for _, _, t in items], add_special_tokens=special, return_attention_mask=False)[
+                "input_ids"
+            ]
             encoded.update({(i, k): e for (i, k, _), e in zip(items, ids)})
         for i in which:
             if (i, 0) not in encoded:
                 continue
             ctx = _int32(encoded[(i, 0)])
             for k in range(width):
-                out[width * i + k] = TokenRequest(ctx, _int32(encoded[(i, k + 1)][len(ctx):]))
+                out[width * i + k] = TokenRequest(ctx, _int32(encoded[(i, k + 1)][len(ctx) :]))

@@ -46,12 +46,24 @@ class QuestionResult:
     is_greedy: tuple[bool, bool, bool, bool] | None = None
 
     @classmethod
-    def scored(cls, subject: str, index: int, target: int, loglikelihoods: tuple[float, float, float, float],
-               is_greedy: tuple[bool, bool, bool, bool] | None = None) -> QuestionResult:
+    def scored(
+        cls,
+        subject: str,
+        index: int,
+        target: int,
+        loglikelihoods: tuple[float, float, float, float],
+        is_greedy: tuple[bool, bool, bool, bool] | None = None,
+    ) -> QuestionResult:
         """A question and its answer; NaN/inf scores give NO_ANSWER (gates.non_finite fails
         the evaluation) instead of an exception that would lose the other questions."""
-        return cls(subject, index, target, predict(loglikelihoods) if all_finite(loglikelihoods) else NO_ANSWER,
-                   tuple(loglikelihoods), None if is_greedy is None else tuple(bool(g) for g in is_greedy))
+        return cls(
+            subject,
+            index,
+            target,
+            predict(loglikelihoods) if all_finite(loglikelihoods) else NO_ANSWER,
+            tuple(loglikelihoods),
+            None if is_greedy is None else tuple(bool(g) for g in is_greedy),
+        )
 
     @property
     def correct(self) -> bool:
@@ -184,9 +196,14 @@ class EvaluationResult:
             "prompt_format": self.prompt_format,
             **({} if self.identity is None else {"identity": self.identity}),
             "questions": [
-                {"subject": q.subject, "index": q.index, "target": q.target,
-                 "prediction": q.prediction, "loglikelihoods": list(q.loglikelihoods),
-                 **({} if q.is_greedy is None else {"is_greedy": list(q.is_greedy)})}
+                {
+                    "subject": q.subject,
+                    "index": q.index,
+                    "target": q.target,
+                    "prediction": q.prediction,
+                    "loglikelihoods": list(q.loglikelihoods),
+                    **({} if q.is_greedy is None else {"is_greedy": list(q.is_greedy)}),
+                }
                 for q in self.questions
             ],
         }
@@ -194,20 +211,37 @@ class EvaluationResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvaluationResult:
         questions = [
-            QuestionResult(q["subject"], int(q["index"]), int(q["target"]), int(q["prediction"]),
-                           tuple(float(x) for x in q["loglikelihoods"]),
-                           None if q.get("is_greedy") is None else tuple(bool(g) for g in q["is_greedy"]))
+            QuestionResult(
+                q["subject"],
+                int(q["index"]),
+                int(q["target"]),
+                int(q["prediction"]),
+                tuple(float(x) for x in q["loglikelihoods"]),
+                None if q.get("is_greedy") is None else tuple(bool(g) for g in q["is_greedy"]),
+            )
             for q in d["questions"]
         ]
         return cls(
-            subjects=tuple(d["subjects"]), shots=int(d["shots"]), limit=d["limit"],
-            label=d.get("label", ",".join(d["subjects"])), questions=questions,
-            peak_memory_bytes=int(d.get("peak_memory_bytes") or 0), budget_bytes=d.get("budget_bytes"),
-            batch_size=int(d.get("batch_size") or 0), batch_sizes=list(d.get("batch_sizes", [])),
-            seconds=float(d.get("seconds") or 0.0), tokens=int(d.get("tokens", 0)), device=d.get("device", "-"),
-            dtype=d.get("dtype", "-"), data_fingerprint=d.get("data_fingerprint", ""),
-            weight_bytes=int(d.get("weight_bytes", 0)), from_cache=bool(d.get("from_cache", False)),
-            engine_mode=d.get("engine_mode", "prefix"), engine_mode_reason=d.get("engine_mode_reason"),
-            peak_device=d.get("peak_device"), variant=d.get("variant", "full"),
-            prompt_format=d.get("prompt_format"), identity=d.get("identity"),
+            subjects=tuple(d["subjects"]),
+            shots=int(d["shots"]),
+            limit=d["limit"],
+            label=d.get("label", ",".join(d["subjects"])),
+            questions=questions,
+            peak_memory_bytes=int(d.get("peak_memory_bytes") or 0),
+            budget_bytes=d.get("budget_bytes"),
+            batch_size=int(d.get("batch_size") or 0),
+            batch_sizes=list(d.get("batch_sizes", [])),
+            seconds=float(d.get("seconds") or 0.0),
+            tokens=int(d.get("tokens", 0)),
+            device=d.get("device", "-"),
+            dtype=d.get("dtype", "-"),
+            data_fingerprint=d.get("data_fingerprint", ""),
+            weight_bytes=int(d.get("weight_bytes", 0)),
+            from_cache=bool(d.get("from_cache", False)),
+            engine_mode=d.get("engine_mode", "prefix"),
+            engine_mode_reason=d.get("engine_mode_reason"),
+            peak_device=d.get("peak_device"),
+            variant=d.get("variant", "full"),
+            prompt_format=d.get("prompt_format"),
+            identity=d.get("identity"),
         )

@@ -81,7 +81,19 @@ def empty_result(spec: Any, budget_bytes: int | None, data: Any, identity: Any =
     (no model load for it, peak 0), yet the report keeps its row for the merge."""
 
     return EvaluationResult(
-        subjects=spec.subjects, shots=spec.shots, limit=spec.limit,
-        label=spec.label or ",".join(spec.subjects), questions=[], peak_memory_bytes=0,
-        budget_bytes=budget_bytes, batch_size=0, batch_sizes=[], seconds=0.0, tokens=0,
-        device="-", dtype="-", data_fingerprint=data.fingerprint(spec.subjects), identity=identity)
+        subjects=spec.subjects,
+        shots=spec.shots,
+        limit=spec.limit,
+        label=spec.label or ",".join(spec.subjects),
+        questions=[],
+        peak_memory_bytes=0,
+        budget_bytes=budget_bytes,
+        batch_size=0,
+        batch_sizes=[],
+        seconds=0.0,
+        tokens=0,
+        device="-",
+        dtype="-",
+        data_fingerprint=data.fingerprint(spec.subjects),
+        identity=identity,
+    )

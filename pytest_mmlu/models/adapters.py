@@ -34,8 +34,13 @@ def adapter_info(path: str) -> dict[str, Any]:
         config = json.loads((Path(path) / "adapter_config.json").read_text())
     except (OSError, ValueError) as exc:
         raise AdapterError(f"adapter {path}: unreadable adapter_config.json ({exc})") from None
-    return {"path": path, "type": config.get("peft_type"), "base_model": config.get("base_model_name_or_path"),
-            "r": config.get("r"), "sha256": ContentHashes().folder(Path(path)).removeprefix("sha256:")}
+    return {
+        "path": path,
+        "type": config.get("peft_type"),
+        "base_model": config.get("base_model_name_or_path"),
+        "r": config.get("r"),
+        "sha256": ContentHashes().folder(Path(path)).removeprefix("sha256:"),
+    }
 
 
 def apply_adapter(model: Any, path: str, merge: bool) -> Any:
@@ -52,7 +57,8 @@ def apply_adapter(model: Any, path: str, merge: bool) -> Any:
         raise AdapterError(
             f"adapter {path} is {config.peft_type.value}, a prompt-learning adapter (virtual "
             f"tokens added by PEFT's own forward): pytest-mmlu scores adapters that change the "
-            f"model's layers (LoRA, IA3, ...)")
+            f"model's layers (LoRA, IA3, ...)"
+        )
     try:
         with warnings.catch_warnings():
             # peft reads transformers' deprecated is_gradient_checkpointing: a FutureWarning

@@ -116,8 +116,12 @@ def may_be_loaded(path: Path) -> bool:
     """Every regular file but documentation and hidden files: a file type we do not know
     (a new tokenizer format, remote code) must change the content, never be overlooked."""
     name = path.name
-    return (path.is_file() and not name.startswith(".") and name not in IGNORED_NAMES
-            and not name.lower().endswith(IGNORED_SUFFIXES))
+    return (
+        path.is_file()
+        and not name.startswith(".")
+        and name not in IGNORED_NAMES
+        and not name.lower().endswith(IGNORED_SUFFIXES)
+    )
 
 
 @dataclass(frozen=True)
@@ -166,10 +170,14 @@ def hub_content(repo_id: str, revision: str | None) -> ModelContent:
     commit = _local_snapshot(repo_id, revision)
     if commit is None:
         return ModelContent(None)
-    return ModelContent("hub:" + commit, (
-        f"pytest-mmlu: hub unreachable ({reason.rstrip(': ')}); evaluations of {repo_id} "
-        f"(revision {revision or 'main'}) are identified by the local snapshot {commit[:12]}, "
-        f"which may be older than the hub's"))
+    return ModelContent(
+        "hub:" + commit,
+        (
+            f"pytest-mmlu: hub unreachable ({reason.rstrip(': ')}); evaluations of {repo_id} "
+            f"(revision {revision or 'main'}) are identified by the local snapshot {commit[:12]}, "
+            f"which may be older than the hub's"
+        ),
+    )
 
 
 def model_content(model: str, revision: str | None, hashes: ContentHashes) -> ModelContent:

@@ -36,7 +36,8 @@ def resolve_device(setting: str, workers: Workers | None = None) -> str:
         hint = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
         raise ModelLoadError(
             f"--mmlu-device={setting}: this machine has {count} CUDA GPU{'s' if count != 1 else ''}"
-            f"{hint}: use one of {_gpu_range(count)}, or 'cuda'")
+            f"{hint}: use one of {_gpu_range(count)}, or 'cuda'"
+        )
     return setting
 
 
@@ -50,8 +51,9 @@ FIT_SHARE = 0.8
 SPREAD_SHARE = 0.9
 
 
-def gpus_to_spread(setting: str, device: str, weights: int | None, cuda: Any = None,
-                   shared: dict[int, int] | None = None) -> list[int] | None:
+def gpus_to_spread(
+    setting: str, device: str, weights: int | None, cuda: Any = None, shared: dict[int, int] | None = None
+) -> list[int] | None:
     """The GPUs a model spreads over with accelerate's device map, or None: it stays on ``device``.
     ``weights``: the estimated weight bytes (``fit`` spreads only what does not fit this worker's
     share of one GPU; ``shared``: how many workers use each GPU, ``workers.sharers``)."""

@@ -1,5 +1,4 @@
-"""The one error of loading a model, and how messages name the model.
-"""
+"""The one error of loading a model, and how messages name the model."""
 
 from __future__ import annotations
 

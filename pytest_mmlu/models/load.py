@@ -46,21 +46,29 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         """The report's ``model`` entry (and each variant's)."""
-        return {"name": self.name, "revision": self.revision, "commit": self.commit,
-                "dtype": self.dtype, "device": self.device, "weight_bytes": self.weight_bytes,
-                "load_seconds": round(self.load_seconds, 3), "variant": self.variant.label,
-                "quantization": self.quantization, "adapter": self.adapter}
+        return {
+            "name": self.name,
+            "revision": self.revision,
+            "commit": self.commit,
+            "dtype": self.dtype,
+            "device": self.device,
+            "weight_bytes": self.weight_bytes,
+            "load_seconds": round(self.load_seconds, 3),
+            "variant": self.variant.label,
+            "quantization": self.quantization,
+            "adapter": self.adapter,
+        }
 
 
 # Bytes per weight of a quantized linear layer, scales included: int4 keeps a scale and a zero
 # point per group of 32 (on CPU each int4 value takes a byte: no packed layout), NF4 an 8-bit
 # absmax per 64; the per-row scales of the 8-bit methods are negligible.
-BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "bnb-int8": 1.0, "nf4": 0.5 + 1 / NF4_BLOCK,
-                    "int4": 0.5 + 8 / INT4_GROUP}
+BYTES_PER_WEIGHT = {"int8": 1.0, "fp8": 1.0, "bnb-int8": 1.0, "nf4": 0.5 + 1 / NF4_BLOCK, "int4": 0.5 + 8 / INT4_GROUP}
 
 
-def estimate_weight_bytes(config: Any, dtype: str, quantization: str = "none",
-                          trust_remote_code: bool = False, device: str = "cuda") -> int:
+def estimate_weight_bytes(
+    config: Any, dtype: str, quantization: str = "none", trust_remote_code: bool = False, device: str = "cuda"
+) -> int:
     """The weights' bytes before loading: the model built on the meta device (no memory),
     linear layers at the method's bytes per weight, the rest (embeddings, norms, the output
     head, which the methods leave alone) in ``dtype``."""
@@ -82,8 +90,12 @@ def estimate_weight_bytes(config: Any, dtype: str, quantization: str = "none",
             if id(param) in seen:  # tied weights count once
                 continue
             seen.add(id(param))
-            quantized = (per_weight is not None and isinstance(module, torch.nn.Linear)
-                         and module is not head and name == "weight")
+            quantized = (
+                per_weight is not None
+                and isinstance(module, torch.nn.Linear)
+                and module is not head
+                and name == "weight"
+            )
             total += param.numel() * (per_weight if quantized else dtype_bytes)
     return int(total)
 
@@ -107,8 +119,11 @@ def _share_cpu_threads(workers: Workers) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers.count))
 
 
-def load_model(settings: Settings, variant: Variant | None = None, load_plan: LoadPlan | None = None,
-               ) -> LoadedModel:
+def load_model(
+    settings: Settings,
+    variant: Variant | None = None,
+    load_plan: LoadPlan | None = None,
+) -> LoadedModel:
     """Load the model and tokenizer the settings name, as ``variant`` (default: the one the
     settings name) following ``load_plan`` (default: made now); raise ModelLoadError with one
     clear line."""
@@ -125,7 +140,6 @@ def _load_model(settings: Settings, variant: Variant, load_plan: LoadPlan) -> Lo
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-
     transformers.utils.logging.disable_progress_bar()  # our own progress line is enough
 
     name = settings.model
@@ -133,8 +147,7 @@ def _load_model(settings: Settings, variant: Variant, load_plan: LoadPlan) -> Lo
     device, dtype, saved_as = load_plan.device, load_plan.dtype, load_plan.saved_as
     local = looks_like_path(name)
     where = where_model(name)
-    common: dict[str, Any] = {"revision": settings.revision,
-                              "trust_remote_code": settings.trust_remote_code}
+    common: dict[str, Any] = {"revision": settings.revision, "trust_remote_code": settings.trust_remote_code}
     on_cuda = device.startswith("cuda")
 
     def failed(exc: BaseException, hint: str = "") -> ModelLoadError:
@@ -169,8 +182,12 @@ def _load_model(settings: Settings, variant: Variant, load_plan: LoadPlan) -> Lo
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **common)
         model = AutoModelForCausalLM.from_pretrained(
-            name, dtype=getattr(torch, dtype), use_safetensors=None if settings.allow_pickle else True,
-            **kwargs, **common)
+            name,
+            dtype=getattr(torch, dtype),
+            use_safetensors=None if settings.allow_pickle else True,
+            **kwargs,
+            **common,
+        )
     except ImportError as exc:  # a pre-quantized format whose library is missing
         raise failed(exc, pre_quantized_hint(saved_as["method"]) if saved_as else "") from None
     except Exception as exc:  # noqa: BLE001 - transformers raises OSError/ValueError/EnvironmentError
@@ -181,7 +198,8 @@ def _load_model(settings: Settings, variant: Variant, load_plan: LoadPlan) -> Lo
             raise ModelLoadError(
                 f"cannot load {where}: it does not fit on the {len(gpus)} GPUs (placed on "
                 f"{', '.join(placed)}): give them more free memory, or quantize it "
-                f"(--mmlu-quantization)")
+                f"(--mmlu-quantization)"
+            )
         device = "+".join(f"cuda:{d}" for d in sorted(placed, key=int))
     adapter = None
     if variant.adapter is not None:
@@ -208,8 +226,21 @@ def _load_model(settings: Settings, variant: Variant, load_plan: LoadPlan) -> Lo
     seconds = time.perf_counter() - start
     label = str(Path(name).name) if local else name
     shared = load_plan.shared if gpus is None else sharers(settings.device, device, len(gpus), load_plan.workers)
-    return LoadedModel(model, tokenizer, label, settings.revision, device, dtype, seconds,
-                       weight_bytes(model), commit, variant, quantization, adapter, shared)
+    return LoadedModel(
+        model,
+        tokenizer,
+        label,
+        settings.revision,
+        device,
+        dtype,
+        seconds,
+        weight_bytes(model),
+        commit,
+        variant,
+        quantization,
+        adapter,
+        shared,
+    )
 
 
 def _copy_out_of_checkpoint(model: Any) -> None:
@@ -229,4 +260,3 @@ def _copy_out_of_checkpoint(model: Any) -> None:
 def _plain(tensor: Any) -> Any:
 
     return plain_tensors(tensor)
-

@@ -67,8 +67,15 @@ def checkpoint_dtype(config: Any) -> str | None:
     return str(value).removeprefix("torch.")
 
 
-def resolve_dtype(setting: str, device: str, model: str | None = None, revision: str | None = None,
-                  *, saved: str | None = None, cuda: Any = None) -> str:
+def resolve_dtype(
+    setting: str,
+    device: str,
+    model: str | None = None,
+    revision: str | None = None,
+    *,
+    saved: str | None = None,
+    cuda: Any = None,
+) -> str:
     """``auto`` as lm-eval means it where it can: the checkpoint's dtype (``saved``, else read
     from ``model``'s config) when it is a half type that every GPU of ``device`` runs natively;
     float32 otherwise (CPU, a float32 checkpoint, a GPU that would emulate it).  ``cuda`` is
@@ -124,7 +131,8 @@ def plan_load(settings: Settings, variant: Variant | None = None) -> LoadPlan:
         if saved_as is not None:
             raise ModelLoadError(
                 f"--mmlu-quantization={variant.quantization}: {where_model(name)} is already quantized "
-                f"({saved_as['description']}); it loads as it is with --mmlu-quantization none")
+                f"({saved_as['description']}); it loads as it is with --mmlu-quantization none"
+            )
         try:
             quant = plan(variant.quantization, device, dtype, settings.dtype)
         except QuantizationUnavailable as exc:

@@ -46,13 +46,18 @@ class Method:
 
 METHODS = {
     "int8": Method("int8", "torchao", "8-bit integer weights, one scale per output row", ("cpu", "cuda")),
-    "int4": Method("int4", "torchao", f"4-bit integer weights, one scale and zero point per {INT4_GROUP} "
-                   "weights", ("cpu", "cuda"), (8, 0)),
+    "int4": Method(
+        "int4",
+        "torchao",
+        f"4-bit integer weights, one scale and zero point per {INT4_GROUP} weights",
+        ("cpu", "cuda"),
+        (8, 0),
+    ),
     "fp8": Method("fp8", "torchao", "float8 (e4m3) weights, one scale per output row", ("cpu", "cuda"), (8, 9)),
-    "nf4": Method("nf4", "bitsandbytes", f"4-bit NormalFloat weights in blocks of {NF4_BLOCK}, double-quantized "
-                  "scales", ("cuda",)),
-    "bnb-int8": Method("bnb-int8", "bitsandbytes", "LLM.int8(): 8-bit weights, outlier features in "
-                       "16 bits", ("cuda",)),
+    "nf4": Method(
+        "nf4", "bitsandbytes", f"4-bit NormalFloat weights in blocks of {NF4_BLOCK}, double-quantized scales", ("cuda",)
+    ),
+    "bnb-int8": Method("bnb-int8", "bitsandbytes", "LLM.int8(): 8-bit weights, outlier features in 16 bits", ("cuda",)),
 }
 
 
@@ -66,18 +71,28 @@ class QuantPlan:
     description: str  # "int8 (torchao Int8WeightOnlyConfig)"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "library": METHODS[self.method].library,
-                "description": self.description, "pre_quantized": False}
+        return {
+            "method": self.method,
+            "library": METHODS[self.method].library,
+            "description": self.description,
+            "pre_quantized": False,
+        }
 
 
 def _works_on(device_kind: str) -> list[str]:
     return [m.name for m in METHODS.values() if device_kind in m.devices]
 
 
-def plan(method: str, device: str, dtype: str, dtype_setting: str = "auto", *,
-         capability: Callable[[int], tuple[int, int]] | None = None,
-         device_name: Callable[[int], str] | None = None,
-         installed: Callable[[str], bool] | None = None) -> QuantPlan:
+def plan(
+    method: str,
+    device: str,
+    dtype: str,
+    dtype_setting: str = "auto",
+    *,
+    capability: Callable[[int], tuple[int, int]] | None = None,
+    device_name: Callable[[int], str] | None = None,
+    installed: Callable[[str], bool] | None = None,
+) -> QuantPlan:
     """The quantization of ``method`` for a model on ``device`` (``cuda:0+cuda:1`` for a
     spread model) whose activations would be ``dtype``; raise QuantizationUnavailable with one
     line. ``capability``, ``device_name`` and ``installed`` are torch.cuda's and importlib's by
@@ -87,7 +102,8 @@ def plan(method: str, device: str, dtype: str, dtype_setting: str = "auto", *,
     if kind not in spec.devices:
         raise QuantizationUnavailable(
             f"--mmlu-quantization={method} ({spec.library}) runs on CUDA only; this run is on "
-            f"{device}: on CPU use {', '.join(_works_on('cpu'))} (torchao)")
+            f"{device}: on CPU use {', '.join(_works_on('cpu'))} (torchao)"
+        )
     if kind == "cuda" and spec.min_capability is not None:
         capability, device_name = _cuda_probes(capability, device_name)
         for index in cuda_indices(device):
@@ -98,16 +114,19 @@ def plan(method: str, device: str, dtype: str, dtype_setting: str = "auto", *,
                 raise QuantizationUnavailable(
                     f"--mmlu-quantization={method} needs CUDA compute capability {need} or newer; "
                     f"cuda:{index} ({device_name(index)}) is {have[0]}.{have[1]}: use "
-                    f"{', '.join(usable)}")
+                    f"{', '.join(usable)}"
+                )
     installed = installed or (lambda name: importlib.util.find_spec(name) is not None)
     if not installed(spec.library):
         raise QuantizationUnavailable(
-            f"--mmlu-quantization={method} needs {spec.library}, which is not installed: {INSTALL}")
+            f"--mmlu-quantization={method} needs {spec.library}, which is not installed: {INSTALL}"
+        )
     if method == "int4" and kind == "cuda":
         if dtype_setting not in ("auto", "bfloat16"):
             raise QuantizationUnavailable(
                 f"--mmlu-quantization=int4 on CUDA computes in bfloat16 (tinygemm); "
-                f"--mmlu-dtype={dtype_setting} cannot be used with it: pass bfloat16 or auto")
+                f"--mmlu-dtype={dtype_setting} cannot be used with it: pass bfloat16 or auto"
+            )
         dtype = "bfloat16"
     config, name = _config(method, kind, dtype)
     return QuantPlan(method, config, dtype, f"{method} ({spec.library} {name})")
@@ -127,9 +146,12 @@ def _config(method: str, kind: str, dtype: str) -> tuple[Any, str]:
     from transformers import BitsAndBytesConfig
 
     if method == "nf4":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                  bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=getattr(torch, dtype)), "4-bit NF4"
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=getattr(torch, dtype),
+        ), "4-bit NF4"
     if method == "bnb-int8":
         return BitsAndBytesConfig(load_in_8bit=True), "8-bit LLM.int8()"
     from torchao.quantization import (
@@ -154,9 +176,14 @@ def _config(method: str, kind: str, dtype: str) -> tuple[Any, str]:
 
 # -- checkpoints that are quantized already -----------------------------------------------------
 # The package each pre-quantized format needs, for the error when it is missing.
-PRE_QUANTIZED_NEEDS = {"gptq": "gptqmodel and optimum", "awq": "autoawq",
-                       "compressed-tensors": "compressed-tensors", "torchao": "torchao",
-                       "bitsandbytes": "bitsandbytes", "fp8": "(a CUDA GPU with fp8)"}
+PRE_QUANTIZED_NEEDS = {
+    "gptq": "gptqmodel and optimum",
+    "awq": "autoawq",
+    "compressed-tensors": "compressed-tensors",
+    "torchao": "torchao",
+    "bitsandbytes": "bitsandbytes",
+    "fp8": "(a CUDA GPU with fp8)",
+}
 
 
 def pre_quantized(config: Any) -> dict[str, Any] | None:
@@ -173,7 +200,7 @@ def pre_quantized(config: Any) -> dict[str, Any] | None:
         bits = 4 if as_dict.get("load_in_4bit") else 8 if as_dict.get("load_in_8bit") else bits
     if method == "torchao" and as_dict.get("quant_type"):
         kind = as_dict["quant_type"]
-        name = (kind.get("default", kind).get("_type") if isinstance(kind, dict) else type(kind).__name__)
+        name = kind.get("default", kind).get("_type") if isinstance(kind, dict) else type(kind).__name__
         method_text = f"torchao {name}" if name else "torchao"
     else:
         method_text = method
@@ -197,8 +224,7 @@ def plain_tensors(tensor: Any) -> Iterator[Any]:
             yield from plain_tensors(getattr(tensor, name))
         return
     yield tensor
-    for extra in _bnb_extras(tensor):
-        yield extra
+    yield from _bnb_extras(tensor)
 
 
 def _bnb_extras(tensor: Any) -> Iterator[Any]:

@@ -61,15 +61,18 @@ class Variant:
         return " + ".join(parts) or "full"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "quantization": self.quantization, "adapter": self.adapter,
-                "merge_adapter": self.merge_adapter}
+        return {
+            "label": self.label,
+            "quantization": self.quantization,
+            "adapter": self.adapter,
+            "merge_adapter": self.merge_adapter,
+        }
 
 
 FULL = Variant()
 
 
-def make_variant(base: Variant, quantization: Any = None, adapter: Any = None,
-                 merge_adapter: Any = None) -> Variant:
+def make_variant(base: Variant, quantization: Any = None, adapter: Any = None, merge_adapter: Any = None) -> Variant:
     """``base`` with the given fields replaced (None keeps the base's); ValueError on a bad one.
     ``adapter=False`` drops the base's adapter."""
     q = base.quantization if quantization is None else parse_quantization(quantization)
@@ -88,5 +91,4 @@ def make_variant(base: Variant, quantization: Any = None, adapter: Any = None,
 
 def session_variant(settings: Any) -> Variant:
     """The variant the session's options name (``--mmlu-quantization``, ``--mmlu-adapter``)."""
-    return Variant(settings.quantization, settings.adapter,
-                   bool(settings.merge_adapter and settings.adapter))
+    return Variant(settings.quantization, settings.adapter, bool(settings.merge_adapter and settings.adapter))

@@ -1,5 +1,4 @@
-"""A PNG of per-subject accuracy with 95% intervals, floors and baselines marked.
-"""
+"""A PNG of per-subject accuracy with 95% intervals, floors and baselines marked."""
 
 from __future__ import annotations
 
@@ -38,14 +37,22 @@ def write_chart(path: str, records: list[dict[str, Any]]) -> None:
                 correct = round(s["accuracy"] * s["n"])
                 lo, hi = wilson_interval(correct, s["n"])
                 f = per_floor.get(subject)  # an overall floor applies to the total, not per subject
-                rows.append((f"{subject} ({ev['shots']}-shot)", s["accuracy"], lo, hi, f,
-                             base.get(subject), f is not None and s["accuracy"] < f))
+                rows.append(
+                    (
+                        f"{subject} ({ev['shots']}-shot)",
+                        s["accuracy"],
+                        lo,
+                        hi,
+                        f,
+                        base.get(subject),
+                        f is not None and s["accuracy"] < f,
+                    )
+                )
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
     for y, (_, acc, lo, hi, f, b, breached) in enumerate(rows):
         colour = "tab:red" if breached else "tab:blue"
         # max(0, ...): at 0% or 100% the Wilson bound can sit a rounding error past the point.
-        ax.errorbar(acc, y, xerr=[[max(0.0, acc - lo)], [max(0.0, hi - acc)]], fmt="o",
-                    color=colour, capsize=3)
+        ax.errorbar(acc, y, xerr=[[max(0.0, acc - lo)], [max(0.0, hi - acc)]], fmt="o", color=colour, capsize=3)
         if f is not None:
             ax.plot([f, f], [y - 0.4, y + 0.4], color="black", linewidth=2)
         if b is not None:

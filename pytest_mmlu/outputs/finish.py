@@ -31,9 +31,8 @@ def _why(exc: Exception) -> str:
 
 # -- end of the run -----------------------------------------------------------------------------
 def report(sess: MmluSession) -> dict[str, Any]:
-    """The JSON report (schema in ``reports.py``)."""
-    model = sess.model_info or {"model": sess.settings.model, "revision": sess.settings.revision,
-                                "loaded": False}
+    """The JSON report (schema in ``reports/report.py``)."""
+    model = sess.model_info or {"model": sess.settings.model, "revision": sess.settings.revision, "loaded": False}
     return {
         "schema": 1,
         "pytest_mmlu_version": __version__,
@@ -64,34 +63,41 @@ def finish(sess: MmluSession, exitstatus: int) -> bool:
 
         try:
             files = write_lm_eval(settings.report_lm_eval, report(sess), sess.data())
-            notes.append(f"pytest-mmlu: lm-eval results written under {settings.report_lm_eval} "
-                         f"({len(files)} files)")
+            notes.append(f"pytest-mmlu: lm-eval results written under {settings.report_lm_eval} ({len(files)} files)")
         except (OSError, ReportError) as exc:
             notes.append(output_not_written("lm-eval results", settings.report_lm_eval, _why(exc)))
             written = False
     if settings.update_baseline:
         breached = [r["nodeid"] for r in records if record_failing(r)]
         if exitstatus != 0:
-            notes.append(output_not_written("baseline", settings.baseline,
-                                            f"the run did not pass (exit status {int(exitstatus)})"))
+            notes.append(
+                output_not_written(
+                    "baseline", settings.baseline, f"the run did not pass (exit status {int(exitstatus)})"
+                )
+            )
         elif breached:  # an xfail-marked test's breach passes the run, never into the baseline
-            notes.append(output_not_written("baseline", settings.baseline,
-                                            f"a gate of {breached[0]} did not hold (marked xfail)"))
+            notes.append(
+                output_not_written(
+                    "baseline", settings.baseline, f"a gate of {breached[0]} did not hold (marked xfail)"
+                )
+            )
         elif records:
-
             try:
                 n = write_baseline(settings.baseline, report(sess))
             except (OSError, BaselineWriteError) as exc:
                 notes.append(output_not_written("baseline", settings.baseline, _why(exc)))
                 written = False
             else:
-                notes.append(f"pytest-mmlu: wrote baseline {settings.baseline}: {n} "
-                             f"evaluations from {len(records)} tests")
+                notes.append(
+                    f"pytest-mmlu: wrote baseline {settings.baseline}: {n} evaluations from {len(records)} tests"
+                )
     notes.extend(f"NOTE {line}" for line in improved_lines(records))
     cached = sum(e.get("from_cache", False) for r in records for e in own_evaluations(r))
     if cached:
-        notes.append(f"pytest-mmlu: {cached} evaluation(s) served from the result cache "
-                     f"({'model loaded for the rest' if sess.model_loaded else 'model not loaded'})")
+        notes.append(
+            f"pytest-mmlu: {cached} evaluation(s) served from the result cache "
+            f"({'model loaded for the rest' if sess.model_loaded else 'model not loaded'})"
+        )
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_path and records:
         try:

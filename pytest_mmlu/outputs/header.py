@@ -26,8 +26,11 @@ def header_lines(sess: Any) -> list[str]:
     except ModelLoadError:  # the tests that need the model fail, saying why
         dtype, device = settings.dtype, make_meter(resolve_device(settings.device)).describe()
     rev = f" @ {settings.revision}" if settings.revision else ""
-    return [f"mmlu: model {settings.model}{rev}, dtype {dtype}, device {device}",
-            f"mmlu: data {settings.data}", *variant_lines(settings)]
+    return [
+        f"mmlu: model {settings.model}{rev}, dtype {dtype}, device {device}",
+        f"mmlu: data {settings.data}",
+        *variant_lines(settings),
+    ]
 
 
 def variant_lines(settings: Settings) -> list[str]:

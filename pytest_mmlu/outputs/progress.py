@@ -1,5 +1,4 @@
-"""Live progress of a long evaluation, around pytest's output capture.
-"""
+"""Live progress of a long evaluation, around pytest's output capture."""
 
 from __future__ import annotations
 

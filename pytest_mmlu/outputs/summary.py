@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..gates import sensitivity_text
 from ..judge import record_failing
 from ..records import own_evaluations
+from ..regression import sensitivity_text
 from ..text import WIDTH, column_widths, middle_cut, shorten, table_line, wrapped
 
 if TYPE_CHECKING:
@@ -28,8 +28,6 @@ def _figures(ev: dict[str, Any]) -> tuple[str, str, str]:
     return label, acc, ci
 
 
-
-
 INDENT = "  "
 
 
@@ -40,12 +38,6 @@ RIGHT = {"shots", "n", "acc", "batch", "s"}  # numbers line up on the right
 
 
 SUBJECTS_MIN = 12
-
-
-
-
-
-
 
 
 def verdict_word(ev: dict[str, Any]) -> str:
@@ -61,15 +53,29 @@ def _cells(ev: dict[str, Any]) -> list[str]:
         floor_text = ("" if floor.get("min") is None else floor_text) + f"+{len(floor['per_subject'])}"
     label, acc, ci = _figures(ev)
     budget = f"{_gib(ev['peak_memory_bytes'])}/{_gib(ev['budget_bytes'])}"
-    return [label, "-" if ev["shots"] is None else str(ev["shots"]), str(ev["n"]), acc, ci, floor_text,
-            budget, str(ev["batch_size"]), "cache" if ev.get("from_cache") else f"{ev['seconds']:.1f}",
-            verdict_word(ev)]
+    return [
+        label,
+        "-" if ev["shots"] is None else str(ev["shots"]),
+        str(ev["n"]),
+        acc,
+        ci,
+        floor_text,
+        budget,
+        str(ev["batch_size"]),
+        "cache" if ev.get("from_cache") else f"{ev['seconds']:.1f}",
+        verdict_word(ev),
+    ]
 
 
 def improved_lines(records: list[dict[str, Any]]) -> list[str]:
     """The lines of no-regression gates that found a significant improvement (a stale baseline)."""
-    return [reg["line"] for r in records for e in r["evaluations"]
-            for reg in e.get("regressions") or [e.get("regression") or {}] if reg.get("verdict") == "improved"]
+    return [
+        reg["line"]
+        for r in records
+        for e in r["evaluations"]
+        for reg in e.get("regressions") or [e.get("regression") or {}]
+        if reg.get("verdict") == "improved"
+    ]
 
 
 def shown(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -113,15 +119,27 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
     # Which engine mode ran, where it is not the shared-prefix one (slower, never silent).
     for nodeid, ev in ordered:
         if ev.get("engine_mode") == "plain":
-            lines.extend(wrapped(f"{nodeid}: scored in plain batches, no shared prefix: "
-                                 f"{ev.get('engine_mode_reason') or 'the model cannot share a prefix'}"))
-    seen = [(nodeid, reg) for nodeid, ev in ordered for reg in ev.get("regressions") or [ev.get("regression") or {}]
-            if "base_accuracy" in reg]
+            lines.extend(
+                wrapped(
+                    f"{nodeid}: scored in plain batches, no shared prefix: "
+                    f"{ev.get('engine_mode_reason') or 'the model cannot share a prefix'}"
+                )
+            )
+    seen = [
+        (nodeid, reg)
+        for nodeid, ev in ordered
+        for reg in ev.get("regressions") or [ev.get("regression") or {}]
+        if "base_accuracy" in reg
+    ]
     if seen:
         lines.append("no-regression gates (smallest drop detectable at 80% power):")
         for nodeid, reg in seen:
-            lines.extend(wrapped(f"  {nodeid.rsplit('::', 1)[-1]}: {reg['base_accuracy']:.3f} -> "
-                                 f"{reg['new_accuracy']:.3f}; {sensitivity_text(reg)}"))
+            lines.extend(
+                wrapped(
+                    f"  {nodeid.rsplit('::', 1)[-1]}: {reg['base_accuracy']:.3f} -> "
+                    f"{reg['new_accuracy']:.3f}; {sensitivity_text(reg)}"
+                )
+            )
     breaches = [b for rec in shown(records) for b in record_failing(rec)]
     if breaches:
         lines.append("")

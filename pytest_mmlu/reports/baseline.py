@@ -1,11 +1,11 @@
 """Baselines: an earlier run's JSON report, indexed for comparison with this run.
 
 A baseline is a pytest-mmlu report, or lm-eval ``--log_samples`` output of one run
-(``lm_eval_files.LmEvalBaseline``, matched question by question by subject and doc index).
+(``lm_eval_read.LmEvalBaseline``, matched question by question by subject and doc index).
 An evaluation's baseline entry is the report's entry of the same test, subjects, shots and
 limit that is the same evaluation for ``identity.BASELINE`` (the variant, dtype, prompts,
 data and questions; a test may evaluate several variants of one spec). Whether the entry
-can answer, and what the comparison means, is judged in ``gates.regression`` (through the
+can answer, and what the comparison means, is judged in ``regression.regression`` (through the
 same ``identity.difference``), which holds every line a person reads.
 """
 
@@ -89,8 +89,6 @@ def write_baseline(path: str, report: dict[str, Any]) -> int:
     pytest runs) updating one baseline never lose each other's entries. An existing file that
     cannot be read is never overwritten."""
 
-
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S):
@@ -114,13 +112,18 @@ def _kept_and_new(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     tests = []
     for test in evaluated:
         ours = own_evaluations(test)
-        kept = [e for e in own_evaluations(before.get(test["nodeid"], {}))
-                if e.get("n") and not any(_replaces(new_entry, e) for new_entry in ours)]
+        kept = [
+            e
+            for e in own_evaluations(before.get(test["nodeid"], {}))
+            if e.get("n") and not any(_replaces(new_entry, e) for new_entry in ours)
+        ]
         tests.append({**test, "evaluations": [*test["evaluations"], *kept]} if kept else test)
     return {**new, "tests": union_by_nodeid(old["tests"], tests)}
 
 
 def _replaces(new_entry: dict[str, Any], old_entry: dict[str, Any]) -> bool:
     """A new entry replaces an old one of the same spec and the same variant."""
-    return (evaluation_key("", new_entry) == evaluation_key("", old_entry)
-            and difference(of_entry(old_entry), of_entry(new_entry), VARIANT) is None)
+    return (
+        evaluation_key("", new_entry) == evaluation_key("", old_entry)
+        and difference(of_entry(old_entry), of_entry(new_entry), VARIANT) is None
+    )

@@ -31,8 +31,9 @@ ENTRY_VERSION = 2  # entries of another shape are ignored (and overwritten)
 
 
 def entry_name(identity: Mapping[str, Any], conditions: Mapping[str, Any]) -> str:
-    text = json.dumps({"identity": identity, "conditions": conditions, "version": ENTRY_VERSION},
-                      sort_keys=True, default=list)
+    text = json.dumps(
+        {"identity": identity, "conditions": conditions, "version": ENTRY_VERSION}, sort_keys=True, default=list
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -63,9 +64,15 @@ class ResultCache:
         if result.non_finite_questions or not all(name in identity for name in FIELDS):
             return  # an error, not a result; or an evaluation that cannot be told apart: not kept
         self.root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.root / f"{entry_name(identity, conditions)}.json",
-                          {"version": ENTRY_VERSION, "identity": dict(identity), "conditions": dict(conditions),
-                           "result": result.to_dict()})
+        write_json_atomic(
+            self.root / f"{entry_name(identity, conditions)}.json",
+            {
+                "version": ENTRY_VERSION,
+                "identity": dict(identity),
+                "conditions": dict(conditions),
+                "result": result.to_dict(),
+            },
+        )
 
     def clear(self) -> None:
         for path in self.root.glob("*.json"):

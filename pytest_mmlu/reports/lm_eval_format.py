@@ -20,15 +20,20 @@ from ..mmlu.data import LETTERS
 # lm-eval's lm_eval.utils.hash_string is the sha256 the report records a chat template by: one function.
 
 
-
-
 # lm-eval's default MMLU task (lm_eval/tasks/mmlu/default/_default_template_yaml).
-DOC_TO_TEXT = ("{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
-               "D. {{choices[3]}}\nAnswer:")
+DOC_TO_TEXT = (
+    "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:"
+)
 
 
-DEFAULT_TEMPLATE = {"doc_to_text": DOC_TO_TEXT, "doc_to_choice": list(LETTERS), "doc_to_target": "answer",
-                    "target_delimiter": " ", "fewshot_delimiter": "\n\n", "output_type": "multiple_choice"}
+DEFAULT_TEMPLATE = {
+    "doc_to_text": DOC_TO_TEXT,
+    "doc_to_choice": list(LETTERS),
+    "doc_to_target": "answer",
+    "target_delimiter": " ",
+    "fewshot_delimiter": "\n\n",
+    "output_type": "multiple_choice",
+}
 
 
 def sanitize_model_name(name: str) -> str:

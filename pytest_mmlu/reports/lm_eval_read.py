@@ -38,8 +38,10 @@ class LmEvalRun:
             if not found:
                 raise ReportError(f"{path}: no lm-eval results_*.json in this folder")
             if len(found) > 1:
-                raise ReportError(f"{path}: holds {len(found)} lm-eval runs ({', '.join(p.name for p in found[:3])}"
-                                  f"{', ...' if len(found) > 3 else ''}): give the results file of one")
+                raise ReportError(
+                    f"{path}: holds {len(found)} lm-eval runs ({', '.join(p.name for p in found[:3])}"
+                    f"{', ...' if len(found) > 3 else ''}): give the results file of one"
+                )
             target = found[0]
         try:
             results = json.loads(target.read_text())
@@ -52,8 +54,10 @@ class LmEvalRun:
         for task in results["configs"]:
             files = sorted(target.parent.glob(f"samples_{task}_{date}.jsonl")) if date else []
             if not files:
-                raise ReportError(f"{target}: no samples_{task}_{date}.jsonl beside it: a baseline needs "
-                                  f"lm-eval's per-question output (run lm-eval with --log_samples)")
+                raise ReportError(
+                    f"{target}: no samples_{task}_{date}.jsonl beside it: a baseline needs "
+                    f"lm-eval's per-question output (run lm-eval with --log_samples)"
+                )
             try:
                 samples[task] = [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
             except (OSError, ValueError) as exc:
@@ -74,11 +78,15 @@ class LmEvalRun:
             "quantization": _lm_eval_quantization(args),
             "adapter": "unknown content (an lm-eval run)" if args.get("peft") or args.get("adapter") else None,
             "merge_adapter": str(args.get("merge_adapter", "")).lower() in ("1", "true", "yes", "on"),
-            "prompt": prompt_identity({
-                "chat_template": True if results.get("chat_template") else None,
-                "chat_template_sha256": results.get("chat_template_sha"),
-                "fewshot_as_multiturn": results.get("fewshot_as_multiturn"),
-                "system_instruction": results.get("system_instruction")})}
+            "prompt": prompt_identity(
+                {
+                    "chat_template": True if results.get("chat_template") else None,
+                    "chat_template_sha256": results.get("chat_template_sha"),
+                    "fewshot_as_multiturn": results.get("fewshot_as_multiturn"),
+                    "system_instruction": results.get("system_instruction"),
+                }
+            ),
+        }
         dtype = str(config.get("model_dtype") or "").removeprefix("torch.")
         if dtype:
             found["dtype"] = dtype  # else unknown: it never matches
@@ -105,8 +113,14 @@ class LmEvalBaseline:
     recording = False
     exists = True
 
-    def __init__(self, run: LmEvalRun, path: str, data: Any = None, data_error: str | None = None,
-                 tokenizer: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        run: LmEvalRun,
+        path: str,
+        data: Any = None,
+        data_error: str | None = None,
+        tokenizer: Callable[[], Any] | None = None,
+    ) -> None:
         self.run = run
         self.path = path
         self._data = data
@@ -122,7 +136,6 @@ class LmEvalBaseline:
         why = None
         if isinstance(data, str):
             try:
-
                 data = MmluData(data)
             except Exception as exc:  # noqa: BLE001 - any reason the data cannot be opened
                 data, why = None, f"the MMLU data cannot be read to check its questions ({exc})"
@@ -142,16 +155,20 @@ class LmEvalBaseline:
         for subject in ev["subjects"]:
             task = self.run.task_of(subject)
             if task is None:
-                return {"refused": f"the lm-eval run has no task for {subject} (it ran "
-                                   f"{', '.join(sorted(self.run.samples)) or 'none'})"}
+                return {
+                    "refused": f"the lm-eval run has no task for {subject} (it ran "
+                    f"{', '.join(sorted(self.run.samples)) or 'none'})"
+                }
             config = results["configs"][task]
             shots = config.get("num_fewshot", (results.get("n-shot") or {}).get(task))
             if shots is None or int(shots) != ev["shots"]:
                 return {"refused": f"{task} was run {shots}-shot, this evaluation is {ev['shots']}-shot"}
             differs = [k for k, v in DEFAULT_TEMPLATE.items() if k in config and config[k] != v]
             if differs:
-                return {"refused": f"{task} was made with another prompt template than lm-eval's "
-                                   f"default MMLU ({', '.join(differs)} differ)"}
+                return {
+                    "refused": f"{task} was made with another prompt template than lm-eval's "
+                    f"default MMLU ({', '.join(differs)} differ)"
+                }
         for q in ev["questions"]:
             subject, index = q["subject"], q["index"]
             task = self.run.task_of(subject)
@@ -159,31 +176,48 @@ class LmEvalBaseline:
             if sample is None:
                 have = sorted(self._by_doc[task])
                 span = f"doc_ids {have[0]}-{have[-1]}" if have else "no samples"
-                return {"refused": f"the lm-eval run has no sample for {subject}#{index} ({task} has "
-                                   f"{span}; run it with a larger --limit)"}
+                return {
+                    "refused": f"the lm-eval run has no sample for {subject}#{index} ({task} has "
+                    f"{span}; run it with a larger --limit)"
+                }
             reason = self._other_question(sample, subject, index, ev["shots"], same_format)
             if reason:
                 return {"refused": reason}
             lls = [float(r[0]) for r in sample["filtered_resps"]]
             greedy = [str(r[1]) if len(r) > 1 else None for r in sample["filtered_resps"]]
-            questions.append({"subject": subject, "index": index, "target": int(sample["target"]),
-                              "prediction": max(range(len(lls)), key=lambda i: (lls[i], -i)),
-                              "loglikelihoods": lls,
-                              **({"is_greedy": [g == "True" for g in greedy]}
-                                 if all(g in ("True", "False") for g in greedy) else {})})
+            questions.append(
+                {
+                    "subject": subject,
+                    "index": index,
+                    "target": int(sample["target"]),
+                    "prediction": max(range(len(lls)), key=lambda i: (lls[i], -i)),
+                    "loglikelihoods": lls,
+                    **(
+                        {"is_greedy": [g == "True" for g in greedy]}
+                        if all(g in ("True", "False") for g in greedy)
+                        else {}
+                    ),
+                }
+            )
         for q in questions:
             counts = per_subject.setdefault(q["subject"], [0, 0])
             counts[0] += q["prediction"] == q["target"]
             counts[1] += 1
         # Every doc was checked equal to the data at hand: the run was made on that data. The rest
-        # of what the run was (variant, dtype, prompts) is its own, and gates.regression compares it.
-        identity = with_questions({**run_identity, "data": self._data.fingerprint(ev["subjects"]),
-                                   "shots": ev["shots"]}, ((q["subject"], q["index"]) for q in questions))
-        return {"identity": identity, "questions": questions,
-                "per_subject": {s: {"accuracy": c / n, "n": n} for s, (c, n) in per_subject.items()}}
+        # of what the run was (variant, dtype, prompts) is its own, and regression.regression compares it.
+        identity = with_questions(
+            {**run_identity, "data": self._data.fingerprint(ev["subjects"]), "shots": ev["shots"]},
+            ((q["subject"], q["index"]) for q in questions),
+        )
+        return {
+            "identity": identity,
+            "questions": questions,
+            "per_subject": {s: {"accuracy": c / n, "n": n} for s, (c, n) in per_subject.items()},
+        }
 
-    def _other_question(self, sample: dict[str, Any], subject: str, index: int, shots: int,
-                        compare_prompts: bool = True) -> str | None:
+    def _other_question(
+        self, sample: dict[str, Any], subject: str, index: int, shots: int, compare_prompts: bool = True
+    ) -> str | None:
         if self._data is None:
             return f"{self._data_error}"
         found = _question_in(self._data, subject, index, shots)
@@ -192,9 +226,14 @@ class LmEvalBaseline:
         question, examples = found
         doc = sample.get("doc") or {}
         if (str(doc.get("question")), [str(c) for c in doc.get("choices", [])], str(doc.get("answer"))) != (
-                question.question, list(question.choices), str(question.answer)):
-            return (f"made on other data: lm-eval's {subject}#{index} is not this run's question "
-                    f"(another MMLU copy or version)")
+            question.question,
+            list(question.choices),
+            str(question.answer),
+        ):
+            return (
+                f"made on other data: lm-eval's {subject}#{index} is not this run's question "
+                f"(another MMLU copy or version)"
+            )
         if not compare_prompts:
             return None
         prompt = (sample.get("arguments") or {}).get("gen_args_0", {}).get("arg_0")
@@ -205,8 +244,9 @@ class LmEvalBaseline:
         except ReportError as exc:
             return str(exc)
         if prompt != ours:
-            return (f"lm-eval's prompt for {subject}#{index} differs from this run's (other few-shot "
-                    f"examples or template)")
+            return (
+                f"lm-eval's prompt for {subject}#{index} differs from this run's (other few-shot examples or template)"
+            )
         return None
 
     def _render(self, subject: str, examples: Any, question: Any) -> str:
@@ -217,19 +257,23 @@ class LmEvalBaseline:
         if self._renderer is None:
             results = self.run.results
             template = results.get("chat_template")
-            fmt = PromptFormat(True if template else None, bool(results.get("fewshot_as_multiturn")),
-                               results.get("system_instruction"))
+            fmt = PromptFormat(
+                True if template else None, bool(results.get("fewshot_as_multiturn")), results.get("system_instruction")
+            )
             if not template:
                 self._renderer = PromptRenderer(fmt)
             else:
                 try:
                     tokenizer = self._tokenizer() if self._tokenizer is not None else None
                 except Exception as exc:  # noqa: BLE001 - any reason the tokenizer cannot load
-                    raise ReportError(f"cannot render this run's prompts with the lm-eval run's chat template "
-                                      f"to compare them: {exc}") from None
+                    raise ReportError(
+                        f"cannot render this run's prompts with the lm-eval run's chat template to compare them: {exc}"
+                    ) from None
                 if tokenizer is None:
-                    raise ReportError("cannot render this run's prompts with the lm-eval run's chat template "
-                                      "to compare them: no tokenizer")
+                    raise ReportError(
+                        "cannot render this run's prompts with the lm-eval run's chat template "
+                        "to compare them: no tokenizer"
+                    )
                 renderer = PromptRenderer(PromptFormat(), tokenizer)
                 renderer.format, renderer.template = fmt, template
                 self._renderer = renderer

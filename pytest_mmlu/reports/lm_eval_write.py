@@ -40,9 +40,7 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
     (default: the report's model's, loaded now), which must hold the template the
     evaluation recorded (same sha256)."""
 
-
     if isinstance(data, str) or data is None:
-
         try:
             data = MmluData(str(data))
         except DataError as exc:
@@ -51,9 +49,11 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
     for run in runs:  # the docs and prompts written are the data's: it must be the evaluations' data
         for subjects, recorded in run.fingerprints:
             if recorded != data.fingerprint(subjects):
-                raise ReportError(f"the report's evaluations of {','.join(subjects)} were not made on the data "
-                                  f"{data.label} (fingerprint {str(recorded)[:12] or 'not recorded'}, the data's "
-                                  f"{data.fingerprint(subjects)[:12]}): give the data they were made on")
+                raise ReportError(
+                    f"the report's evaluations of {','.join(subjects)} were not made on the data "
+                    f"{data.label} (fingerprint {str(recorded)[:12] or 'not recorded'}, the data's "
+                    f"{data.fingerprint(subjects)[:12]}): give the data they were made on"
+                )
     model = report.get("model") or {}
     model_name = str(model.get("model") or model.get("name") or "pytest-mmlu")
     try:
@@ -74,38 +74,69 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
             rows = data.split(subject, "test")
             asked = [rows[i] for i in sorted(questions)]
             prompts = renderer.contexts(subject, data.shots(subject, shots), asked)
-            samples = [_sample(question, prompt, fmt.continuations, questions[question.index])
-                       for question, prompt in zip(asked, prompts)]
+            samples = [
+                _sample(question, prompt, fmt.continuations, questions[question.index])
+                for question, prompt in zip(asked, prompts)
+            ]
             samples_of[task] = samples
             accs = [s["acc"] for s in samples]
             n = len(accs)
             mean = sum(accs) / n
             stderr = (sum((a - mean) ** 2 for a in accs) / (n - 1) / n) ** 0.5 if n > 1 else float("nan")
-            results[task] = {"name": task, "alias": subject, "sample_len": n, "acc,none": mean,
-                             "acc_stderr,none": stderr if n > 1 else "N/A"}
+            results[task] = {
+                "name": task,
+                "alias": subject,
+                "sample_len": n,
+                "acc,none": mean,
+                "acc_stderr,none": stderr if n > 1 else "N/A",
+            }
             configs[task] = {
-                "task": task, "task_alias": subject, "dataset_path": str(report.get("data")),
-                "dataset_name": subject, "test_split": "test", "fewshot_split": "dev",
-                **DEFAULT_TEMPLATE, "doc_to_choice": list(LETTERS),
+                "task": task,
+                "task_alias": subject,
+                "dataset_path": str(report.get("data")),
+                "dataset_name": subject,
+                "test_split": "test",
+                "fewshot_split": "dev",
+                **DEFAULT_TEMPLATE,
+                "doc_to_choice": list(LETTERS),
                 "description": description(subject),
-                "fewshot_config": {"sampler": "first_n", "split": "dev"}, "num_fewshot": shots,
+                "fewshot_config": {"sampler": "first_n", "split": "dev"},
+                "num_fewshot": shots,
                 "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-                "repeats": 1, "metadata": {"version": 1.0},
-                "n_test_questions": len(rows)}
+                "repeats": 1,
+                "metadata": {"version": 1.0},
+                "n_test_questions": len(rows),
+            }
         document = {
-            "results": results, "group_subtasks": {}, "configs": configs,
-            "versions": {t: 1.0 for t in results}, "n-shot": {t: shots for t in results},
+            "results": results,
+            "group_subtasks": {},
+            "configs": configs,
+            "versions": {t: 1.0 for t in results},
+            "n-shot": {t: shots for t in results},
             "higher_is_better": {t: {"acc": True} for t in results},
-            "n-samples": {t: {"original": configs[t].pop("n_test_questions"), "effective": results[t]["sample_len"]}
-                          for t in results},
-            "config": {"model": "pytest-mmlu", "model_args": {"pretrained": model_name},
-                       "model_dtype": model.get("dtype"), "model_revision": model.get("revision"),
-                       "model_sha": model.get("commit") or "", "device": model.get("device"),
-                       "limit": _one_limit(run.limits), "bootstrap_iters": 0},
-            "date": time.time(), "lm_eval_version": lm_eval_version, "pytest_mmlu_version": __version__,
-            "task_hashes": {t: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"]
-                                                   for s in samples_of[t])) for t in results},
-            "model_source": "pytest-mmlu", "model_name": model_name,
+            "n-samples": {
+                t: {"original": configs[t].pop("n_test_questions"), "effective": results[t]["sample_len"]}
+                for t in results
+            },
+            "config": {
+                "model": "pytest-mmlu",
+                "model_args": {"pretrained": model_name},
+                "model_dtype": model.get("dtype"),
+                "model_revision": model.get("revision"),
+                "model_sha": model.get("commit") or "",
+                "device": model.get("device"),
+                "limit": _one_limit(run.limits),
+                "bootstrap_iters": 0,
+            },
+            "date": time.time(),
+            "lm_eval_version": lm_eval_version,
+            "pytest_mmlu_version": __version__,
+            "task_hashes": {
+                t: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in samples_of[t]))
+                for t in results
+            },
+            "model_source": "pytest-mmlu",
+            "model_name": model_name,
             "model_name_sanitized": sanitize_model_name(model_name),
             # lm-eval's GeneralConfigTracker.log_experiment_args: the run's prompt format.
             "system_instruction": fmt.system_instruction,
@@ -181,8 +212,9 @@ def _renderer(recorded: dict[str, Any] | None, report: dict[str, Any], tokenizer
     from ..mmlu.chat import ChatTemplateError, PromptFormat, PromptRenderer
 
     recorded = recorded or {}
-    fmt = PromptFormat(recorded.get("chat_template"), bool(recorded.get("fewshot_as_multiturn")),
-                       recorded.get("system_instruction"))
+    fmt = PromptFormat(
+        recorded.get("chat_template"), bool(recorded.get("fewshot_as_multiturn")), recorded.get("system_instruction")
+    )
     if fmt.is_chat and tokenizer is None:
         tokenizer = report_tokenizer(report)
     try:
@@ -190,9 +222,11 @@ def _renderer(recorded: dict[str, Any] | None, report: dict[str, Any], tokenizer
     except ChatTemplateError as exc:
         raise ReportError(f"cannot render the chat prompts again: {exc}") from None
     if fmt.is_chat and hash_string(renderer.template) != recorded.get("chat_template_sha256"):
-        raise ReportError(f"cannot render the chat prompts again: the tokenizer's template (sha256 "
-                          f"{hash_string(renderer.template)[:12]}) is not the one the evaluations used (sha256 "
-                          f"{str(recorded.get('chat_template_sha256'))[:12]})")
+        raise ReportError(
+            f"cannot render the chat prompts again: the tokenizer's template (sha256 "
+            f"{hash_string(renderer.template)[:12]}) is not the one the evaluations used (sha256 "
+            f"{str(recorded.get('chat_template_sha256'))[:12]})"
+        )
     return renderer
 
 
@@ -206,11 +240,15 @@ def report_tokenizer(report: dict[str, Any]) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(name), revision=model.get("commit") or settings.get("revision"),
-                                             trust_remote_code=bool(settings.get("trust_remote_code")))
+        return AutoTokenizer.from_pretrained(
+            str(name),
+            revision=model.get("commit") or settings.get("revision"),
+            trust_remote_code=bool(settings.get("trust_remote_code")),
+        )
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError...: any reason it cannot load
-        raise ReportError(f"cannot render the chat prompts again: the tokenizer of {name} cannot be "
-                          f"loaded ({first_line(exc)})") from None
+        raise ReportError(
+            f"cannot render the chat prompts again: the tokenizer of {name} cannot be loaded ({first_line(exc)})"
+        ) from None
 
 
 def _one_limit(limits: set) -> Any:
@@ -219,19 +257,28 @@ def _one_limit(limits: set) -> Any:
 
 def _sample(question: Any, prompt: str, continuations: tuple[str, ...], q: dict[str, Any]) -> dict[str, Any]:
     """One question as lm-eval's samples file has it (values stringified as lm-eval does)."""
-    doc = {"question": question.question, "subject": question.subject, "choices": list(question.choices),
-           "answer": question.answer}
+    doc = {
+        "question": question.question,
+        "subject": question.subject,
+        "choices": list(question.choices),
+        "answer": question.answer,
+    }
     lls = q["loglikelihoods"]
     # lm-eval's (loglikelihood, is_greedy) pairs, stringified; "None" for a report written
     # before is_greedy was kept.
     greedy = q.get("is_greedy") or [None] * len(lls)
     resps = [[str(ll), str(None if g is None else bool(g))] for ll, g in zip(lls, greedy)]
     return {
-        "doc_id": question.index, "doc": doc, "target": str(question.answer),
+        "doc_id": question.index,
+        "doc": doc,
+        "target": str(question.answer),
         "arguments": {f"gen_args_{i}": {"arg_0": prompt, "arg_1": cont} for i, cont in enumerate(continuations)},
-        "resps": [[r] for r in resps], "filtered_resps": resps,
-        "filter": "none", "metrics": ["acc"],
+        "resps": [[r] for r in resps],
+        "filtered_resps": resps,
+        "filter": "none",
+        "metrics": ["acc"],
         "doc_hash": hash_string(json.dumps(doc, indent=2, ensure_ascii=False)),
-        "prompt_hash": hash_string(prompt), "target_hash": hash_string(str(question.answer)),
+        "prompt_hash": hash_string(prompt),
+        "target_hash": hash_string(str(question.answer)),
         "acc": 1.0 if q["prediction"] == q["target"] else 0.0,
     }

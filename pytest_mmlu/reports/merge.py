@@ -1,5 +1,5 @@
 """CI shards joined: ``--mmlu-shard I/N`` reports become one report of the whole, judged by
-the one judge (``gates.judge_record``) exactly as one unsharded run is.
+the one judge (``judge.judge_record``) exactly as one unsharded run is.
 
 Every shard ran every test on its own questions, so a test's records are joined evaluation
 by evaluation, question by question (:func:`merge_shards`), and every gate the tests
@@ -72,15 +72,19 @@ def check_complete(named: Sequence[tuple[str, dict[str, Any]]]) -> None:
     for path, report in named[1:]:
         for key in ("scoring_version", "pytest_mmlu_version", "data"):
             if report.get(key) != first.get(key):
-                raise MergeError(f"shards made with different {key.replace('_', ' ')}: "
-                                 f"{first.get(key)!r} in {_name(first_path, first)}, "
-                                 f"{report.get(key)!r} in {_name(path, report)}")
+                raise MergeError(
+                    f"shards made with different {key.replace('_', ' ')}: "
+                    f"{first.get(key)!r} in {_name(first_path, first)}, "
+                    f"{report.get(key)!r} in {_name(path, report)}"
+                )
         a, b = first.get("settings") or {}, report.get("settings") or {}
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 what = "models" if key in ("model", "revision") else f"settings ({key})"
-                raise MergeError(f"shards made with different {what}: {key} is {a.get(key)!r} in "
-                                 f"{_name(first_path, first)}, {b.get(key)!r} in {_name(path, report)}")
+                raise MergeError(
+                    f"shards made with different {what}: {key} is {a.get(key)!r} in "
+                    f"{_name(first_path, first)}, {b.get(key)!r} in {_name(path, report)}"
+                )
 
 
 def merge_shards(named: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -92,12 +96,15 @@ def merge_shards(named: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     for (path, report), have in zip(named, nodeids):
         lacking = sorted(every - have)
         if lacking:
-            raise MergeError(f"{_name(path, report)} has no record of {', '.join(lacking)}: every shard "
-                             f"must run the same tests (same files, -k and -m)")
+            raise MergeError(
+                f"{_name(path, report)} has no record of {', '.join(lacking)}: every shard "
+                f"must run the same tests (same files, -k and -m)"
+            )
     tests = []
     for nodeid in sorted(every):
-        parts = [(_name(path, report), next(t for t in report["tests"] if t["nodeid"] == nodeid))
-                 for path, report in named]
+        parts = [
+            (_name(path, report), next(t for t in report["tests"] if t["nodeid"] == nodeid)) for path, report in named
+        ]
         tests.append(_merge_test(nodeid, parts))
     first = named[0][1]
     loaded = [r["model"] for _, r in named if (r.get("model") or {}).get("loaded", True)]
@@ -105,10 +112,14 @@ def merge_shards(named: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     for part in loaded:
         model = joined_model_info(model, part)
     return {
-        "schema": SCHEMA_VERSION, "pytest_mmlu_version": __version__, "scoring_version": SCORING_VERSION,
+        "schema": SCHEMA_VERSION,
+        "pytest_mmlu_version": __version__,
+        "scoring_version": SCORING_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": model or first.get("model"), "data": first.get("data"),
-        "settings": first.get("settings"), "shard": None,
+        "model": model or first.get("model"),
+        "data": first.get("data"),
+        "settings": first.get("settings"),
+        "shard": None,
         "merged_from": [{"path": p, "shard": r["shard"], "created": r.get("created")} for p, r in named],
         "tests": tests,
     }
@@ -118,23 +129,36 @@ def _merge_test(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> dict[st
     (first_name, first), rest = parts[0], parts[1:]
     for name, test in rest:
         if test.get("gates") != first.get("gates"):
-            raise MergeError(f"{nodeid}: the shards declared other gates ({first_name}: {first.get('gates')}; "
-                             f"{name}: {test.get('gates')}): every shard must run the same test code")
+            raise MergeError(
+                f"{nodeid}: the shards declared other gates ({first_name}: {first.get('gates')}; "
+                f"{name}: {test.get('gates')}): every shard must run the same test code"
+            )
     outcomes = [t.get("outcome") for _, t in parts]
-    merged: dict[str, Any] = {"nodeid": nodeid, "outcome": _outcome(outcomes), "shard_outcomes": outcomes,
-                              "gates": first.get("gates"), "evaluations": []}
+    merged: dict[str, Any] = {
+        "nodeid": nodeid,
+        "outcome": _outcome(outcomes),
+        "shard_outcomes": outcomes,
+        "gates": first.get("gates"),
+        "evaluations": [],
+    }
     if any(t.get("strict_xfail") for _, t in parts):
         merged["strict_xfail"] = True
     lengths = [len(t["evaluations"]) for _, t in parts]
     if len(set(lengths)) > 1:
         # Some shard stopped before an evaluation (it failed, errored, skipped or crashed there):
         # there is no whole to judge, and the gates fail as never evaluated, saying why.
-        merged["cause"] = "the shards made different evaluations (" + ", ".join(
-            f"{n} in {name}, which {outcome or 'did not finish'}"
-            for (name, _), n, outcome in zip(parts, lengths, outcomes)) + ")"
+        merged["cause"] = (
+            "the shards made different evaluations ("
+            + ", ".join(
+                f"{n} in {name}, which {outcome or 'did not finish'}"
+                for (name, _), n, outcome in zip(parts, lengths, outcomes)
+            )
+            + ")"
+        )
         return merged
-    merged["evaluations"] = [_merge_evaluation(nodeid, [(name, t["evaluations"][i]) for name, t in parts])
-                             for i in range(lengths[0])]
+    merged["evaluations"] = [
+        _merge_evaluation(nodeid, [(name, t["evaluations"][i]) for name, t in parts]) for i in range(lengths[0])
+    ]
     return merged
 
 
@@ -160,14 +184,19 @@ def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> d
     for name, ev in rest:
         for key in SAME_IN_EVERY_SHARD:
             if ev.get(key) != first.get(key):
-                raise MergeError(f"{nodeid}: the shards evaluated different things: {key} is "
-                                 f"{first.get(key)!r} in {first_name}, {ev.get(key)!r} in {name}")
+                raise MergeError(
+                    f"{nodeid}: the shards evaluated different things: {key} is "
+                    f"{first.get(key)!r} in {first_name}, {ev.get(key)!r} in {name}"
+                )
     could_not_run = [(name, ev) for name, ev in parts if ev.get("accuracy") is None]
     if could_not_run:
         # An evaluation that could not run in some shard has no whole: its errors are the verdict.
         entry = {k: v for k, v in could_not_run[0][1].items() if k not in ("shard", "judged_at_merge")}
-        entry["verdicts"] = [{"kind": v["kind"], "line": f"{v['line']} (in {name})"}
-                             for name, ev in could_not_run for v in _stored_verdicts(ev)]
+        entry["verdicts"] = [
+            {"kind": v["kind"], "line": f"{v['line']} (in {name})"}
+            for name, ev in could_not_run
+            for v in _stored_verdicts(ev)
+        ]
         entry["breaches"] = [v["line"] for v in entry["verdicts"]]
         return entry
     for name, ev in rest:
@@ -182,33 +211,47 @@ def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> d
         for q in ev["questions"]:
             question = (q["subject"], q["index"])
             if question in seen:
-                raise MergeError(f"{nodeid}: question {q['subject']}#{q['index']} is in two shards "
-                                 f"(again in {name}): the shards were not split the same way")
+                raise MergeError(
+                    f"{nodeid}: question {q['subject']}#{q['index']} is in two shards "
+                    f"(again in {name}): the shards were not split the same way"
+                )
             seen.add(question)
             questions.append(q)
     if expected is not None and len(questions) != expected:
-        raise MergeError(f"{nodeid}: the shards hold {len(questions)} of the evaluation's {expected} "
-                         f"questions")
+        raise MergeError(f"{nodeid}: the shards hold {len(questions)} of the evaluation's {expected} questions")
     questions.sort(key=lambda q: (order.get(q["subject"], len(order)), q["index"]))
     evs = [ev for _, ev in parts]
     ran = max(evs, key=lambda ev: ev["n"])  # a shard with none of its questions knows no device
-    whole = EvaluationResult.from_dict({
-        **ran, "questions": questions,
-        "peak_memory_bytes": max(ev["peak_memory_bytes"] for ev in evs),
-        "batch_size": max(ev["batch_size"] for ev in evs),
-        "batch_sizes": [b for ev in evs for b in ev.get("batch_sizes", [])],
-        "seconds": sum(ev["seconds"] for ev in evs), "tokens": sum(ev.get("tokens", 0) for ev in evs),
-        "from_cache": all(ev.get("from_cache", False) for ev in evs),
-        "engine_mode": "plain" if any(ev.get("engine_mode") == "plain" for ev in evs) else "prefix",
-        "engine_mode_reason": next((ev.get("engine_mode_reason") for ev in evs
-                                    if ev.get("engine_mode") == "plain"), None),
-        "identity": with_questions(of_entry(first), seen),
-    })
+    whole = EvaluationResult.from_dict(
+        {
+            **ran,
+            "questions": questions,
+            "peak_memory_bytes": max(ev["peak_memory_bytes"] for ev in evs),
+            "batch_size": max(ev["batch_size"] for ev in evs),
+            "batch_sizes": [b for ev in evs for b in ev.get("batch_sizes", [])],
+            "seconds": sum(ev["seconds"] for ev in evs),
+            "tokens": sum(ev.get("tokens", 0) for ev in evs),
+            "from_cache": all(ev.get("from_cache", False) for ev in evs),
+            "engine_mode": "plain" if any(ev.get("engine_mode") == "plain" for ev in evs) else "prefix",
+            "engine_mode_reason": next(
+                (ev.get("engine_mode_reason") for ev in evs if ev.get("engine_mode") == "plain"), None
+            ),
+            "identity": with_questions(of_entry(first), seen),
+        }
+    )
     entry = whole.to_dict()
     if is_reference(first):
         entry["role"] = first["role"]
-    entry["shards"] = [{"shard": name, "n": ev["n"], "peak_memory_bytes": ev["peak_memory_bytes"],
-                        "batch_size": ev["batch_size"], "seconds": ev["seconds"]} for name, ev in parts]
+    entry["shards"] = [
+        {
+            "shard": name,
+            "n": ev["n"],
+            "peak_memory_bytes": ev["peak_memory_bytes"],
+            "batch_size": ev["batch_size"],
+            "seconds": ev["seconds"],
+        }
+        for name, ev in parts
+    ]
     return entry
 
 

@@ -1,7 +1,7 @@
 """The JSON report file: its schema, atomic writes and reading; the report header.
 
 What a run emits at its end (summary, report, baseline, GitHub summary, chart) is in
-``outputs.py``; a test's record is described in ``records.py``.
+``outputs/``; a test's record is described in ``records.py``.
 
 JSON report (``--mmlu-report PATH``), schema 1::
 
@@ -100,8 +100,10 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or "schema" not in data or "tests" not in data:
         raise ReportError(f"{path}: not a pytest-mmlu report (no 'schema' and 'tests' keys)")
     if data["schema"] != SCHEMA_VERSION:
-        raise ReportError(f"{path}: report schema {data['schema']!r} is not supported; this "
-                          f"pytest-mmlu reads schema {SCHEMA_VERSION}. Re-create the report with it.")
+        raise ReportError(
+            f"{path}: report schema {data['schema']!r} is not supported; this "
+            f"pytest-mmlu reads schema {SCHEMA_VERSION}. Re-create the report with it."
+        )
     return data
 
 
@@ -115,16 +117,28 @@ def joined_model_info(ours: dict[str, Any] | None, theirs: dict[str, Any] | None
 
 
 # Settings that only say where a job writes or what it may skip: they never change a result.
-JOB_ONLY_SETTINGS = frozenset({"report", "baseline", "update_baseline", "cache_dir", "no_cache", "chart",
-                               "require_model", "allow_skip", "shard", "report_lm_eval", "sources"})
+JOB_ONLY_SETTINGS = frozenset(
+    {
+        "report",
+        "baseline",
+        "update_baseline",
+        "cache_dir",
+        "no_cache",
+        "chart",
+        "require_model",
+        "allow_skip",
+        "shard",
+        "report_lm_eval",
+        "sources",
+    }
+)
 
 
 def result_settings(settings: Any) -> dict[str, Any]:
     """The settings of a run that can change a result (all but where outputs go): the report
     records them, and shards made with different ones are not merged."""
 
-    return {f.name: _plain(getattr(settings, f.name)) for f in fields(settings)
-            if f.name not in JOB_ONLY_SETTINGS}
+    return {f.name: _plain(getattr(settings, f.name)) for f in fields(settings) if f.name not in JOB_ONLY_SETTINGS}
 
 
 def _plain(value: Any) -> Any:

@@ -22,7 +22,7 @@ def remote_code_dir(tmp_path_factory, request):
 def test_attention_bypass_falls_back_to_plain_batches(remote_code_dir, mmlu_csv_dir):
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
     from pytest_mmlu.mmlu.results import predict

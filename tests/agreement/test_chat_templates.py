@@ -138,7 +138,7 @@ def test_chat_template_agrees_with_lm_eval_hf(smollm2_dir, fmt, subjects):  # no
     from lm_eval.models.huggingface import HFLM
 
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
     from pytest_mmlu.mmlu.results import predict

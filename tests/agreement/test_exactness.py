@@ -5,7 +5,7 @@ The truth is a float64 copy of the model *as loaded* (its weights already rounde
 dtype), so a half-precision tolerance measures the computation, not the weights' rounding.
 The tokenizer is a byte-level BPE trained on real MMLU text (tests/factories.py), so that
 lm-eval's full-vocabulary logits stay cheap; SmolLM2's own tokenizer is covered by
-tests/test_lm_eval_agreement.py.  The README's architecture table comes from
+tests/agreement/test_lm_eval_agreement.py.  The README's architecture table comes from
 ``bench/exactness.py``, which runs these same comparisons.
 """
 
@@ -45,7 +45,7 @@ def lm_eval_scores(loaded, data, tasks) -> dict:
 
 def compare(folder: Path, dtype: str, data, tasks) -> dict:
     """The plugin's, lm-eval's and the truth's log-likelihoods per question, in one dtype."""
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.evaluation import Evaluator
     from pytest_mmlu.models.load import load_model
     from pytest_mmlu.settings import Settings

@@ -24,7 +24,7 @@ def test_plugin_and_lm_eval_adapter_agree_with_lm_eval_hf(smollm2_dir):
     from lm_eval.models.huggingface import HFLM
 
     from pytest_mmlu.lm_eval_adapter import PytestMmluLM
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
     from pytest_mmlu.mmlu.results import predict
@@ -52,7 +52,7 @@ def test_agreement_with_a_bos_adding_tokenizer(tiny_model_dir, mmlu_csv_dir):
     """Llama-style tokenizers prepend BOS: the context/continuation split must still match."""
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
     from pytest_mmlu.models.load import load_model

@@ -35,7 +35,7 @@ def run_lm_eval(model, data):
 def test_int8_smollm2_agrees_with_lm_eval_hf_on_the_same_quantized_model(smollm2_dir, tmp_path):  # noqa: F811
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
     from pytest_mmlu.mmlu.results import predict

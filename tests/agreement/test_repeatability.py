@@ -73,7 +73,7 @@ def test_fresh_processes_give_bit_identical_scores_at_the_truth(capability, qwen
     assert runs[0]["mode"] == "prefix"
     assert all(run == runs[0] for run in runs[1:]), "evaluations disagree (first vs later, or between processes)"
 
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
     from pytest_mmlu.models.load import load_model

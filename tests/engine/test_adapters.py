@@ -77,7 +77,7 @@ def test_a_merged_adapter_is_the_same_model_up_to_rounding(tiny_model_dir, lora_
 def test_the_engine_scores_an_adapted_model_exactly(tiny_model_dir, lora_dir, mmlu_csv_dir):
     from truth import truth_loglikelihoods
 
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
 

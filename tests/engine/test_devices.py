@@ -1,6 +1,6 @@
 """Device edge cases: missing GPUs, containers, MIG, non-Linux CPUs, xdist workers on GPUs.
 
-No GPU here: torch.cuda and pynvml are faked at their boundary (as in test_memory.py).
+No GPU here: torch.cuda and pynvml are faked at their boundary (``fakes.py``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import pytest
 from fakes import FakeCuda, FakeNvml, assert_meter_sees_a_block_and_forgets_it_on_reset, xdist
 
 from pytest_mmlu.memory import meters
+from pytest_mmlu.memory.cuda import CudaMeter
 from pytest_mmlu.memory.errors import MeterUnavailable
-from pytest_mmlu.memory.meters import CudaMeter, make_meter
+from pytest_mmlu.memory.meters import make_meter
 from pytest_mmlu.models import workers
 from pytest_mmlu.models.devices import resolve_device
 from pytest_mmlu.models.errors import ModelLoadError

@@ -17,7 +17,7 @@ from factories import (
 )
 
 from pytest_mmlu.engine.tree import build_tree
-from pytest_mmlu.memory.meters import CpuMeter
+from pytest_mmlu.memory.cpu import CpuMeter
 from pytest_mmlu.mmlu.prompts import TokenRequest
 
 ARCHS = [a for a in ARCH_CONFIGS]

@@ -14,7 +14,8 @@ from fakes import FakeCuda, FakeNvml, xdist
 
 from pytest_mmlu import gates
 from pytest_mmlu.memory import meters
-from pytest_mmlu.memory.meters import CudaMeter, MultiCudaMeter, make_meter
+from pytest_mmlu.memory.cuda import CudaMeter, MultiCudaMeter
+from pytest_mmlu.memory.meters import make_meter
 from pytest_mmlu.models import workers
 from pytest_mmlu.models.devices import gpus_to_spread, spread_max_memory
 from pytest_mmlu.models.errors import ModelLoadError

@@ -8,8 +8,9 @@ from factories import ROOT
 from fakes import FakeCuda, FakeNvml, assert_meter_sees_a_block_and_forgets_it_on_reset
 
 from pytest_mmlu.engine.planner import BatchPlanner, RowCost
+from pytest_mmlu.memory.cpu import CpuMeter
+from pytest_mmlu.memory.cuda import CudaMeter
 from pytest_mmlu.memory.errors import BudgetTooSmall, is_oom
-from pytest_mmlu.memory.meters import CpuMeter, CudaMeter
 
 GiB = 2**30
 

@@ -145,7 +145,7 @@ def test_a_quantized_model_scores_as_its_float64_truth(method, tiny_model_dir, m
     per row (tests/truth.py)."""
     from truth import truth_loglikelihoods
 
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
 

@@ -274,7 +274,7 @@ def test_an_evaluation_that_differs_in_one_field_is_never_served_compared_or_mer
     field makes it another evaluation for a baseline (README: what counts as the same
     evaluation). The device kind cannot change on a machine without a GPU: it is proven on
     identities in test_identity.py."""
-    from pytest_mmlu import identity as identity_module
+    from pytest_mmlu import software
     from pytest_mmlu.identity import BASELINE, CACHE, MERGE
 
     assert set(CHANGES) | {"device"} == set(CACHE.fields) == set(MERGE.fields) | {"questions"}
@@ -312,8 +312,8 @@ def test_an_evaluation_that_differs_in_one_field_is_never_served_compared_or_mer
             elif change == "scoring":
                 patch.setattr("pytest_mmlu.session.SCORING_VERSION", 999)
             elif change == "software":
-                real = identity_module._package_version
-                patch.setattr(identity_module, "_package_version",
+                real = software._package_version
+                patch.setattr(software, "_package_version",
                               lambda name: "9.9.9" if name == "tokenizers" else real(name))
             elif isinstance(change, dict):
                 kwargs.update(change)

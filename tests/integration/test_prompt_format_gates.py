@@ -10,11 +10,11 @@ import sys
 import pytest
 from factories import save_answer_a_model, write_mmlu_csvs
 
-from pytest_mmlu.gates import regression
 from pytest_mmlu.identity import prompt_identity
 from pytest_mmlu.markers import NoRegression
 from pytest_mmlu.mmlu.chat import format_difference
 from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
+from pytest_mmlu.regression import regression
 from pytest_mmlu.reports.baseline import Baseline
 
 CHAT = {"chat_template": True, "chat_template_sha256": "a" * 64, "fewshot_as_multiturn": True,

@@ -108,6 +108,7 @@ def test_survives(mmlu_result):
 '''
 
 
+@pytest.mark.slow  # xdist workers start torch: 20 s
 def test_a_test_whose_xdist_worker_crashed_has_a_record(pytester, tiny_model_dir, mmlu_csv_dir):
     pytester.makepyfile(test_gate=CRASH)
     report = pytester.path / "r.json"
@@ -220,7 +221,8 @@ def test_marks_that_cannot_combine_are_a_collection_error(pytester, body, messag
 
 
 def test_variant_marks_at_several_levels_join(pytester, tiny_model_dir, tmp_path):
-    from pytest_mmlu.markers import VariantMark, read_item_marks
+    from pytest_mmlu.markers import VariantMark
+    from pytest_mmlu.marks import read_item_marks
 
     adapter = tmp_path / "lora"
     adapter.mkdir()

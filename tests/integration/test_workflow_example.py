@@ -42,7 +42,7 @@ def runs(job: dict) -> list[str]:
 
 
 def test_the_workflow_is_consistent_with_the_plugin():
-    from pytest_mmlu.settings import OPTIONS
+    from pytest_mmlu.options import OPTIONS
 
     flow = yaml.safe_load(WORKFLOW.read_text())
     shard, merge = flow["jobs"]["shard"], flow["jobs"]["merge"]

@@ -11,11 +11,11 @@ import math
 import pytest
 from factories import make_tokenizer, save_answer_a_model, write_mmlu_csvs
 
-from pytest_mmlu.gates import regression
 from pytest_mmlu.identity import evaluation_identity
 from pytest_mmlu.markers import NoRegression
 from pytest_mmlu.mmlu.data import MmluData
 from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
+from pytest_mmlu.regression import regression
 from pytest_mmlu.reports.baseline import Baseline
 from pytest_mmlu.reports.lm_eval_read import LmEvalBaseline
 from pytest_mmlu.reports.lm_eval_write import write_lm_eval

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 from factories import write_mmlu_csvs
 
-from pytest_mmlu import identity
+from pytest_mmlu import identity, software
 from pytest_mmlu.markers import EvalSpec
 from pytest_mmlu.models import content
 from pytest_mmlu.models.variants import Variant
@@ -68,8 +68,8 @@ def test_each_library_that_can_change_a_score_is_part_of_the_key(tmp_path, model
     elif package == "pytest_mmlu":
         monkeypatch.setattr(pytest_mmlu, "__version__", "9.9.9")
     else:  # installed or not: another version, or a first install, changes the key
-        real = identity._package_version
-        monkeypatch.setattr(identity, "_package_version", lambda name: "9.9.9" if name == package else real(name))
+        real = software._package_version
+        monkeypatch.setattr(software, "_package_version", lambda name: "9.9.9" if name == package else real(name))
     assert key(tmp_path, model_dir, mmlu_csv_dir) != before
 
 
@@ -342,11 +342,11 @@ def test_an_edit_in_a_subpackage_of_pytest_mmlu_changes_the_source_digest(tmp_pa
 
     copy = tmp_path / "pytest_mmlu"
     shutil.copytree(Path(pytest_mmlu.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    before = identity.source_digest(str(copy))
+    before = software.source_digest(str(copy))
     forward = copy / "engine" / "forward.py"
     forward.write_text(forward.read_text() + "\n# an edit\n")
-    identity.source_digest.cache_clear()
-    assert identity.source_digest(str(copy)) != before
+    software.source_digest.cache_clear()
+    assert software.source_digest(str(copy)) != before
 
 
 SUITE = '''

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from pytest_mmlu import gates, judge
+from pytest_mmlu import gates, judge, regression
 from pytest_mmlu.gates import Verdict
 from pytest_mmlu.markers import EvalSpec, Floor, ItemMarks, NoRegression
 from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult, predict, wilson_interval
@@ -231,7 +231,7 @@ HOW = "create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"
 
 
 def test_regression_line_and_report_entry():
-    v = gates.regression("t.py::test_a", entry([False] * 20 + [True] * 20), RULE, baseline_of(entry([True] * 40)))
+    v = regression.regression("t.py::test_a", entry([False] * 20 + [True] * 20), RULE, baseline_of(entry([True] * 40)))
     assert v.kind == "regression" and v.fails
     assert v.line == "MMLU regression vs baseline: 1.000 -> 0.500 (n=40; 20 lost, 0 gained; McNemar p=0.000 < 0.05)"
     assert v.detail["verdict"] == "regressed" and v.detail["line"] == v.line
@@ -239,10 +239,10 @@ def test_regression_line_and_report_entry():
 
 
 def test_improvement_is_a_note_and_no_change_passes():
-    better = gates.regression("t.py::test_a", entry([True] * 40), RULE, baseline_of(entry([False] * 20 + [True] * 20)))
+    better = regression.regression("t.py::test_a", entry([True] * 40), RULE, baseline_of(entry([False] * 20 + [True] * 20)))
     assert better.kind == "improved" and not better.fails
     assert better.line.startswith("MMLU improved significantly vs baseline (baseline is stale): 0.500 -> 1.000")
-    same = gates.regression("t.py::test_a", entry([True] * 40), RULE, baseline_of(entry([True] * 40)))
+    same = regression.regression("t.py::test_a", entry([True] * 40), RULE, baseline_of(entry([True] * 40)))
     assert (same.kind, same.fails, same.detail["verdict"], same.detail["line"]) == ("unchanged", False, "unchanged", None)
 
 
@@ -262,10 +262,10 @@ def test_a_baseline_that_cannot_answer_fails(case, line):
     baseline = {"no path": Baseline(None, None), "no file": Baseline(None, "b.json"),
                 "no entry": baseline_of(ev, "t.py::test_other"), "other data": baseline_of(entry([True] * 4, "g")),
                 "other questions": baseline_of(other_questions)}[case]
-    v = gates.regression("t.py::test_a", ev, RULE, baseline)
+    v = regression.regression("t.py::test_a", ev, RULE, baseline)
     assert (v.kind, v.line, dict(v.detail)) == ("missing-baseline", line, {"verdict": "missing", "line": line})
 
 
 def test_a_run_that_records_the_baseline_is_not_compared():
-    v = gates.regression("t.py::test_a", entry([True] * 4), RULE, Baseline(None, "b.json", recording=True))
+    v = regression.regression("t.py::test_a", entry([True] * 4), RULE, Baseline(None, "b.json", recording=True))
     assert (v.kind, v.fails, dict(v.detail)) == ("recorded", False, {"verdict": "recorded", "line": None})

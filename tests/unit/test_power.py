@@ -8,9 +8,9 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from pytest_mmlu.gates import sensitivity, sensitivity_text
 from pytest_mmlu.markers import NoRegression
 from pytest_mmlu.power import detectable_drop, power_at
+from pytest_mmlu.regression import sensitivity, sensitivity_text
 from pytest_mmlu.stats import binom_tail
 
 TRIALS = 20_000  # Monte Carlo standard error of a power near 0.8: 0.0028

@@ -145,7 +145,7 @@ def test_every_subject_of_real_mmlu_with_a_sentencepiece_llama_tokenizer(tmp_pat
 
 
 def test_evaluation_seconds_include_building_the_requests(tiny_model_dir, mmlu_csv_dir, monkeypatch):
-    from pytest_mmlu.markers import make_eval_spec
+    from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator
     from pytest_mmlu.models.load import load_model

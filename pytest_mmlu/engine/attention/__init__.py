@@ -50,8 +50,11 @@ class AttentionBypassed(Exception):
 
     def __init__(self, missing: Sequence[int], expected: int, detail: str | None = None) -> None:
         self.missing = sorted(missing)
-        super().__init__(detail or f"attention of {len(self.missing)} of {expected} layers bypassed "
-                                   f"the attention interface (layers {self.missing[:8]})")
+        super().__init__(
+            detail
+            or f"attention of {len(self.missing)} of {expected} layers bypassed "
+            f"the attention interface (layers {self.missing[:8]})"
+        )
 
 
 @dataclass
@@ -73,8 +76,9 @@ def backends_in_order() -> list[Any]:
 @functools.cache
 def _backends() -> tuple[Any, ...]:
 
-    found = [importlib.import_module(f"{backends.__name__}.{info.name}")
-             for info in pkgutil.iter_modules(backends.__path__)]
+    found = [
+        importlib.import_module(f"{backends.__name__}.{info.name}") for info in pkgutil.iter_modules(backends.__path__)
+    ]
     return tuple(sorted(found, key=lambda m: -m.PRIORITY))
 
 
@@ -85,13 +89,23 @@ def backend_for(query: Any, softcap: float | None) -> Any:
         name = module.__name__.rsplit(".", 1)[1]
         if name == forced or (not forced and module.accepts(query, softcap)):
             return module
-    raise ValueError(f"{BACKEND_ENV}={forced!r}: no such attention backend "
-                     f"(have {[m.__name__.rsplit('.', 1)[1] for m in _backends()]})")
+    raise ValueError(
+        f"{BACKEND_ENV}={forced!r}: no such attention backend "
+        f"(have {[m.__name__.rsplit('.', 1)[1] for m in _backends()]})"
+    )
 
 
-def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-               scaling: float | None = None, dropout: float = 0.0, softcap: float | None = None,
-               **_: Any) -> tuple[Any, None]:
+def _attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    softcap: float | None = None,
+    **_: Any,
+) -> tuple[Any, None]:
     """query [1, H, T, d], key/value [1, KVH, T, d]: suffixes packed end to end; -> [1, T, H, d]."""
     call: _Forward = _state.current
     layer = module.layer_idx
@@ -104,8 +118,7 @@ def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: An
     backend = backend_for(query, softcap)
     out = backend.attend(query[0], key[0], value[0], piece_ks, piece_vs, call.segments, scale, softcap)
     if os.environ.get(check.CHECK_ENV, "") not in ("", "0"):
-        check.check(layer, query[0], key[0], value[0], piece_ks, piece_vs, call.segments, scale, softcap,
-                    out)
+        check.check(layer, query[0], key[0], value[0], piece_ks, piece_vs, call.segments, scale, softcap, out)
     return out.to(query.dtype).transpose(0, 1).unsqueeze(0), None
 
 
@@ -126,9 +139,14 @@ def attention_layers(model: Any) -> frozenset[int] | None:
 
 
 @contextlib.contextmanager
-def shared_prefix(model: Any, layers: frozenset[int], keys: Sequence[Sequence[Any]] | None,
-                  values: Sequence[Sequence[Any]] | None, segments: Sequence[tuple[int, int]],
-                  capture: Callable[[int, Any, Any], None] | None = None) -> Iterator[None]:
+def shared_prefix(
+    model: Any,
+    layers: frozenset[int],
+    keys: Sequence[Sequence[Any]] | None,
+    values: Sequence[Sequence[Any]] | None,
+    segments: Sequence[tuple[int, int]],
+    capture: Callable[[int, Any, Any], None] | None = None,
+) -> Iterator[None]:
     """Run the model's attention as shared-prefix attention over packed suffixes for one forward.
 
     ``layers``: the attention layers that must come through (:func:`attention_layers`);

@@ -16,8 +16,18 @@ class AttentionMismatch(AssertionError):
     """Debug mode found a shared-prefix attention output off from float64 attention."""
 
 
-def check(layer: int, q: Any, k: Any, v: Any, piece_ks: Sequence[Any], piece_vs: Sequence[Any],
-           segments: Sequence[tuple[int, int]], scale: float, softcap: float | None, out: Any) -> None:
+def check(
+    layer: int,
+    q: Any,
+    k: Any,
+    v: Any,
+    piece_ks: Sequence[Any],
+    piece_vs: Sequence[Any],
+    segments: Sequence[tuple[int, int]],
+    scale: float,
+    softcap: float | None,
+    out: Any,
+) -> None:
     """Each packed row's output against float64 softmax attention over [prefix pieces, its own
     segment, causally]: q/k/v [H, T, d] (k, v already repeated per query head)."""
     heads = q.shape[0]
@@ -34,7 +44,7 @@ def check(layer: int, q: Any, k: Any, v: Any, piece_ks: Sequence[Any], piece_vs:
         scores = torch.matmul(q[:, rows].double(), keys.transpose(1, 2)) * scale
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
-        own = scores[:, :, keys.shape[1] - length:]
+        own = scores[:, :, keys.shape[1] - length :]
         own.masked_fill_(torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
         want = torch.matmul(torch.softmax(scores, dim=-1), torch.cat([*prefix_v, per_head(v[:, rows])], dim=1))
         worst = max(worst, float((out[:, rows].double() - want).abs().max()))
@@ -44,4 +54,5 @@ def check(layer: int, q: Any, k: Any, v: Any, piece_ks: Sequence[Any], piece_vs:
             f"{CHECK_ENV}: layer {layer} shared-prefix attention off by {worst:.2e} (> {limit:g}) from "
             f"float64: q {tuple(q.shape)} strides {q.stride()} {q.dtype}, prefix pieces "
             f"{[tuple(p.shape) for p in piece_ks]}, segments {list(segments)[:4]}..., "
-            f"{torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}")
+            f"{torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}"
+        )

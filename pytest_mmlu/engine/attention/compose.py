@@ -15,8 +15,16 @@ import torch
 Part = Callable[..., tuple[Any, Any]]
 
 
-def attend(part: Part, q: Any, k: Any, v: Any, piece_ks: Sequence[Any], piece_vs: Sequence[Any],
-           segments: Sequence[tuple[int, int]], scale: float) -> Any:
+def attend(
+    part: Part,
+    q: Any,
+    k: Any,
+    v: Any,
+    piece_ks: Sequence[Any],
+    piece_vs: Sequence[Any],
+    segments: Sequence[tuple[int, int]],
+    scale: float,
+) -> Any:
     """q [H, T, d], k/v [KVH, T, d] (packed suffixes), pieces [KVH, P_i, d] -> out [H, T, d] fp32."""
     group = q.shape[0] // k.shape[0]
     # Within the packed suffixes each token sees only its own row, causally ...

@@ -24,8 +24,16 @@ def accepts(query: Any, softcap: float | None) -> bool:
     return query.device.type == "cpu" and softcap is None
 
 
-def attend(q: Any, k: Any, v: Any, piece_ks: Sequence[Any], piece_vs: Sequence[Any],
-           segments: Sequence[tuple[int, int]], scale: float, softcap: float | None) -> Any:
+def attend(
+    q: Any,
+    k: Any,
+    v: Any,
+    piece_ks: Sequence[Any],
+    piece_vs: Sequence[Any],
+    segments: Sequence[tuple[int, int]],
+    scale: float,
+    softcap: float | None,
+) -> Any:
     return compose.attend(part, q, k, v, piece_ks, piece_vs, segments, scale)
 
 

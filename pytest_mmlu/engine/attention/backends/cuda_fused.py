@@ -62,15 +62,13 @@ def segment_ids(segments: Sequence[tuple[int, int]], total: int, device: Any) ->
     return doc, starts[doc]
 
 
-def block_mask(segments: Sequence[tuple[int, int]], total: int, prefix: int, device: Any,
-               block: int = BLOCK) -> Any:
+def block_mask(segments: Sequence[tuple[int, int]], total: int, prefix: int, device: Any, block: int = BLOCK) -> Any:
     """The BlockMask of [prefix | packed suffixes] attention for ``total`` packed queries."""
     return _block_mask(tuple(segments), total, prefix, device, block)
 
 
 @functools.lru_cache(maxsize=4)  # built once per forward, not once per layer
-def _block_mask(segments: tuple[tuple[int, int], ...], total: int, prefix: int, device: Any,
-                block: int) -> Any:
+def _block_mask(segments: tuple[tuple[int, int], ...], total: int, prefix: int, device: Any, block: int) -> Any:
     from torch.nn.attention.flex_attention import BlockMask
 
     doc, first = segment_ids(segments, total, device)
@@ -106,8 +104,9 @@ def _block_mask(segments: tuple[tuple[int, int], ...], total: int, prefix: int, 
 
     kv_num, kv_idx = as_blocks(partial)
     full_num, full_idx = as_blocks(full)
-    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block,
-                                    mask_mod=mask_mod, seq_lengths=(total, keys))
+    return BlockMask.from_kv_blocks(
+        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=mask_mod, seq_lengths=(total, keys)
+    )
 
 
 @functools.cache  # one function per cap: a new closure per call could make the compiled kernel recompile
@@ -118,13 +117,28 @@ def _softcapping(softcap: float) -> Any:
     return score_mod
 
 
-def attend(q: Any, k: Any, v: Any, piece_ks: Sequence[Any], piece_vs: Sequence[Any],
-           segments: Sequence[tuple[int, int]], scale: float, softcap: float | None) -> Any:
+def attend(
+    q: Any,
+    k: Any,
+    v: Any,
+    piece_ks: Sequence[Any],
+    piece_vs: Sequence[Any],
+    segments: Sequence[tuple[int, int]],
+    scale: float,
+    softcap: float | None,
+) -> Any:
     prefix = sum(p.shape[1] for p in piece_ks)
     keys = torch.cat([*piece_ks, k], dim=1) if piece_ks else k
     values = torch.cat([*piece_vs, v], dim=1) if piece_vs else v
     mask = block_mask(segments, q.shape[1], prefix, q.device)
     score_mod = None if softcap is None else _softcapping(softcap)
-    out = _flex(q.device)(q[None], keys[None], values[None], score_mod=score_mod, block_mask=mask,
-                          scale=scale, enable_gqa=q.shape[0] != k.shape[0])
+    out = _flex(q.device)(
+        q[None],
+        keys[None],
+        values[None],
+        score_mod=score_mod,
+        block_mask=mask,
+        scale=scale,
+        enable_gqa=q.shape[0] != k.shape[0],
+    )
     return out[0]

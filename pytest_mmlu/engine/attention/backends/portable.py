@@ -17,10 +17,19 @@ def accepts(query: Any, softcap: float | None) -> bool:
     return True
 
 
-def attend(q: Any, k: Any, v: Any, piece_ks: Sequence[Any], piece_vs: Sequence[Any],
-           segments: Sequence[tuple[int, int]], scale: float, softcap: float | None) -> Any:
-    return compose.attend(lambda *a, **kw: part(*a, **kw, softcap=softcap), q, k, v, piece_ks,
-                          piece_vs, segments, scale)
+def attend(
+    q: Any,
+    k: Any,
+    v: Any,
+    piece_ks: Sequence[Any],
+    piece_vs: Sequence[Any],
+    segments: Sequence[tuple[int, int]],
+    scale: float,
+    softcap: float | None,
+) -> Any:
+    return compose.attend(
+        lambda *a, **kw: part(*a, **kw, softcap=softcap), q, k, v, piece_ks, piece_vs, segments, scale
+    )
 
 
 def part(q: Any, k: Any, v: Any, scale: float, causal: bool, softcap: float | None = None) -> tuple[Any, Any]:
@@ -32,7 +41,7 @@ def part(q: Any, k: Any, v: Any, scale: float, causal: bool, softcap: float | No
     lse = q.new_empty((heads, n_q), dtype=torch.float32)
     for start in range(0, n_q, rows):
         # Scaled before the product: fp16 q.k can pass 65504 where q.k * scale does not.
-        qc = q[:, start:start + rows] * scale
+        qc = q[:, start : start + rows] * scale
         scores = torch.matmul(qc, k.transpose(1, 2)).float()
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
@@ -41,6 +50,6 @@ def part(q: Any, k: Any, v: Any, scale: float, causal: bool, softcap: float | No
             scores.masked_fill_(torch.arange(n_k, device=q.device)[None, :] > i, float("-inf"))
         chunk_lse = torch.logsumexp(scores, dim=-1)
         probs = scores.sub_(chunk_lse.unsqueeze(-1)).exp_()
-        out[:, start:start + qc.shape[1]] = torch.matmul(probs.to(v.dtype), v).float()
-        lse[:, start:start + qc.shape[1]] = chunk_lse
+        out[:, start : start + qc.shape[1]] = torch.matmul(probs.to(v.dtype), v).float()
+        lse[:, start : start + qc.shape[1]] = chunk_lse
     return out, lse
