@@ -171,7 +171,7 @@ def track(item: pytest.Item, report: pytest.TestReport) -> None:
     record["outcome"] = outcome(report, record["outcome"])
     if report.when == "teardown":
         record["outcome"] = record["outcome"] or "passed"
-        report.pytest_mmlu_record = judge.apply(record, judged(item, record))
+        report.pytest_mmlu_record = judge.apply(record, judged(item, record))  # type: ignore[attr-defined]
 
 
 def unfinished(sess: MmluSession, nodeid: str, what: str) -> dict[str, Any]:

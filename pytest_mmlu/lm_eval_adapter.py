@@ -17,7 +17,7 @@ from typing import Any
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
-from .engine import resolve_max_length
+from .engine import EngineStats, resolve_max_length
 from .engine.planner import RowCost
 from .memory.meters import make_meter
 from .mmlu.evaluation import build_engine
@@ -70,7 +70,7 @@ class PytestMmluLM(TemplateLM):
         config = self.loaded.model.config
         self._max_length = resolve_max_length(config, self.tokenizer)
         self._row_cost = RowCost.from_config(config, self.loaded.model.dtype.itemsize)
-        self.last_stats = None
+        self.last_stats: EngineStats | None = None  # the last call's, for benchmarks and tests
 
     @property
     def eot_token_id(self) -> int:

@@ -101,6 +101,6 @@ def union_by_nodeid(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str,
     return [joined[k] for k in sorted(joined)]
 
 
-def own_evaluations(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def own_evaluations(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A record's evaluations, less the references they were compared with."""
     return [e for e in record.get("evaluations", []) if not is_reference(e)]

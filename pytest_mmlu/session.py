@@ -208,16 +208,14 @@ class MmluSession:
     def prompt_format(self) -> dict[str, Any] | None:
         """The prompt format as recorded (``PromptFormat.describe``): a chat template by its
         text's sha256, read from the tokenizer without loading the model."""
-        from .mmlu.chat import ChatTemplateError, prompt_format_of, select_template
+        from .mmlu.chat import ChatTemplateError, prompt_format_of
 
         if self._prompt is False:
             fmt = prompt_format_of(self.settings)
-            template = None
-            if fmt.is_chat:
-                try:
-                    template = select_template(self.tokenizer(), fmt.chat_template)
-                except ChatTemplateError as exc:
-                    raise ModelLoadError(f"--mmlu-chat-template: {exc}") from None
+            try:
+                template = fmt.template_of(self.tokenizer()) if fmt.is_chat else None
+            except ChatTemplateError as exc:
+                raise ModelLoadError(f"--mmlu-chat-template: {exc}") from None
             self._prompt = fmt.describe(template)
         return self._prompt
 

@@ -101,6 +101,7 @@ def forward(
     if calls.keep_logits:
         kwargs["logits_to_keep"] = torch.from_numpy(columns).to(device)
     if isinstance(prefix, SharedPrefix):
+        assert calls.layers is not None  # a shared prefix is made only where they are known
         with attention.shared_prefix(model, calls.layers, prefix.keys, prefix.values, segments):
             out = model(input_ids=ids.to(device), **kwargs)
     else:

@@ -86,7 +86,8 @@ def run_cached(
         out = model(input_ids=ids, **kwargs)
         cache = getattr(out, "cache", None) or out.past_key_values
     # A model whose own code ignores the cache would score every row without its prefix.
-    held = cache.get_seq_length() if hasattr(cache, "get_seq_length") else None
+    get_length = getattr(cache, "get_seq_length", None)
+    held = get_length() if get_length is not None else None
     if held != node.prefix_len:
         raise attention.AttentionBypassed(
             [], 0, f"its cache holds {held} of the {node.prefix_len} prefix tokens it was given"

@@ -101,6 +101,7 @@ class ScoringEngine:
         def visit(node: Node, parent: prefix.SharedPrefix | prefix.CachePrefix | None) -> None:
             nonlocal done
             self.meter.reset_peak()
+            here: prefix.SharedPrefix | prefix.CachePrefix | None
             if node.prefix_len:
                 here = self._run_prefix(node, parent, shared)
             else:  # packed with no prefix where the attention allows, else padded batches
@@ -166,11 +167,12 @@ class ScoringEngine:
         start = 0 if parent is None else parent.length
         calls = self._calls
         try:
-            if shared:
-                here: prefix.SharedPrefix | prefix.CachePrefix = prefix.run_shared(
-                    self.model, calls.layers, node, parent, start
-                )
+            here: prefix.SharedPrefix | prefix.CachePrefix
+            if shared:  # shared attention: the layers are known and every prefix above is shared
+                assert calls.layers is not None and not isinstance(parent, prefix.CachePrefix)
+                here = prefix.run_shared(self.model, calls.layers, node, parent, start)
             else:
+                assert not isinstance(parent, prefix.SharedPrefix)
                 here = prefix.run_cached(self.model, calls.cache_kw, calls.keep_logits, node, parent, start)
         except Exception as exc:
             if not is_oom(exc):

@@ -77,11 +77,12 @@ def build_rows(requests: Sequence[Any], max_length: int) -> list[Row]:
             else:
                 tokens = np.concatenate([ctx, cont])[-(max_length + 1) :][:-1]
             key = (len(tokens), hash(tokens.tobytes()))
-            row = next((r for r in by_input.get(key, ()) if np.array_equal(r.tokens, tokens)), None)
-            if row is None:
-                row = Row(tokens, len(cont), [])
-                by_input.setdefault(key, []).append(row)
-                rows.append(row)
+            found = next((r for r in by_input.get(key, ()) if np.array_equal(r.tokens, tokens)), None)
+            if found is None:
+                found = Row(tokens, len(cont), [])
+                by_input.setdefault(key, []).append(found)
+                rows.append(found)
+            row = found
         row.scored = max(row.scored, len(cont))
         row.targets.append((index, cont))
         last_context, last_row = (req.context, row) if len(cont) == 1 else (None, None)

@@ -113,10 +113,11 @@ class PsutilCpuMeter:
         return maxrss if sys.platform == "darwin" else maxrss * 1024  # macOS: bytes; else KiB
 
     def _sample(self) -> None:
+        proc = self._require()
         while True:
             with self._lock:
                 window = self._window
-            rss = self._proc.memory_info().rss
+            rss = proc.memory_info().rss
             with self._lock:
                 if window == self._window:  # a reading taken before a reset belongs to no window
                     self._sampled = max(self._sampled, rss)

@@ -92,6 +92,10 @@ class PromptFormat:
     def continuations(self) -> tuple[str, ...]:
         return CHAT_CONTINUATIONS if self.is_chat else CONTINUATIONS
 
+    def template_of(self, tokenizer: Any) -> str | None:
+        """The chat template text this format renders with, None for plain text."""
+        return None if self.chat_template is None else select_template(tokenizer, self.chat_template)
+
     def describe(self, template: str | None) -> dict[str, Any] | None:
         """What the report records: None for lm-eval's plain default."""
         if not self.is_chat and self.system_instruction is None:
@@ -130,7 +134,7 @@ class PromptRenderer:
     def __init__(self, fmt: PromptFormat, tokenizer: Any = None) -> None:
         self.format = fmt
         self.tokenizer = tokenizer
-        self.template = select_template(tokenizer, fmt.chat_template) if fmt.is_chat else None
+        self.template = fmt.template_of(tokenizer)
 
     def system_prompt(self, subject: str) -> str:
         return maybe_delimit(self.format.system_instruction, description(subject), FEWSHOT_DELIMITER)

@@ -40,12 +40,12 @@ class Question:
     subject: str
     index: int  # 0-based row in the subject's split
     question: str
-    choices: tuple[str, str, str, str]
+    choices: tuple[str, ...]  # four, A to D
     answer: int  # 0-3
 
 
 def parse_csv(text: str, where: str, subject: str) -> list[Question]:
-    rows = []
+    rows: list[Question] = []
     for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         if len(row) != 6:
             raise DataError(f"{where}:{line_no}: expected 6 columns (question,A,B,C,D,answer), found {len(row)}")
@@ -147,6 +147,13 @@ class _HubDataset:
         return self._local[subject].load(subject, split)
 
 
+def _member_bytes(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    stream = archive.extractfile(member)
+    if stream is None:  # only regular files were listed; a tar rewritten underneath us
+        raise DataError(f"{member.name}: not a regular file in the tar")
+    return stream.read()
+
+
 def _open_source(spec: str):
     path = Path(spec)
     if path.is_file() and zipfile.is_zipfile(path):
@@ -155,14 +162,14 @@ def _open_source(spec: str):
     if path.is_file() and tarfile.is_tarfile(path):
         tf = tarfile.open(path)
         members = {m.name: m for m in tf.getmembers() if m.isfile()}
-        return _CsvTree(str(path), members, lambda n: tf.extractfile(members[n]).read())
+        return _CsvTree(str(path), members, lambda n: _member_bytes(tf, members[n]))
     if path.is_file():
         raise DataError(f"{path}: not a .zip or .tar of MMLU CSVs")
     if path.is_dir():
         for root in (path, path / "data"):
             if (root / "dev").is_dir() and (root / "test").is_dir():
                 names = [str(p.relative_to(root)) for p in root.glob("*/*.csv")]
-                return _CsvTree(str(root), names, lambda n, r=root: (r / n).read_bytes())
+                return _CsvTree(str(root), names, lambda n, r=root: (r / n).read_bytes())  # type: ignore[misc]
         if any(path.glob("*/*.parquet")):
             return _ParquetTree(path)
         raise DataError(

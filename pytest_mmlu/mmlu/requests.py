@@ -65,7 +65,7 @@ class Group:
     continuations: Sequence[str]
 
 
-def _int32(ids: Sequence[int]) -> np.ndarray:
+def _int32(ids: Sequence[int] | np.ndarray) -> np.ndarray:
     return np.asarray(ids, dtype=np.int32)
 
 
@@ -232,11 +232,10 @@ class RequestBuilder:
                         keys[i] = (ctx[at:], moved[i])
             found = self._encode_tails(sorted(set(keys.values())), continuations)
             for i, key in keys.items():
-                hit = found[key]
-                if hit is None:
+                hit, ctx_ids = found[key], contexts_ids[i]
+                if hit is None or ctx_ids is None:  # keys hold encoded contexts only
                     continue
                 tail_ids, conts = hit
-                ctx_ids = contexts_ids[i]
                 m = len(tail_ids)
                 if len(ctx_ids) >= m and np.array_equal(ctx_ids[len(ctx_ids) - m :], tail_ids):
                     result[i] = conts
@@ -290,6 +289,6 @@ class RequestBuilder:
         for i in which:
             if (i, 0) not in encoded:
                 continue
-            ctx = _int32(encoded[(i, 0)])
+            context_ids = _int32(encoded[(i, 0)])
             for k in range(width):
-                out[width * i + k] = TokenRequest(ctx, _int32(encoded[(i, k + 1)][len(ctx) :]))
+                out[width * i + k] = TokenRequest(context_ids, _int32(encoded[(i, k + 1)][len(context_ids) :]))

@@ -40,10 +40,10 @@ class QuestionResult:
     index: int
     target: int
     prediction: int
-    loglikelihoods: tuple[float, float, float, float]
+    loglikelihoods: tuple[float, ...]
     # Per choice: is it the greedy continuation (lm-eval's second response value)? None in
     # reports written before it was kept.
-    is_greedy: tuple[bool, bool, bool, bool] | None = None
+    is_greedy: tuple[bool, ...] | None = None
 
     @classmethod
     def scored(
@@ -51,8 +51,8 @@ class QuestionResult:
         subject: str,
         index: int,
         target: int,
-        loglikelihoods: tuple[float, float, float, float],
-        is_greedy: tuple[bool, bool, bool, bool] | None = None,
+        loglikelihoods: tuple[float, ...],
+        is_greedy: tuple[bool, ...] | None = None,
     ) -> QuestionResult:
         """A question and its answer; NaN/inf scores give NO_ANSWER (gates.non_finite fails
         the evaluation) instead of an exception that would lose the other questions."""

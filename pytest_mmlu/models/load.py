@@ -210,7 +210,7 @@ def _load_model(settings: Settings, variant: Variant, load_plan: LoadPlan) -> Lo
             raise ModelLoadError(str(exc)) from None
     commit = None if local else getattr(model.config, "_commit_hash", None)
     if not on_cuda:
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]  # transformers' wrapper types the device away
         if "quantization_config" in kwargs:
             _copy_out_of_checkpoint(model)
         _share_cpu_threads(load_plan.workers)

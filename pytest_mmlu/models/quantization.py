@@ -168,7 +168,10 @@ def _config(method: str, kind: str, dtype: str) -> tuple[Any, str]:
     elif method == "fp8":
         ao = Float8WeightOnlyConfig()
     elif kind == "cpu":  # int4: no packed CPU layout in torchao 0.18
-        ao = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(INT4_GROUP))
+        ao = IntxWeightOnlyConfig(
+            weight_dtype=getattr(torch, "int4"),  # noqa: B009 - torch's stubs lack int4
+            granularity=PerGroup(INT4_GROUP),
+        )
     else:
         ao = Int4WeightOnlyConfig(group_size=INT4_GROUP, int4_packing_format="tile_packed_to_4d")
     return TorchAoConfig(quant_type=ao), type(ao).__name__

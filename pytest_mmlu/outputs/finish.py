@@ -68,29 +68,25 @@ def finish(sess: MmluSession, exitstatus: int) -> bool:
             notes.append(output_not_written("lm-eval results", settings.report_lm_eval, _why(exc)))
             written = False
     if settings.update_baseline:
+        baseline = settings.baseline
+        assert baseline is not None  # --mmlu-update-baseline without one is refused at configure
         breached = [r["nodeid"] for r in records if record_failing(r)]
         if exitstatus != 0:
             notes.append(
-                output_not_written(
-                    "baseline", settings.baseline, f"the run did not pass (exit status {int(exitstatus)})"
-                )
+                output_not_written("baseline", baseline, f"the run did not pass (exit status {int(exitstatus)})")
             )
         elif breached:  # an xfail-marked test's breach passes the run, never into the baseline
             notes.append(
-                output_not_written(
-                    "baseline", settings.baseline, f"a gate of {breached[0]} did not hold (marked xfail)"
-                )
+                output_not_written("baseline", baseline, f"a gate of {breached[0]} did not hold (marked xfail)")
             )
         elif records:
             try:
-                n = write_baseline(settings.baseline, report(sess))
+                n = write_baseline(baseline, report(sess))
             except (OSError, BaselineWriteError) as exc:
-                notes.append(output_not_written("baseline", settings.baseline, _why(exc)))
+                notes.append(output_not_written("baseline", baseline, _why(exc)))
                 written = False
             else:
-                notes.append(
-                    f"pytest-mmlu: wrote baseline {settings.baseline}: {n} evaluations from {len(records)} tests"
-                )
+                notes.append(f"pytest-mmlu: wrote baseline {baseline}: {n} evaluations from {len(records)} tests")
     notes.extend(f"NOTE {line}" for line in improved_lines(records))
     cached = sum(e.get("from_cache", False) for r in records for e in own_evaluations(r))
     if cached:

@@ -51,7 +51,8 @@ class Baseline:
         found = self._index.get(evaluation_key(nodeid, ev), [])
         ours = of_entry(ev)
         same = [base for base in found if difference(of_entry(base), ours, BASELINE) is None]
-        return (same or found or [None])[0]
+        candidates = same or found
+        return candidates[0] if candidates else None
 
 
 def load_baseline(path: str, data: Any = None, tokenizer: Any = None) -> Any:

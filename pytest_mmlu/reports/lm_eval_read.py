@@ -147,7 +147,9 @@ class LmEvalBaseline:
         """The lm-eval run's answers to ``ev``'s questions as a baseline entry, or
         ``{"refused": why}`` when the run cannot answer for this evaluation."""
         results = self.run.results
-        questions, per_subject = [], {}
+        questions: list[dict[str, Any]] = []
+        per_subject: dict[str, list[int]] = {}
+        task_of: dict[str, str] = {}
         run_identity = self.run.identity()
         # Prompts of another format are refused by the gate, naming the difference; prompts of
         # this run's format are compared one by one (other few-shot examples, another template).
@@ -159,6 +161,7 @@ class LmEvalBaseline:
                     "refused": f"the lm-eval run has no task for {subject} (it ran "
                     f"{', '.join(sorted(self.run.samples)) or 'none'})"
                 }
+            task_of[subject] = task
             config = results["configs"][task]
             shots = config.get("num_fewshot", (results.get("n-shot") or {}).get(task))
             if shots is None or int(shots) != ev["shots"]:
@@ -171,7 +174,7 @@ class LmEvalBaseline:
                 }
         for q in ev["questions"]:
             subject, index = q["subject"], q["index"]
-            task = self.run.task_of(subject)
+            task = task_of[subject]
             sample = self._by_doc[task].get(index)
             if sample is None:
                 have = sorted(self._by_doc[task])

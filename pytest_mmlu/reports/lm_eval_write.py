@@ -221,10 +221,11 @@ def _renderer(recorded: dict[str, Any] | None, report: dict[str, Any], tokenizer
         renderer = PromptRenderer(fmt, tokenizer)
     except ChatTemplateError as exc:
         raise ReportError(f"cannot render the chat prompts again: {exc}") from None
-    if fmt.is_chat and hash_string(renderer.template) != recorded.get("chat_template_sha256"):
+    template_sha256 = hash_string(renderer.template) if renderer.template is not None else None
+    if fmt.is_chat and template_sha256 != recorded.get("chat_template_sha256"):
         raise ReportError(
             f"cannot render the chat prompts again: the tokenizer's template (sha256 "
-            f"{hash_string(renderer.template)[:12]}) is not the one the evaluations used (sha256 "
+            f"{str(template_sha256)[:12]}) is not the one the evaluations used (sha256 "
             f"{str(recorded.get('chat_template_sha256'))[:12]})"
         )
     return renderer

@@ -30,7 +30,7 @@ import importlib
 import os
 import pkgutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,7 @@ _state = threading.local()
 class AttentionBypassed(Exception):
     """A forward ran without our attention in some layers: its prefix keys were never seen."""
 
-    def __init__(self, missing: Sequence[int], expected: int, detail: str | None = None) -> None:
+    def __init__(self, missing: Iterable[int], expected: int, detail: str | None = None) -> None:
         self.missing = sorted(missing)
         super().__init__(
             detail
@@ -133,9 +133,10 @@ def attention_layers(model: Any) -> frozenset[int] | None:
     (it could not find its prefix keys and values)."""
     modules = [m for name, m in model.named_modules() if name.endswith(("self_attn", ".attn", ".attention"))]
     indices = [getattr(m, "layer_idx", None) for m in modules]
-    if not modules or not all(isinstance(i, int) for i in indices):
+    layers = [i for i in indices if isinstance(i, int)]
+    if not modules or len(layers) != len(indices):
         return None
-    return frozenset(indices)
+    return frozenset(layers)
 
 
 @contextlib.contextmanager

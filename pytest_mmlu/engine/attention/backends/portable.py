@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,9 +28,7 @@ def attend(
     scale: float,
     softcap: float | None,
 ) -> Any:
-    return compose.attend(
-        lambda *a, **kw: part(*a, **kw, softcap=softcap), q, k, v, piece_ks, piece_vs, segments, scale
-    )
+    return compose.attend(functools.partial(part, softcap=softcap), q, k, v, piece_ks, piece_vs, segments, scale)
 
 
 def part(q: Any, k: Any, v: Any, scale: float, causal: bool, softcap: float | None = None) -> tuple[Any, Any]:
