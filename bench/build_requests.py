@@ -42,8 +42,10 @@ SHOTS = 5
 
 def groups_of(data: MmluData, tokenizer, fmt: PromptFormat) -> list[Group]:
     renderer = PromptRenderer(fmt, tokenizer)
-    return [Group(renderer.contexts(s, data.shots(s, SHOTS), data.test_questions(s, None)), fmt.continuations)
-            for s in ALL_SUBJECTS]
+    return [
+        Group(renderer.contexts(s, data.shots(s, SHOTS), data.test_questions(s, None)), fmt.continuations)
+        for s in ALL_SUBJECTS
+    ]
 
 
 def old_way(tokenizer, groups: list[Group]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -54,9 +56,9 @@ def old_way(tokenizer, groups: list[Group]) -> list[tuple[tuple[int, ...], tuple
     for group in groups:
         for text in group.contexts:
             ctx_text = text.rstrip()
-            moved = text[len(ctx_text):]
+            moved = text[len(ctx_text) :]
             ctx, *wholes = rule.encode_all([ctx_text, *(ctx_text + moved + c for c in group.continuations)])
-            out.extend((tuple(ctx), tuple(w[len(ctx):])) for w in wholes)
+            out.extend((tuple(ctx), tuple(w[len(ctx) :])) for w in wholes)
     return out
 
 
@@ -85,23 +87,34 @@ def run(name: str, tokenizer, data: MmluData, check: bool, fmt: PromptFormat) ->
     new, stats = RequestBuilder(tokenizer).build(groups)
     new_s = time.perf_counter() - start
     n_tokens = sum(len(r.context) + len(r.continuation) for r in new)
-    print(f"[{name}] prompts: {sum(len(g.contexts) for g in groups)} questions, {len(new)} requests, "
-          f"{n_tokens / 1e6:.1f} M request tokens; prompt text {texts_s:.2f} s")
-    print(f"[{name}] new way: {new_s:.2f} s (+ {texts_s:.2f} s prompt text), {stats.split} questions split, "
-          f"{stats.fallback_count} fell back to full encoding; requests hold {array_bytes(new) / 2**20:.0f} MiB")
+    print(
+        f"[{name}] prompts: {sum(len(g.contexts) for g in groups)} questions, {len(new)} requests, "
+        f"{n_tokens / 1e6:.1f} M request tokens; prompt text {texts_s:.2f} s"
+    )
+    print(
+        f"[{name}] new way: {new_s:.2f} s (+ {texts_s:.2f} s prompt text), {stats.split} questions split, "
+        f"{stats.fallback_count} fell back to full encoding; requests hold {array_bytes(new) / 2**20:.0f} MiB"
+    )
     if not check and name != "smollm2":
         return True
     start = time.perf_counter()
     old = old_way(tokenizer, groups)
     old_s = time.perf_counter() - start
-    print(f"[{name}] old way: {old_s:.2f} s (+ {texts_s:.2f} s prompt text); requests hold "
-          f"{tuple_bytes(old) / 2**20:.0f} MiB as tuples")
+    print(
+        f"[{name}] old way: {old_s:.2f} s (+ {texts_s:.2f} s prompt text); requests hold "
+        f"{tuple_bytes(old) / 2**20:.0f} MiB as tuples"
+    )
     if not check:
         return True
-    bad = [i for i, (r, (ctx, cont)) in enumerate(zip(new, old))
-           if not (np.array_equal(r.context, ctx) and np.array_equal(r.continuation, cont))]
-    print(f"[{name}] check: {len(old) - len(bad)} of {len(old)} requests identical to lm-eval's rule"
-          + (f"; first differing request {bad[0]}" if bad else ""))
+    bad = [
+        i
+        for i, (r, (ctx, cont)) in enumerate(zip(new, old))
+        if not (np.array_equal(r.context, ctx) and np.array_equal(r.continuation, cont))
+    ]
+    print(
+        f"[{name}] check: {len(old) - len(bad)} of {len(old)} requests identical to lm-eval's rule"
+        + (f"; first differing request {bad[0]}" if bad else "")
+    )
     return not bad and len(old) == len(new)
 
 

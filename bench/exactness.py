@@ -39,10 +39,12 @@ def main() -> None:
     tasks = list(mmlu_tasks(data, [exactness.SUBJECT]).values())
     work = Path(tempfile.mkdtemp(prefix="pytest-mmlu-exactness-"))
     save_mmlu_bpe_tokenizer(work / "tokenizer", Path(args.data))
-    print(f"{exactness.SUBJECT}, 5-shot, first {args.limit} questions; max |delta| over all "
-          f"log-likelihoods; 'same' = same prediction "
-          f"as lm-eval where the truth's top two are further apart than twice both engines' "
-          f"error (all questions in fp32)")
+    print(
+        f"{exactness.SUBJECT}, 5-shot, first {args.limit} questions; max |delta| over all "
+        f"log-likelihoods; 'same' = same prediction "
+        f"as lm-eval where the truth's top two are further apart than twice both engines' "
+        f"error (all questions in fp32)"
+    )
     print("| arch | mode | row tokens | dtype | ours vs truth | lm-eval vs truth | ours vs lm-eval | same |")
     print("|---|---|---|---|---|---|---|---|")
     for arch in args.archs:
@@ -56,10 +58,13 @@ def main() -> None:
                     total += 1
                     same += predict(got["ours"][key]) == predict(got["lm_eval"][key])
             ours, theirs = got["ours"], got["lm_eval"]
-            print(f"| {arch} | {got['mode']} | {got['row_tokens']} | {dtype} | "
-                  f"{exactness.max_diff(ours, got['truth']):.1e} | "
-                  f"{exactness.max_diff(theirs, got['truth']):.1e} | "
-                  f"{exactness.max_diff(ours, theirs):.1e} | {same}/{total} |", flush=True)
+            print(
+                f"| {arch} | {got['mode']} | {got['row_tokens']} | {dtype} | "
+                f"{exactness.max_diff(ours, got['truth']):.1e} | "
+                f"{exactness.max_diff(theirs, got['truth']):.1e} | "
+                f"{exactness.max_diff(ours, theirs):.1e} | {same}/{total} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 from w5_bench import data_path, model_path  # noqa: E402
 
 MODEL = Path.home() / ".cache" / "pytest-mmlu" / "bench" / "tiny-llama-smollm2-tokenizer"
-TEST = '''import pytest
+TEST = """import pytest
 
 
 @pytest.mark.mmlu(subjects="all", shots=5)
 def test_all_of_mmlu_5_shot(mmlu_result):
     assert mmlu_result.n == 14042
-'''
+"""
 
 
 def main() -> int:
@@ -42,9 +42,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "test_full_mmlu.py").write_text(TEST)
         report = Path(tmp) / "report.json"
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--mmlu-no-cache",
-                   f"--mmlu-model={MODEL}", f"--mmlu-data={data}", f"--mmlu-report={report}",
-                   "test_full_mmlu.py"]
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--mmlu-no-cache",
+            f"--mmlu-model={MODEL}",
+            f"--mmlu-data={data}",
+            f"--mmlu-report={report}",
+            "test_full_mmlu.py",
+        ]
         start = time.perf_counter()
         done = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -53,9 +63,11 @@ def main() -> int:
             return done.returncode
         (test,) = json.loads(report.read_text())["tests"]
         (evaluation,) = test["evaluations"]
-    print(f"pytest wall {wall:.1f} s; evaluation {evaluation['seconds']:.1f} s (requests + engine), "
-          f"n={evaluation['n']}, peak {evaluation['peak_memory_bytes'] / 2**30:.2f} GiB, "
-          f"batches {len(evaluation['batch_sizes'])}, tokens run {evaluation['tokens']:,}")
+    print(
+        f"pytest wall {wall:.1f} s; evaluation {evaluation['seconds']:.1f} s (requests + engine), "
+        f"n={evaluation['n']}, peak {evaluation['peak_memory_bytes'] / 2**30:.2f} GiB, "
+        f"batches {len(evaluation['batch_sizes'])}, tokens run {evaluation['tokens']:,}"
+    )
     return 0
 
 

@@ -23,12 +23,26 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 # A Qwen2-7B-shaped config: 28 layers, hidden 3584, 28 query / 4 key-value heads, vocab 151,936.
-BIG = dict(num_hidden_layers=28, hidden_size=3584, intermediate_size=18944, num_attention_heads=28,
-           num_key_value_heads=4, vocab_size=151936, max_position_embeddings=32768,
-           tie_word_embeddings=False)
-SMOKE = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-             num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
-             tie_word_embeddings=False)
+BIG = dict(
+    num_hidden_layers=28,
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    vocab_size=151936,
+    max_position_embeddings=32768,
+    tie_word_embeddings=False,
+)
+SMOKE = dict(
+    num_hidden_layers=2,
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    max_position_embeddings=32768,
+    tie_word_embeddings=False,
+)
 BUDGET = 24 * 2**30
 SUBJECTS = ["high_school_us_history", "college_medicine", "abstract_algebra"]  # long, medium, short rows
 LM_EVAL_BATCHES = [1, 2, 4, 8, 16, 32, 64]
@@ -48,8 +62,12 @@ def device_facts() -> dict:
     if not torch.cuda.is_available():
         return {"device": "cpu", "torch": torch.__version__}
     props = torch.cuda.get_device_properties(0)
-    return {"device": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-            "capability": f"{props.major}.{props.minor}", "torch": torch.__version__}
+    return {
+        "device": props.name,
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "capability": f"{props.major}.{props.minor}",
+        "torch": torch.__version__,
+    }
 
 
 def build_model(shape: dict, device: str, dtype):
@@ -68,9 +86,17 @@ def loaded_model(model, tokenizer, device: str, dtype: str):
     """The model as the plugin's loader would hand it over (it was built in memory, not loaded)."""
     from pytest_mmlu.models.load import LoadedModel, weight_bytes
 
-    return LoadedModel(model=model, tokenizer=tokenizer, name="random 7B-shaped Qwen2", revision=None,
-                       device=device, dtype=dtype, load_seconds=0.0, weight_bytes=weight_bytes(model),
-                       commit=None)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name="random 7B-shaped Qwen2",
+        revision=None,
+        device=device,
+        dtype=dtype,
+        load_seconds=0.0,
+        weight_bytes=weight_bytes(model),
+        commit=None,
+    )
 
 
 def engine_run(loaded, data, limit: int, budget: int) -> dict:
@@ -84,11 +110,17 @@ def engine_run(loaded, data, limit: int, budget: int) -> dict:
     evaluator.evaluate(spec, budget)  # warm-up: compiles the fused attention kernels
     result = evaluator.evaluate(spec, budget)
     flops = flops_of(evaluator, spec)
-    return {"questions": len(result.questions), "seconds": round(result.seconds, 2),
-            "batch_sizes": result.batch_sizes, "largest_batch": max(result.batch_sizes),
-            "peak_gib": round(result.peak_memory_bytes / 2**30, 2), "budget_gib": budget / 2**30,
-            "tflops_per_s": round(flops / result.seconds / 1e12, 1), "tokens": result.tokens,
-            "lls": {f"{q.subject}/{q.index}": list(q.loglikelihoods) for q in result.questions}}
+    return {
+        "questions": len(result.questions),
+        "seconds": round(result.seconds, 2),
+        "batch_sizes": result.batch_sizes,
+        "largest_batch": max(result.batch_sizes),
+        "peak_gib": round(result.peak_memory_bytes / 2**30, 2),
+        "budget_gib": budget / 2**30,
+        "tflops_per_s": round(flops / result.seconds / 1e12, 1),
+        "tokens": result.tokens,
+        "lls": {f"{q.subject}/{q.index}": list(q.loglikelihoods) for q in result.questions},
+    }
 
 
 def lm_eval_batch(model, tokenizer, data, batch: int, device: str) -> dict:
@@ -107,13 +139,16 @@ def lm_eval_batch(model, tokenizer, data, batch: int, device: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     try:
-        simple_evaluate(model=lm, tasks=tasks, num_fewshot=5, limit=max(1, batch // 4 + 1),
-                        bootstrap_iters=0)
+        simple_evaluate(model=lm, tasks=tasks, num_fewshot=5, limit=max(1, batch // 4 + 1), bootstrap_iters=0)
     except torch.OutOfMemoryError:
         return {"batch": batch, "oom": True}
     peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
-    return {"batch": batch, "oom": False, "seconds": round(time.perf_counter() - start, 1),
-            "peak_gib": None if peak is None else round(peak / 2**30, 2)}
+    return {
+        "batch": batch,
+        "oom": False,
+        "seconds": round(time.perf_counter() - start, 1),
+        "peak_gib": None if peak is None else round(peak / 2**30, 2),
+    }
 
 
 def check_big(smoke: bool) -> None:
@@ -131,9 +166,13 @@ def check_big(smoke: bool) -> None:
     data = MmluData(data_path())
     model = build_model(SMOKE if smoke else BIG, device, dtype)
     loaded = loaded_model(model, tokenizer, device, str(dtype).removeprefix("torch."))
-    emit("big_model", layers=model.config.num_hidden_layers, hidden=model.config.hidden_size,
-         params_b=round(sum(p.numel() for p in model.parameters()) / 1e9, 2),
-         weight_gib=round(loaded.weight_bytes / 2**30, 2))
+    emit(
+        "big_model",
+        layers=model.config.num_hidden_layers,
+        hidden=model.config.hidden_size,
+        params_b=round(sum(p.numel() for p in model.parameters()) / 1e9, 2),
+        weight_gib=round(loaded.weight_bytes / 2**30, 2),
+    )
     ours = engine_run(loaded, data, 2 if smoke else 40, budget)
     ours.pop("lls")
     emit("big_engine", **ours)
@@ -145,23 +184,41 @@ def check_big(smoke: bool) -> None:
         if not within:
             break
         fits = batch
-    emit("big_summary", engine_largest_batch=ours["largest_batch"], engine_peak_gib=ours["peak_gib"],
-         lm_eval_largest_batch_within_budget=fits, budget_gib=budget / 2**30,
-         engine_tflops_per_s=ours["tflops_per_s"])
+    emit(
+        "big_summary",
+        engine_largest_batch=ours["largest_batch"],
+        engine_peak_gib=ours["peak_gib"],
+        lm_eval_largest_batch_within_budget=fits,
+        budget_gib=budget / 2**30,
+        engine_tflops_per_s=ours["tflops_per_s"],
+    )
 
 
 def check_w5() -> None:
     """W5 on the GPU in fp32, lm-eval hf batch 8 beside it: speed-up, predictions, |delta|."""
     from w5_bench import W5, compare_lls, data_path, model_path, run
 
-    common = {"model": model_path(), "data": data_path(), "subjects": W5, "shots": 5, "limit": 10,
-              "device": "cuda", "dtype": "float32"}
+    common = {
+        "model": model_path(),
+        "data": data_path(),
+        "subjects": W5,
+        "shots": 5,
+        "limit": 10,
+        "device": "cuda",
+        "dtype": "float32",
+    }
     ours = [run("engine", **common) for _ in range(2)][-1]  # the second: kernels compiled
     theirs = run("lm_eval", batch_size=8, **common)
     same, delta = compare_lls(theirs["loglikelihoods"], ours["loglikelihoods"])
-    emit("w5_gpu", engine_seconds=round(ours["seconds"], 2), lm_eval_seconds=round(theirs["seconds"], 2),
-         speedup=round(theirs["seconds"] / ours["seconds"], 1), same_predictions=f"{same}/30",
-         max_abs_delta=f"{delta:.2e}", engine_batches=ours["batch_sizes"])
+    emit(
+        "w5_gpu",
+        engine_seconds=round(ours["seconds"], 2),
+        lm_eval_seconds=round(theirs["seconds"], 2),
+        speedup=round(theirs["seconds"] / ours["seconds"], 1),
+        same_predictions=f"{same}/30",
+        max_abs_delta=f"{delta:.2e}",
+        engine_batches=ours["batch_sizes"],
+    )
 
 
 def random_smollm2(source: str, folder: str) -> None:

@@ -48,17 +48,25 @@ def run_one(args: dict) -> dict:
     start = time.perf_counter()
     loaded = load_model(Settings(model=args["model"], device="cpu"), Variant(args["variant"]))
     load_seconds = time.perf_counter() - start
-    result = Evaluator(loaded, MmluData(args["data"])).evaluate(
-        make_eval_spec(args["subjects"], 5, args["limit"]))
-    return {"variant": loaded.variant.label, "weight_bytes": loaded.weight_bytes, "load_seconds": load_seconds,
-            "seconds": result.seconds, "peak_bytes": result.peak_memory_bytes, "accuracy": result.accuracy,
-            "n": result.n, "engine_mode": result.engine_mode, "tokens": result.tokens,
-            "predictions": {f"{q.subject}/{q.index}": [q.prediction, q.target] for q in result.questions}}
+    result = Evaluator(loaded, MmluData(args["data"])).evaluate(make_eval_spec(args["subjects"], 5, args["limit"]))
+    return {
+        "variant": loaded.variant.label,
+        "weight_bytes": loaded.weight_bytes,
+        "load_seconds": load_seconds,
+        "seconds": result.seconds,
+        "peak_bytes": result.peak_memory_bytes,
+        "accuracy": result.accuracy,
+        "n": result.n,
+        "engine_mode": result.engine_mode,
+        "tokens": result.tokens,
+        "predictions": {f"{q.subject}/{q.index}": [q.prediction, q.target] for q in result.questions},
+    }
 
 
 def in_subprocess(args: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(args)], capture_output=True,
-                         text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(args)], capture_output=True, text=True, cwd=ROOT
+    )
     if out.returncode:
         raise SystemExit(f"{args['variant']} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -69,15 +77,20 @@ def table(runs: list[dict]) -> list[str]:
 
     full = runs[0]["predictions"]
     keys = sorted(full)
-    lines = ["| variant | weight bytes | peak RSS | load s | eval s | accuracy | same answer as fp32 | "
-             "McNemar p (worse / better) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | weight bytes | peak RSS | load s | eval s | accuracy | same answer as fp32 | "
+        "McNemar p (worse / better) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for run in runs:
         mine = run["predictions"]
         same = sum(mine[k][0] == full[k][0] for k in keys)
         c = compare_paired([full[k][0] == full[k][1] for k in keys], [mine[k][0] == mine[k][1] for k in keys])
-        lines.append(f"| {run['variant']} | {run['weight_bytes'] / 2**20:.1f} MiB | {run['peak_bytes'] / 2**20:.0f} MiB "
-                     f"| {run['load_seconds']:.1f} | {run['seconds']:.1f} | {run['accuracy']:.3f} | "
-                     f"{same}/{len(keys)} ({same / len(keys):.1%}) | {c.p_worse:.3f} / {c.p_better:.3f} |")
+        lines.append(
+            f"| {run['variant']} | {run['weight_bytes'] / 2**20:.1f} MiB | {run['peak_bytes'] / 2**20:.0f} MiB "
+            f"| {run['load_seconds']:.1f} | {run['seconds']:.1f} | {run['accuracy']:.3f} | "
+            f"{same}/{len(keys)} ({same / len(keys):.1%}) | {c.p_worse:.3f} / {c.p_better:.3f} |"
+        )
     return lines
 
 
@@ -100,9 +113,14 @@ def forward_speed(rounds: int = 5, tokens: int = 512) -> str:
                 model(ids, logits_to_keep=1)
                 seconds[variant].append(time.perf_counter() - start)
     median = {v: sorted(s)[len(s) // 2] for v, s in seconds.items()}
-    return (f"one {tokens}-token forward, median of {rounds} interleaved rounds, {torch.get_num_threads()} "
-            f"threads: " + ", ".join(f"{'fp32' if v == 'none' else v} {median[v]:.3f} s "
-                                     f"({median[v] / median['none']:.2f}x fp32)" for v in VARIANTS))
+    return (
+        f"one {tokens}-token forward, median of {rounds} interleaved rounds, {torch.get_num_threads()} "
+        f"threads: "
+        + ", ".join(
+            f"{'fp32' if v == 'none' else v} {median[v]:.3f} s ({median[v] / median['none']:.2f}x fp32)"
+            for v in VARIANTS
+        )
+    )
 
 
 def against_truth(limit: int) -> list[str]:
@@ -121,8 +139,9 @@ def against_truth(limit: int) -> list[str]:
 
     data = MmluData(data_path())
     spec = make_eval_spec(SUBJECTS, 5, limit)
-    lines = [f"5-shot, first {limit} test questions of {', '.join(SUBJECTS)}, against each variant's "
-             f"own float64 truth:"]
+    lines = [
+        f"5-shot, first {limit} test questions of {', '.join(SUBJECTS)}, against each variant's own float64 truth:"
+    ]
     for variant in VARIANTS:
         loaded = load_model(Settings(model=model_path(), device="cpu"), Variant(variant))
         evaluator = Evaluator(loaded, data)
@@ -130,10 +149,12 @@ def against_truth(limit: int) -> list[str]:
         result = evaluator.evaluate(spec)
         ours = [ll for q in result.questions for ll in q.loglikelihoods]
         truth = truth_loglikelihoods(loaded.model, requests, evaluator.max_length)
-        same = sum(q.prediction == predict(truth[4 * i: 4 * i + 4]) for i, q in enumerate(result.questions))
-        lines.append(f"  {loaded.variant.label}: {len(ours)} log-likelihoods, max |delta| "
-                     f"{max(abs(a - b) for a, b in zip(ours, truth)):.1e}, same prediction "
-                     f"{same}/{len(result.questions)}")
+        same = sum(q.prediction == predict(truth[4 * i : 4 * i + 4]) for i, q in enumerate(result.questions))
+        lines.append(
+            f"  {loaded.variant.label}: {len(ours)} log-likelihoods, max |delta| "
+            f"{max(abs(a - b) for a, b in zip(ours, truth)):.1e}, same prediction "
+            f"{same}/{len(result.questions)}"
+        )
         del loaded, evaluator
     return lines
 
@@ -164,9 +185,11 @@ def main() -> None:
     import torch
     import torchao
 
-    print(f"SmolLM2-135M-Instruct, CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, torchao {torchao.__version__}), 5-shot, {', '.join(SUBJECTS)}, "
-          f"first {options.limit} test questions each; each variant in a fresh process")
+    print(
+        f"SmolLM2-135M-Instruct, CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, torchao {torchao.__version__}), 5-shot, {', '.join(SUBJECTS)}, "
+        f"first {options.limit} test questions each; each variant in a fresh process"
+    )
     print("\n".join(table(runs)))
 
 

@@ -67,15 +67,20 @@ def worker_lm_eval(args: dict) -> dict:
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
     from pytest_mmlu.mmlu.data import MmluData
 
-    model = HFLM(pretrained=args["model"], dtype="float32", batch_size=args["batch_size"],
-                 device=args.get("device", "cpu"))
+    model = HFLM(
+        pretrained=args["model"], dtype="float32", batch_size=args["batch_size"], device=args.get("device", "cpu")
+    )
     tasks = list(mmlu_tasks(MmluData(args["data"]), args["subjects"]).values())
     start = time.perf_counter()
-    out = simple_evaluate(model=model, tasks=tasks, num_fewshot=args["shots"], limit=args["limit"],
-                          log_samples=True, bootstrap_iters=0)
+    out = simple_evaluate(
+        model=model, tasks=tasks, num_fewshot=args["shots"], limit=args["limit"], log_samples=True, bootstrap_iters=0
+    )
     seconds = time.perf_counter() - start
-    lls = {f"{t.removeprefix('mmlu_')}/{s['doc_id']}": [r[0][0] for r in s["resps"]]
-           for t, samples in out["samples"].items() for s in samples}
+    lls = {
+        f"{t.removeprefix('mmlu_')}/{s['doc_id']}": [r[0][0] for r in s["resps"]]
+        for t, samples in out["samples"].items()
+        for s in samples
+    }
     return {"seconds": seconds, "peak_rss": peak_rss(), "loglikelihoods": lls}
 
 
@@ -86,10 +91,11 @@ def make_evaluator(args: dict):
     from pytest_mmlu.models.load import load_model
     from pytest_mmlu.settings import Settings
 
-    return Evaluator(load_model(Settings(model=args["model"], device=args.get("device", "auto"),
-                                              dtype=args.get("dtype", "auto"))),
-                     MmluData(args["data"]),
-                     batch_size=args.get("batch_size", "auto"))
+    return Evaluator(
+        load_model(Settings(model=args["model"], device=args.get("device", "auto"), dtype=args.get("dtype", "auto"))),
+        MmluData(args["data"]),
+        batch_size=args.get("batch_size", "auto"),
+    )
 
 
 def worker_engine(args: dict) -> dict:
@@ -114,11 +120,16 @@ def worker_engine(args: dict) -> dict:
     seconds = time.perf_counter() - start  # the whole evaluation, as simple_evaluate's wall
     engine_flops = flops_of(evaluator, spec)
     return {
-        "seconds": seconds, "engine_seconds": result.seconds,
-        "peak_rss": max(load_peak, result.peak_memory_bytes, peak_rss()), "load_peak": load_peak,
+        "seconds": seconds,
+        "engine_seconds": result.seconds,
+        "peak_rss": max(load_peak, result.peak_memory_bytes, peak_rss()),
+        "load_peak": load_peak,
         "eval_peak": result.peak_memory_bytes,
-        "baseline": baseline, "batch_sizes": result.batch_sizes, "tokens": result.tokens,
-        "flops": engine_flops, "accuracy": result.accuracy,
+        "baseline": baseline,
+        "batch_sizes": result.batch_sizes,
+        "tokens": result.tokens,
+        "flops": engine_flops,
+        "accuracy": result.accuracy,
         "loglikelihoods": {f"{q.subject}/{q.index}": list(q.loglikelihoods) for q in result.questions},
     }
 
@@ -154,11 +165,14 @@ def flops_of(evaluator, spec) -> float:
     return total
 
 
-
-
 def run(kind: str, **args) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "_worker", kind, json.dumps(args)],
-                          check=False, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, __file__, "_worker", kind, json.dumps(args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(f"{kind} worker failed")
@@ -168,8 +182,10 @@ def run(kind: str, **args) -> dict:
 def machine() -> str:
     import torch
 
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-            f"{torch.__version__}, {torch.get_num_threads()} threads")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
 
 def compare_lls(a: dict, b: dict) -> tuple[int, float]:
@@ -198,20 +214,28 @@ def bench_compare(model: str, data: str) -> None:
     same, delta = min(c[0] for c in checks), max(c[1] for c in checks)
     rate = ours["flops"] / ours["seconds"] / 1e9
     print(f"machine: {machine()}")
-    print(f"fp32 GEMM rate (2048^3, same run): {gemm:.1f} GFLOP/s, the median of "
-          f"{', '.join(f'{g:.1f}' for g in gemms)} (in run order)")
+    print(
+        f"fp32 GEMM rate (2048^3, same run): {gemm:.1f} GFLOP/s, the median of "
+        f"{', '.join(f'{g:.1f}' for g in gemms)} (in run order)"
+    )
     print(f"lm-eval hf batch 8: {theirs['seconds']:.1f} s, peak RSS {theirs['peak_rss'] / 1e9:.2f} GB")
-    print(f"pytest-mmlu engine: {ours['seconds']:.1f} s, the median of "
-          f"{', '.join(f'{t:.1f}' for t in walls)} s (in run order); "
-          f"peak RSS {max(r['peak_rss'] for r in engines) / 1e9:.2f} GB (highest of the three; loading "
-          f"{max(r['load_peak'] for r in engines) / 1e9:.2f}, evaluation "
-          f"{max(r['eval_peak'] for r in engines) / 1e9:.2f}), "
-          f"batches {ours['batch_sizes']}, {ours['tokens']} tokens")
-    print(f"speed-up: {theirs['seconds'] / ours['seconds']:.1f}x on the median "
-          f"({theirs['seconds'] / max(walls):.1f}x on the slowest engine run); identical predictions "
-          f"{same}/{len(theirs['loglikelihoods'])} (worst of the three); max |delta loglikelihood| {delta:.2e}")
-    print(f"achieved: {ours['flops'] / 1e12:.2f} TFLOP in {ours['seconds']:.1f} s = {rate:.1f} GFLOP/s "
-          f"= {100 * rate / gemm:.0f}% of the GEMM rate (median over median)")
+    print(
+        f"pytest-mmlu engine: {ours['seconds']:.1f} s, the median of "
+        f"{', '.join(f'{t:.1f}' for t in walls)} s (in run order); "
+        f"peak RSS {max(r['peak_rss'] for r in engines) / 1e9:.2f} GB (highest of the three; loading "
+        f"{max(r['load_peak'] for r in engines) / 1e9:.2f}, evaluation "
+        f"{max(r['eval_peak'] for r in engines) / 1e9:.2f}), "
+        f"batches {ours['batch_sizes']}, {ours['tokens']} tokens"
+    )
+    print(
+        f"speed-up: {theirs['seconds'] / ours['seconds']:.1f}x on the median "
+        f"({theirs['seconds'] / max(walls):.1f}x on the slowest engine run); identical predictions "
+        f"{same}/{len(theirs['loglikelihoods'])} (worst of the three); max |delta loglikelihood| {delta:.2e}"
+    )
+    print(
+        f"achieved: {ours['flops'] / 1e12:.2f} TFLOP in {ours['seconds']:.1f} s = {rate:.1f} GFLOP/s "
+        f"= {100 * rate / gemm:.0f}% of the GEMM rate (median over median)"
+    )
 
 
 def bench_budgets(model: str, data: str) -> None:
@@ -226,10 +250,12 @@ def bench_budgets(model: str, data: str) -> None:
                 continue
             use = (r["eval_peak"] - r["baseline"]) / (budget - r["baseline"])
             sizes = r["batch_sizes"]
-            print(f"{limit}/subject, budget {label}: peak {r['eval_peak'] / 1e9:.3f} GB "
-                  f"(<= budget: {r['eval_peak'] <= budget}); baseline {r['baseline'] / 1e9:.3f} GB; "
-                  f"headroom used {100 * use:.0f}%; {len(sizes)} batches, largest {max(sizes)}; "
-                  f"{r['seconds']:.1f} s")
+            print(
+                f"{limit}/subject, budget {label}: peak {r['eval_peak'] / 1e9:.3f} GB "
+                f"(<= budget: {r['eval_peak'] <= budget}); baseline {r['baseline'] / 1e9:.3f} GB; "
+                f"headroom used {100 * use:.0f}%; {len(sizes)} batches, largest {max(sizes)}; "
+                f"{r['seconds']:.1f} s"
+            )
 
 
 def bench_shots(model: str, data: str, *subjects: str) -> None:
@@ -242,15 +268,19 @@ def bench_shots(model: str, data: str, *subjects: str) -> None:
         for shots in (0, 5):
             r = run("engine", model=model, data=data, subjects=subjects, shots=shots, limit=100)
             runs[shots].append(r)
-            print(f"{shots}-shot: {r['seconds']:.1f} s, eval peak {r['eval_peak'] / 1e9:.3f} GB, "
-                  f"{r['tokens']} tokens, {r['flops'] / 1e12:.2f} TFLOP "
-                  f"({r['flops'] / r['seconds'] / 1e9:.0f} GFLOP/s), accuracy {r['accuracy']:.3f}")
+            print(
+                f"{shots}-shot: {r['seconds']:.1f} s, eval peak {r['eval_peak'] / 1e9:.3f} GB, "
+                f"{r['tokens']} tokens, {r['flops'] / 1e12:.2f} TFLOP "
+                f"({r['flops'] / r['seconds'] / 1e9:.0f} GFLOP/s), accuracy {r['accuracy']:.3f}"
+            )
     wall = {shots: sum(r["seconds"] for r in rs) for shots, rs in runs.items()}
     peak = {shots: max(r["eval_peak"] for r in rs) for shots, rs in runs.items()}
     rounds = ", ".join(f"{five['seconds'] / zero['seconds']:.2f}x" for zero, five in zip(runs[0], runs[5]))
-    print(f"5-shot / 0-shot: wall {wall[5] / wall[0]:.2f}x (both rounds together; round by round "
-          f"{rounds}), "
-          f"peak memory {peak[5] / peak[0]:.2f}x, model FLOPs {runs[5][0]['flops'] / runs[0][0]['flops']:.2f}x")
+    print(
+        f"5-shot / 0-shot: wall {wall[5] / wall[0]:.2f}x (both rounds together; round by round "
+        f"{rounds}), "
+        f"peak memory {peak[5] / peak[0]:.2f}x, model FLOPs {runs[5][0]['flops'] / runs[0][0]['flops']:.2f}x"
+    )
 
 
 def worker_flops(args: dict) -> dict:
@@ -258,8 +288,10 @@ def worker_flops(args: dict) -> dict:
     from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS
 
     evaluator = make_evaluator(args)
-    return {subject: [flops_of(evaluator, make_eval_spec([subject], shots, args["limit"])) for shots in (0, 5)]
-            for subject in ALL_SUBJECTS}
+    return {
+        subject: [flops_of(evaluator, make_eval_spec([subject], shots, args["limit"])) for shots in (0, 5)]
+        for subject in ALL_SUBJECTS
+    }
 
 
 def bench_flops(model: str, data: str) -> None:
@@ -271,8 +303,9 @@ def bench_flops(model: str, data: str) -> None:
     for subject, (zero, five) in sorted(flops.items(), key=lambda kv: kv[1][1] / kv[1][0]):
         print(f"  {five / zero:.2f}x  {subject}")
     zero, five = (sum(f[i] for f in flops.values()) for i in (0, 1))
-    print(f"all {len(flops)} subjects: {zero / 1e12:.1f} TFLOP 0-shot, {five / 1e12:.1f} TFLOP 5-shot, "
-          f"{five / zero:.2f}x")
+    print(
+        f"all {len(flops)} subjects: {zero / 1e12:.1f} TFLOP 0-shot, {five / 1e12:.1f} TFLOP 5-shot, {five / zero:.2f}x"
+    )
     typical = sorted(flops, key=lambda s: abs(flops[s][1] / flops[s][0] - five / zero))[:3]
     print(f"the 3 subjects nearest that ratio (typical MMLU, for `shots`): {' '.join(sorted(typical))}")
 
@@ -284,8 +317,10 @@ def bench_batches(model: str, data: str) -> None:
     for bs in (4, 16, 32, 1):
         r = run("engine", batch_size=bs, **common)
         same, delta = compare_lls(base["loglikelihoods"], r["loglikelihoods"])
-        print(f"batch {bs}{' (repeat)' if bs == 1 else ''}: identical predictions {same}/30, "
-              f"max |delta| vs batch 1 {delta:.2e}, {r['seconds']:.1f} s")
+        print(
+            f"batch {bs}{' (repeat)' if bs == 1 else ''}: identical predictions {same}/30, "
+            f"max |delta| vs batch 1 {delta:.2e}, {r['seconds']:.1f} s"
+        )
 
 
 def bench_subjects57(model: str, data: str, limit: str = "20") -> None:
@@ -304,14 +339,18 @@ def bench_subjects57(model: str, data: str, limit: str = "20") -> None:
     print(f"fp32 GEMM rate (2048^3): median {gemm:.1f} GFLOP/s of {', '.join(f'{g:.1f}' for g in gemms)}")
     for shots, r in ((5, five), (0, zero)):
         rate = r["flops"] / r["seconds"] / 1e9
-        print(f"{shots}-shot, {len(r['loglikelihoods'])} questions: wall {r['seconds']:.1f} s "
-              f"(engine's own clock {r['engine_seconds']:.1f} s), peak RSS {r['peak_rss'] / 2**30:.2f} GiB "
-              f"(evaluation {r['eval_peak'] / 2**30:.2f} GiB), {r['tokens']} tokens, "
-              f"{r['flops'] / 1e12:.2f} TFLOP = {rate:.1f} GFLOP/s = {100 * rate / gemm:.0f}% of the GEMM rate, "
-              f"accuracy {r['accuracy']:.3f}")
-    print(f"5-shot / 0-shot on the same questions: wall {five['seconds'] / zero['seconds']:.2f}x, "
-          f"model FLOPs {five['flops'] / zero['flops']:.2f}x, "
-          f"evaluation peak {five['eval_peak'] / zero['eval_peak']:.2f}x")
+        print(
+            f"{shots}-shot, {len(r['loglikelihoods'])} questions: wall {r['seconds']:.1f} s "
+            f"(engine's own clock {r['engine_seconds']:.1f} s), peak RSS {r['peak_rss'] / 2**30:.2f} GiB "
+            f"(evaluation {r['eval_peak'] / 2**30:.2f} GiB), {r['tokens']} tokens, "
+            f"{r['flops'] / 1e12:.2f} TFLOP = {rate:.1f} GFLOP/s = {100 * rate / gemm:.0f}% of the GEMM rate, "
+            f"accuracy {r['accuracy']:.3f}"
+        )
+    print(
+        f"5-shot / 0-shot on the same questions: wall {five['seconds'] / zero['seconds']:.2f}x, "
+        f"model FLOPs {five['flops'] / zero['flops']:.2f}x, "
+        f"evaluation peak {five['eval_peak'] / zero['eval_peak']:.2f}x"
+    )
 
 
 WORKERS = {"gemm": worker_gemm, "lm_eval": worker_lm_eval, "engine": worker_engine, "flops": worker_flops}
@@ -322,11 +361,18 @@ def main() -> None:
         sys.path.insert(0, str(ROOT))
         print(json.dumps(WORKERS[sys.argv[2]](json.loads(sys.argv[3]))))
         return
-    benches = {"compare": bench_compare, "budgets": bench_budgets, "shots": bench_shots,
-               "batches": bench_batches, "flops": bench_flops, "subjects57": bench_subjects57}
+    benches = {
+        "compare": bench_compare,
+        "budgets": bench_budgets,
+        "shots": bench_shots,
+        "batches": bench_batches,
+        "flops": bench_flops,
+        "subjects57": bench_subjects57,
+    }
     model, data = model_path(), data_path()
-    print(f"$ python bench/w5_bench.py {' '.join(sys.argv[1:])}   "
-          f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    print(
+        f"$ python bench/w5_bench.py {' '.join(sys.argv[1:])}   ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
+    )
     benches[sys.argv[1]](model, data, *sys.argv[2:])  # `shots`: its subjects; `subjects57`: the limit
 
 

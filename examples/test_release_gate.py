@@ -12,8 +12,7 @@ CORE = ["high_school_geography", "marketing", "nutrition"]
 EDGE_BOX = "0.8 GiB"
 
 
-@pytest.mark.mmlu(subjects=["abstract_algebra", "high_school_us_history", "college_medicine"],
-                  shots=5, limit=10)
+@pytest.mark.mmlu(subjects=["abstract_algebra", "high_school_us_history", "college_medicine"], shots=5, limit=10)
 @pytest.mark.mmlu_memory_budget("1.5 GiB")
 def test_5shot_fits_the_serving_budget(mmlu_result):
     """5-shot MMLU must run inside the memory of our smallest serving box."""

@@ -161,43 +161,49 @@ def imports() -> list[Import]:
     known = set(modules())
     found: list[Import] = []
     for name, path in modules().items():
-        tree = ast.parse(path.read_text())
-        is_package = path.name == "__init__.py"
+        found.extend(imports_of(name, path.name == "__init__.py", ast.parse(path.read_text()), known))
+    return found
 
-        def visit(node: ast.AST, in_function: bool, guarded: bool, type_only: bool) -> None:
-            for child in ast.iter_child_nodes(node):
-                fn = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                tc = type_only or (isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test))
-                gd = guarded or (
-                    isinstance(child, ast.Try)
-                    and any("ImportError" in ast.unparse(h.type or ast.Name("")) for h in child.handlers)
-                )
-                if isinstance(child, ast.ImportFrom):
-                    if child.level or (child.module or "").startswith("pytest_mmlu"):
-                        if not child.level:  # absolute: pytest_mmlu.x
-                            child = ast.ImportFrom(
-                                module=(child.module or "").removeprefix("pytest_mmlu").lstrip(".") or None,
-                                names=child.names,
-                                level=1,
-                            )
-                            targets = _resolve("pytest_mmlu", True, child, known)
-                        else:
-                            targets = _resolve(name, is_package, child, known)
-                        for target in dict.fromkeys(targets):
-                            found.append(Import(name, target, True, fn, gd, tc, child.lineno))
+
+def imports_of(name: str, is_package: bool, tree: ast.AST, known: set[str]) -> list[Import]:
+    """The imports of one module: where each points, and whether it is deferred, guarded or
+    for type checking only."""
+    found: list[Import] = []
+
+    def visit(node: ast.AST, in_function: bool, guarded: bool, type_only: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            fn = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            tc = type_only or (isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test))
+            gd = guarded or (
+                isinstance(child, ast.Try)
+                and any("ImportError" in ast.unparse(h.type or ast.Name("")) for h in child.handlers)
+            )
+            if isinstance(child, ast.ImportFrom):
+                if child.level or (child.module or "").startswith("pytest_mmlu"):
+                    if not child.level:  # absolute: pytest_mmlu.x
+                        child = ast.ImportFrom(
+                            module=(child.module or "").removeprefix("pytest_mmlu").lstrip(".") or None,
+                            names=child.names,
+                            level=1,
+                        )
+                        targets = _resolve("pytest_mmlu", True, child, known)
                     else:
-                        found.append(Import(name, (child.module or "").split(".")[0], False, fn, gd, tc, child.lineno))
-                elif isinstance(child, ast.Import):
-                    for alias in child.names:
-                        top = alias.name.split(".")[0]
-                        if top == "pytest_mmlu":
-                            target = alias.name.removeprefix("pytest_mmlu").lstrip(".") or "pytest_mmlu"
-                            found.append(Import(name, target, True, fn, gd, tc, child.lineno))
-                        else:
-                            found.append(Import(name, top, False, fn, gd, tc, child.lineno))
-                visit(child, fn, gd, tc)
+                        targets = _resolve(name, is_package, child, known)
+                    for target in dict.fromkeys(targets):
+                        found.append(Import(name, target, True, fn, gd, tc, child.lineno))
+                else:
+                    found.append(Import(name, (child.module or "").split(".")[0], False, fn, gd, tc, child.lineno))
+            elif isinstance(child, ast.Import):
+                for alias in child.names:
+                    top = alias.name.split(".")[0]
+                    if top == "pytest_mmlu":
+                        target = alias.name.removeprefix("pytest_mmlu").lstrip(".") or "pytest_mmlu"
+                        found.append(Import(name, target, True, fn, gd, tc, child.lineno))
+                    else:
+                        found.append(Import(name, top, False, fn, gd, tc, child.lineno))
+            visit(child, fn, gd, tc)
 
-        visit(tree, False, False, False)
+    visit(tree, False, False, False)
     return found
 
 
@@ -239,6 +245,9 @@ def breaches() -> list[str]:
             deferred = i.target in heavy if i.internal else i.target in HEAVY
             if not deferred:
                 problems.append(f"{where}: imports {i.target} inside a function, and it defers no heavy library")
+    if "plugin" in heavy:  # loaded in every pytest run of the environment
+        chain = {i.target: 0 for i in found if i.source == "plugin" and not i.in_function and i.target in heavy | HEAVY}
+        problems.append(f"pytest_mmlu.plugin imports a heavy library when it loads (through {', '.join(chain)})")
     graph: dict[str, set[str]] = {}
     for i in found:
         if i.internal and not i.type_only and i.source != i.target:
@@ -288,7 +297,7 @@ def main(argv: list[str]) -> int:
     found = imports()
     if "--dot" in argv:
         print("digraph pytest_mmlu {\n  rankdir=BT;")
-        for index, (title, members) in enumerate(LAYERS):
+        for index, (title, _members) in enumerate(LAYERS):
             names = sorted(m for m in modules() if layer_of(m) == index)
             print(
                 f'  subgraph cluster_{index} {{ label="{index}: {title}"; ' + " ".join(f'"{m}";' for m in names) + " }"
@@ -298,7 +307,7 @@ def main(argv: list[str]) -> int:
             print(f'  "{source}" -> "{target}";')
         print("}")
         return 0
-    for index, (title, members) in enumerate(LAYERS):
+    for index, (title, _members) in enumerate(LAYERS):
         print(f"{index}: {title}")
         for m in sorted(m for m in modules() if layer_of(m) == index):
             targets = sorted(

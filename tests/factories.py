@@ -5,39 +5,140 @@ from __future__ import annotations
 import csv
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
 
 from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS
 
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "what", "which", "is", "the", "of", "a", "an", "and", "to", "in", "for", "value", "theorem", "cell", "market", "law", "energy"]
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+    "what",
+    "which",
+    "is",
+    "the",
+    "of",
+    "a",
+    "an",
+    "and",
+    "to",
+    "in",
+    "for",
+    "value",
+    "theorem",
+    "cell",
+    "market",
+    "law",
+    "energy",
+]
 
 # One small config per architecture family; vocab_size is filled in from the tokenizer.
 ARCH_CONFIGS: dict[str, dict] = {
-    "llama": dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024),
-    "qwen2": dict(model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024),
-    "mistral": dict(model_type="mistral", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                    sliding_window=4096),
-    "gemma": dict(model_type="gemma", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                  max_position_embeddings=1024),
-    "phi": dict(model_type="phi", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=1024),
+    "llama": dict(
+        model_type="llama",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    ),
+    "qwen2": dict(
+        model_type="qwen2",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    ),
+    "mistral": dict(
+        model_type="mistral",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        sliding_window=4096,
+    ),
+    "gemma": dict(
+        model_type="gemma",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=1024,
+    ),
+    "phi": dict(
+        model_type="phi",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=1024,
+    ),
     "gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=4, n_positions=1024),
-    "gpt_neox": dict(model_type="gpt_neox", hidden_size=32, intermediate_size=64,
-                     num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=1024),
+    "gpt_neox": dict(
+        model_type="gpt_neox",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=1024,
+    ),
     # Attention logit softcapping: shared-prefix attention takes its portable (matmul) path.
-    "gemma2": dict(model_type="gemma2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                   max_position_embeddings=1024, sliding_window=4096),
+    "gemma2": dict(
+        model_type="gemma2",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=1024,
+        sliding_window=4096,
+    ),
     # Sliding window shorter than the prompts: the engine must fall back to plain batches.
-    "gemma2_sliding": dict(model_type="gemma2", hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                           head_dim=8, max_position_embeddings=1024, sliding_window=24),
+    "gemma2_sliding": dict(
+        model_type="gemma2",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=1024,
+        sliding_window=24,
+    ),
 }
 
 
@@ -56,17 +157,17 @@ def make_tokenizer(add_bos: bool = False):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<bos>", "<eos>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<bos>", "<eos>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     rng = random.Random(0)
-    corpus = [" ".join(rng.choice(WORDS) for _ in range(12)) + "\nA. B. C. D. Answer: A B C D"
-              for _ in range(300)]
+    corpus = [" ".join(rng.choice(WORDS) for _ in range(12)) + "\nA. B. C. D. Answer: A B C D" for _ in range(300)]
     tok.train_from_iterator(corpus, trainer)
     if add_bos:
         tok.post_processor = processors.TemplateProcessing(
-            single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>")
+            single="<bos> $A", special_tokens=[("<bos>", tok.token_to_id("<bos>"))]
+        )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
 
 
 def with_its_module(config) -> None:
@@ -89,8 +190,9 @@ def make_model(arch: str, vocab_size: int, seed: int = 0):
 
     kwargs = dict(ARCH_CONFIGS[arch])
     model_type = kwargs.pop("model_type")
-    config = AutoConfig.for_model(model_type, vocab_size=vocab_size, bos_token_id=0,
-                                  eos_token_id=1, pad_token_id=2, **kwargs)
+    config = AutoConfig.for_model(
+        model_type, vocab_size=vocab_size, bos_token_id=0, eos_token_id=1, pad_token_id=2, **kwargs
+    )
     with_its_module(config)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -151,8 +253,9 @@ def save_head_adapter(base_dir, folder, bias_shift: float):
     return folder
 
 
-def write_mmlu_csvs(root: Path, subjects=ALL_SUBJECTS, n_test: int = 6, n_dev: int = 5,
-                    seed: int = 0, a_share: float = 0.25) -> Path:
+def write_mmlu_csvs(
+    root: Path, subjects=ALL_SUBJECTS, n_test: int = 6, n_dev: int = 5, seed: int = 0, a_share: float = 0.25
+) -> Path:
     """The original Hendrycks layout: root/{dev,test}/<subject>_<split>.csv, no header."""
     rng = random.Random(seed)
     for split, n in (("dev", n_dev), ("test", n_test)):
@@ -165,7 +268,7 @@ def write_mmlu_csvs(root: Path, subjects=ALL_SUBJECTS, n_test: int = 6, n_dev: i
 
 # A remote-code model (loaded with trust_remote_code) whose modeling file computes attention
 # itself, as many hub models do: transformers' attention interface is never called.
-REMOTE_CONFIG_PY = '''
+REMOTE_CONFIG_PY = """
 from transformers import LlamaConfig
 
 
@@ -175,7 +278,7 @@ class OwnAttentionConfig(LlamaConfig):
     def __init__(self, use_mask=True, **kwargs):
         self.use_mask = use_mask  # False: causal only, the padding mask is never looked at
         super().__init__(**kwargs)
-'''
+"""
 
 REMOTE_MODELING_PY = '''
 import torch
@@ -232,29 +335,44 @@ def save_remote_code_model(folder: Path, seed: int = 0, use_mask: bool = True) -
     (folder / "configuration_own_attention.py").write_text(REMOTE_CONFIG_PY)
     (folder / "modeling_own_attention.py").write_text(REMOTE_MODELING_PY)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="own_attention_llama", architectures=["OwnAttentionForCausalLM"], use_mask=use_mask,
-                  auto_map={"AutoConfig": "configuration_own_attention.OwnAttentionConfig",
-                            "AutoModelForCausalLM": "modeling_own_attention.OwnAttentionForCausalLM"})
+    config.update(
+        model_type="own_attention_llama",
+        architectures=["OwnAttentionForCausalLM"],
+        use_mask=use_mask,
+        auto_map={
+            "AutoConfig": "configuration_own_attention.OwnAttentionConfig",
+            "AutoModelForCausalLM": "modeling_own_attention.OwnAttentionForCausalLM",
+        },
+    )
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
 
 
 # Every architecture the exactness tests cover, sized for real 5-shot MMLU rows (2,000+
 # tokens) with a real tokenizer's vocabulary. ALiBi models (bloom, mpt) have no positions.
-_LONG = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=4096)
-_LONG_MHA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                 max_position_embeddings=4096)
+_LONG = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+)
+_LONG_MHA = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=4096
+)
 LONG_ARCH_CONFIGS: dict[str, dict] = {
-    "llama": _LONG, "qwen2": _LONG, "olmo2": _LONG,
+    "llama": _LONG,
+    "qwen2": _LONG,
+    "olmo2": _LONG,
     "mistral": dict(_LONG, sliding_window=4096),
     "gemma": dict(_LONG, head_dim=8),
     "gemma2": dict(_LONG, head_dim=8, sliding_window=4096),  # logit softcapping
     "starcoder2": dict(_LONG, sliding_window=None),
-    "phi": _LONG_MHA, "gpt_neox": _LONG_MHA,
+    "phi": _LONG_MHA,
+    "gpt_neox": _LONG_MHA,
     "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=4096),
-    "falcon": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                   max_position_embeddings=4096),
+    "falcon": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=4096),
     "bloom": dict(hidden_size=32, n_layer=2, n_head=4),
     "mpt": dict(d_model=32, n_heads=4, n_layers=2, max_seq_len=4096, expansion_ratio=2),
 }
@@ -281,11 +399,17 @@ def save_mmlu_bpe_tokenizer(folder: Path, mmlu_zip: Path, vocab_size: int = 4096
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
-                                   eos_token="<|endoftext|>", model_max_length=4096)
+    tok.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", model_max_length=4096
+    )
     fast.save_pretrained(folder)
     return folder
 
@@ -296,8 +420,13 @@ def save_long_arch_model(folder: Path, arch: str, tokenizer_dir: Path, seed: int
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = AutoConfig.for_model(arch, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                  eos_token_id=tokenizer.eos_token_id, **LONG_ARCH_CONFIGS[arch])
+    config = AutoConfig.for_model(
+        arch,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **LONG_ARCH_CONFIGS[arch],
+    )
     with_its_module(config)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -335,10 +464,14 @@ def save_llama_sentencepiece_tokenizer(folder: Path, mmlu_zip: Path, vocab_size:
             if name.endswith(".csv") and ("/dev/" in name or "/val/" in name):
                 with zf.open(name) as f:
                     for row in csv.reader(io.TextIOWrapper(f, encoding="utf-8")):
-                        texts.append(f"{row[0]}\nA. {row[1]}\nB. {row[2]}\nC. {row[3]}\nD. {row[4]}\n"
-                                     f"Answer: {row[5]}\n\n")
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, limit_alphabet=200, special_tokens=[
-        "<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))])
+                        texts.append(
+                            f"{row[0]}\nA. {row[1]}\nB. {row[2]}\nC. {row[3]}\nD. {row[4]}\nAnswer: {row[5]}\n\n"
+                        )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        limit_alphabet=200,
+        special_tokens=["<unk>", "<s>", "</s>", *(f"<0x{i:02X}>" for i in range(256))],
+    )
     tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
     tok.train_from_iterator(texts, trainer)
@@ -357,9 +490,9 @@ def reference_scores(model, requests, max_length):
     out = []
     with torch.inference_mode():
         for req in requests:
-            tokens = (tuple(req.context) + tuple(req.continuation))[-(max_length + 1):][:-1]
+            tokens = (tuple(req.context) + tuple(req.continuation))[-(max_length + 1) :][:-1]
             logits = model(torch.tensor([tokens])).logits[0].float()
-            logprobs = torch.log_softmax(logits, -1)[-len(req.continuation):]
+            logprobs = torch.log_softmax(logits, -1)[-len(req.continuation) :]
             cont = torch.tensor(req.continuation)
             ll = logprobs.gather(1, cont[:, None]).sum().item()
             greedy = bool((logprobs.argmax(-1) == cont).all())
@@ -378,9 +511,15 @@ def make_engine(model, rows=None, max_length=None, limit=None):
     cost = RowCost.from_config(model.config, 4)
 
     def planner():
-        return BatchPlanner(cost, baseline, limit or baseline + 8 * 2**30, "cpu",
-                            budget_declared=limit is not None, max_batch_tokens=4096,
-                            fixed_rows=rows)
+        return BatchPlanner(
+            cost,
+            baseline,
+            limit or baseline + 8 * 2**30,
+            "cpu",
+            budget_declared=limit is not None,
+            max_batch_tokens=4096,
+            fixed_rows=rows,
+        )
 
     return ScoringEngine(model, max_length or resolve_max_length(model.config), planner, meter)
 
@@ -440,11 +579,28 @@ def run_lm_eval(model, data):
 
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
 
-    out = simple_evaluate(model=model, tasks=list(mmlu_tasks(data, AGREEMENT_SUBJECTS).values()),
-                          num_fewshot=5, limit=AGREEMENT_LIMIT, log_samples=True, bootstrap_iters=0)
+    out = simple_evaluate(
+        model=model,
+        tasks=list(mmlu_tasks(data, AGREEMENT_SUBJECTS).values()),
+        num_fewshot=5,
+        limit=AGREEMENT_LIMIT,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
     per_question = {}
     for task, samples in out["samples"].items():
         subject = task.removeprefix("mmlu_")
         for s in samples:
             per_question[(subject, s["doc_id"])] = [r[0][0] for r in s["resps"]]
     return per_question
+
+
+def import_graph():
+    """scripts/import_graph.py as a module: the layer map and the import rules."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("import_graph", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return sys.modules["import_graph"]

@@ -23,8 +23,10 @@ class FakeNvml:
         return "handle"
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle):
-        return [SimpleNamespace(pid=os.getpid(), usedGpuMemory=self.used),
-                SimpleNamespace(pid=1, usedGpuMemory=50 * GiB)]  # another process: not ours
+        return [
+            SimpleNamespace(pid=os.getpid(), usedGpuMemory=self.used),
+            SimpleNamespace(pid=1, usedGpuMemory=50 * GiB),
+        ]  # another process: not ours
 
     def nvmlDeviceGetName(self, handle):
         return b"NVIDIA H100 80GB HBM3"

@@ -35,8 +35,7 @@ def float64_copy(model: Any) -> Any:
     return truth
 
 
-def truth_loglikelihoods(model: Any, requests: Sequence[Any], max_length: int,
-                         truth: Any = None) -> list[float]:
+def truth_loglikelihoods(model: Any, requests: Sequence[Any], max_length: int, truth: Any = None) -> list[float]:
     """Each request's continuation log-likelihood from one unpadded float64 forward of its row.
 
     Requests sharing a row (a question's four choices) share that row's forward; only the
@@ -50,7 +49,7 @@ def truth_loglikelihoods(model: Any, requests: Sequence[Any], max_length: int,
     truth = truth if truth is not None else float64_copy(model)
     keeps_logits = "logits_to_keep" in inspect.signature(truth.forward).parameters
     # tuple(): contexts may be int32 arrays, where + would add elementwise, not concatenate.
-    row_of = [(tuple(r.context) + tuple(r.continuation))[-(max_length + 1):][:-1] for r in requests]
+    row_of = [(tuple(r.context) + tuple(r.continuation))[-(max_length + 1) :][:-1] for r in requests]
     scored: dict[tuple[int, ...], int] = {}
     for row, req in zip(row_of, requests):
         scored[row] = max(scored.get(row, 0), len(req.continuation))
@@ -62,7 +61,7 @@ def truth_loglikelihoods(model: Any, requests: Sequence[Any], max_length: int,
             logprobs[row] = torch.log_softmax(logits.double(), dim=-1)
     out = []
     for row, req in zip(row_of, requests):
-        positions = logprobs[row][-len(req.continuation):]
+        positions = logprobs[row][-len(req.continuation) :]
         cont = torch.tensor(tuple(req.continuation))
         out.append(float(positions.gather(1, cont[:, None]).sum()))
     return out

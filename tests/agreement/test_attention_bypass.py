@@ -30,8 +30,9 @@ def test_attention_bypass_falls_back_to_plain_batches(remote_code_dir, mmlu_csv_
     from pytest_mmlu.settings import Settings
 
     data = MmluData(str(mmlu_csv_dir))
-    theirs = run_lm_eval(HFLM(pretrained=str(remote_code_dir), dtype="float32", batch_size=4,
-                              device="cpu", trust_remote_code=True), data)
+    theirs = run_lm_eval(
+        HFLM(pretrained=str(remote_code_dir), dtype="float32", batch_size=4, device="cpu", trust_remote_code=True), data
+    )
     evaluator = Evaluator(load_model(Settings(model=str(remote_code_dir), trust_remote_code=True)), data)
     spec = make_eval_spec(SUBJECTS, 5, LIMIT)
     result = evaluator.evaluate(spec)

@@ -20,7 +20,8 @@ SPACED_INSTRUCTION = "  Answer with one letter.\n"  # whitespace at both ends: l
 NO_SYSTEM_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
     "{% endif %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>\n{% endfor %}"
-    "{% if add_generation_prompt %}<assistant>{% endif %}")
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +45,40 @@ def lm_eval_contexts(tokenizer, task, n, fmt: PromptFormat) -> list[str]:
         return HFLM.apply_chat_template(hflm, history, add_generation_prompt)
 
     docs = list(task.test_docs())[:n]
-    return [task.fewshot_context(doc, 5, system_instruction=fmt.system_instruction,
-                                 apply_chat_template=fmt.is_chat, fewshot_as_multiturn=fmt.fewshot_as_multiturn,
-                                 chat_template=apply if fmt.is_chat else None) for doc in docs]
+    return [
+        task.fewshot_context(
+            doc,
+            5,
+            system_instruction=fmt.system_instruction,
+            apply_chat_template=fmt.is_chat,
+            fewshot_as_multiturn=fmt.fewshot_as_multiturn,
+            chat_template=apply if fmt.is_chat else None,
+        )
+        for doc in docs
+    ]
 
 
-@pytest.mark.parametrize("fmt", [
-    PromptFormat(True, True, None), PromptFormat(True, False, None), PromptFormat(True, True, INSTRUCTION),
-    PromptFormat(True, False, INSTRUCTION), PromptFormat(None, False, INSTRUCTION),
-    PromptFormat(True, True, SPACED_INSTRUCTION), PromptFormat(None, False, SPACED_INSTRUCTION),
-], ids=["multiturn", "single-turn", "multiturn+system", "single-turn+system", "plain+system",
-        "multiturn+spaced-system", "plain+spaced-system"])
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        PromptFormat(True, True, None),
+        PromptFormat(True, False, None),
+        PromptFormat(True, True, INSTRUCTION),
+        PromptFormat(True, False, INSTRUCTION),
+        PromptFormat(None, False, INSTRUCTION),
+        PromptFormat(True, True, SPACED_INSTRUCTION),
+        PromptFormat(None, False, SPACED_INSTRUCTION),
+    ],
+    ids=[
+        "multiturn",
+        "single-turn",
+        "multiturn+system",
+        "single-turn+system",
+        "plain+system",
+        "multiturn+spaced-system",
+        "plain+spaced-system",
+    ],
+)
 def test_rendering_is_lm_evals(smollm2_dir, synthetic, fmt):  # noqa: F811
     from transformers import AutoTokenizer
 
@@ -73,8 +97,9 @@ def test_a_template_without_a_system_role_drops_it_as_lm_eval_does(smollm2_dir, 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     tokenizer.chat_template = NO_SYSTEM_TEMPLATE
     fmt = PromptFormat(True, True, INSTRUCTION)
-    ours = PromptRenderer(fmt, tokenizer).contexts("anatomy", data.shots("anatomy", 5),
-                                                   data.test_questions("anatomy", 2))
+    ours = PromptRenderer(fmt, tokenizer).contexts(
+        "anatomy", data.shots("anatomy", 5), data.test_questions("anatomy", 2)
+    )
     assert ours == lm_eval_contexts(tokenizer, tasks["anatomy"], 2, fmt)
     assert "<system>" not in ours[0] and ours[0].endswith("<assistant>")
 
@@ -96,16 +121,22 @@ def test_template_selection_follows_lm_eval(smollm2_dir):  # noqa: F811
         PromptRenderer(PromptFormat(True), tokenizer)
 
 
-@pytest.mark.parametrize("args, env, expected", [
-    (["--mmlu-chat-template"], {}, (True, None, None)),
-    (["--mmlu-chat-template=chatml", "--mmlu-fewshot-as-multiturn=false"], {}, ("chatml", False, None)),
-    ([], {"PYTEST_MMLU_CHAT_TEMPLATE": "true", "PYTEST_MMLU_SYSTEM_INSTRUCTION": "Be brief."},
-     (True, None, "Be brief.")),
-    (["--mmlu-chat-template=false"], {}, (None, None, None)),
-    # Verbatim, as lm-eval takes --system_instruction: the whitespace around it changes the prompt.
-    (["--mmlu-chat-template", "--mmlu-system-instruction=  Be brief.\n"], {}, (True, None, "  Be brief.\n")),
-    ([], {"PYTEST_MMLU_SYSTEM_INSTRUCTION": "\tBe brief. "}, (None, None, "\tBe brief. ")),
-])
+@pytest.mark.parametrize(
+    "args, env, expected",
+    [
+        (["--mmlu-chat-template"], {}, (True, None, None)),
+        (["--mmlu-chat-template=chatml", "--mmlu-fewshot-as-multiturn=false"], {}, ("chatml", False, None)),
+        (
+            [],
+            {"PYTEST_MMLU_CHAT_TEMPLATE": "true", "PYTEST_MMLU_SYSTEM_INSTRUCTION": "Be brief."},
+            (True, None, "Be brief."),
+        ),
+        (["--mmlu-chat-template=false"], {}, (None, None, None)),
+        # Verbatim, as lm-eval takes --system_instruction: the whitespace around it changes the prompt.
+        (["--mmlu-chat-template", "--mmlu-system-instruction=  Be brief.\n"], {}, (True, None, "  Be brief.\n")),
+        ([], {"PYTEST_MMLU_SYSTEM_INSTRUCTION": "\tBe brief. "}, (None, None, "\tBe brief. ")),
+    ],
+)
 def test_chat_settings(pytester, monkeypatch, args, env, expected):
     from pytest_mmlu.mmlu.chat import prompt_format_of
     from pytest_mmlu.settings import resolve
@@ -122,14 +153,17 @@ def test_fewshot_as_multiturn_without_a_chat_template_is_a_usage_error(pytester)
     pytester.makepyfile("def test_a():\n    pass\n")
     result = pytester.runpytest_inprocess("--mmlu-fewshot-as-multiturn")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--mmlu-fewshot-as-multiturn from command line --mmlu-fewshot-as-multiturn "
-                                 "needs --mmlu-chat-template*"])
+    result.stderr.fnmatch_lines(
+        ["*--mmlu-fewshot-as-multiturn from command line --mmlu-fewshot-as-multiturn needs --mmlu-chat-template*"]
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt, subjects", [(PromptFormat(True, True, INSTRUCTION), SUBJECTS),
-                                           (PromptFormat(True, False, None), SUBJECTS[:1])],
-                         ids=["multiturn+system", "single-turn"])
+@pytest.mark.parametrize(
+    "fmt, subjects",
+    [(PromptFormat(True, True, INSTRUCTION), SUBJECTS), (PromptFormat(True, False, None), SUBJECTS[:1])],
+    ids=["multiturn+system", "single-turn"],
+)
 def test_chat_template_agrees_with_lm_eval_hf(smollm2_dir, fmt, subjects):  # noqa: F811
     """lm-eval's hf backend with --apply_chat_template (and the same multiturn / system flags)
     on SmolLM2-135M-Instruct and real MMLU: same predictions, every log-likelihood within 1e-4;
@@ -149,11 +183,20 @@ def test_chat_template_agrees_with_lm_eval_hf(smollm2_dir, fmt, subjects):  # no
     data = MmluData(str(real_mmlu_zip()))
     out = simple_evaluate(
         model=HFLM(pretrained=str(smollm2_dir), dtype="float32", batch_size=4, device="cpu"),
-        tasks=list(mmlu_tasks(data, subjects).values()), num_fewshot=5, limit=limit, log_samples=True,
-        bootstrap_iters=0, apply_chat_template=True, fewshot_as_multiturn=fmt.fewshot_as_multiturn,
-        system_instruction=fmt.system_instruction)
-    theirs = {(task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
-              for task, samples in out["samples"].items() for s in samples}
+        tasks=list(mmlu_tasks(data, subjects).values()),
+        num_fewshot=5,
+        limit=limit,
+        log_samples=True,
+        bootstrap_iters=0,
+        apply_chat_template=True,
+        fewshot_as_multiturn=fmt.fewshot_as_multiturn,
+        system_instruction=fmt.system_instruction,
+    )
+    theirs = {
+        (task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
+        for task, samples in out["samples"].items()
+        for s in samples
+    }
     assert len(theirs) == len(subjects) * limit
 
     evaluator = Evaluator(load_model(Settings(model=str(smollm2_dir))), data, prompt_format=fmt)
@@ -166,18 +209,26 @@ def test_chat_template_agrees_with_lm_eval_hf(smollm2_dir, fmt, subjects):  # no
         assert max(abs(a - b) for a, b in zip(ours[key], theirs[key])) <= 1e-4, key
     template = evaluator.loaded.tokenizer.chat_template
     assert result.prompt_format == {
-        "chat_template": True, "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(),
-        "fewshot_as_multiturn": fmt.fewshot_as_multiturn, "system_instruction": fmt.system_instruction}
+        "chat_template": True,
+        "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(),
+        "fewshot_as_multiturn": fmt.fewshot_as_multiturn,
+        "system_instruction": fmt.system_instruction,
+    }
 
     # Prefix sharing: each subject's rendered system turn and few-shot turns run once, so the
     # model sees far fewer tokens than the rows hold.
     requests, _ = evaluator.requests(spec)
     rows = [len(r.context) + len(r.continuation) - 1 for r in requests[::4]]
     per_subject = len(rows) // len(subjects)
-    shared = [min(_common(requests[4 * i].context, requests[4 * j].context)
-                  for i in range(s * per_subject, (s + 1) * per_subject)
-                  for j in range(s * per_subject, (s + 1) * per_subject) if i != j)
-              for s in range(len(subjects))]
+    shared = [
+        min(
+            _common(requests[4 * i].context, requests[4 * j].context)
+            for i in range(s * per_subject, (s + 1) * per_subject)
+            for j in range(s * per_subject, (s + 1) * per_subject)
+            if i != j
+        )
+        for s in range(len(subjects))
+    ]
     assert min(shared) > 300  # the 5 rendered shots
     assert result.tokens <= sum(rows) - sum(s * (per_subject - 1) for s in shared)
 

@@ -37,10 +37,12 @@ def lm_eval_scores(loaded, data, tasks) -> dict:
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=4, device="cpu")
-    out = simple_evaluate(model=lm, tasks=tasks, num_fewshot=5, limit=LIMIT, log_samples=True,
-                          bootstrap_iters=0)
-    return {(task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
-            for task, samples in out["samples"].items() for s in samples}
+    out = simple_evaluate(model=lm, tasks=tasks, num_fewshot=5, limit=LIMIT, log_samples=True, bootstrap_iters=0)
+    return {
+        (task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
+        for task, samples in out["samples"].items()
+        for s in samples
+    }
 
 
 def compare(folder: Path, dtype: str, data, tasks) -> dict:
@@ -58,7 +60,7 @@ def compare(folder: Path, dtype: str, data, tasks) -> dict:
     keys = [(q.subject, q.index) for q in result.questions]
     return {
         "ours": {k: list(q.loglikelihoods) for k, q in zip(keys, result.questions)},
-        "truth": {k: truth[4 * i: 4 * i + 4] for i, k in enumerate(keys)},
+        "truth": {k: truth[4 * i : 4 * i + 4] for i, k in enumerate(keys)},
         "lm_eval": lm_eval_scores(evaluator.loaded, data, tasks),
         "row_tokens": max(len(r.context) for r in requests),
         "mode": result.engine_mode,
@@ -68,7 +70,6 @@ def compare(folder: Path, dtype: str, data, tasks) -> dict:
 def max_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max(abs(x - y) for key in a for x, y in zip(a[key], b[key]))
-
 
 
 @pytest.fixture(scope="module")

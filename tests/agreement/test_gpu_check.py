@@ -22,10 +22,19 @@ def test_the_big_model_check_runs_end_to_end_on_cpu_in_smoke_mode(tmp_path, monk
     """The 7B-shaped check's code path (model on the device, our engine under a budget, lm-eval
     at a batch size, one results file) with a 2-layer model of the same vocabulary on CPU."""
     out = tmp_path / "results.jsonl"
-    env = {"GPU_CHECK_OUT": str(out), "PYTEST_MMLU_REAL_DATA": str(real_mmlu_zip()), "PATH": "/usr/bin:/bin",
-           "HOME": str(Path.home())}
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "big", "--smoke"], env=env,
-                          capture_output=True, text=True, cwd=ROOT)
+    env = {
+        "GPU_CHECK_OUT": str(out),
+        "PYTEST_MMLU_REAL_DATA": str(real_mmlu_zip()),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(Path.home()),
+    }
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "big", "--smoke"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     sections = [json.loads(line) for line in out.read_text().splitlines()]
     by_name = {s["section"]: s for s in sections}
@@ -39,12 +48,19 @@ def test_w5_model_for_the_gpu_is_the_source_shape_with_random_weights(tmp_path, 
 
     out = tmp_path / "random"
     env = {"GPU_CHECK_OUT": str(tmp_path / "r.jsonl"), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "random-smollm2",
-                           str(tiny_model_dir), str(out)], env=env, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "random-smollm2", str(tiny_model_dir), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
+
     def shape(folder):
-        return {k: v for k, v in AutoConfig.from_pretrained(folder).to_dict().items()
-                if k not in ("_name_or_path", "dtype")}
+        return {
+            k: v for k, v in AutoConfig.from_pretrained(folder).to_dict().items() if k not in ("_name_or_path", "dtype")
+        }
 
     assert shape(out) == shape(tiny_model_dir)
     assert (out / "tokenizer.json").exists() and (out / "model.safetensors").exists()

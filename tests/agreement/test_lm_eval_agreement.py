@@ -14,12 +14,6 @@ from factories import real_mmlu_zip, run_lm_eval
 pytestmark = pytest.mark.slow
 
 
-
-
-
-
-
-
 def test_plugin_and_lm_eval_adapter_agree_with_lm_eval_hf(smollm2_dir):
     from lm_eval.models.huggingface import HFLM
 
@@ -35,8 +29,7 @@ def test_plugin_and_lm_eval_adapter_agree_with_lm_eval_hf(smollm2_dir):
     theirs = run_lm_eval(HFLM(pretrained=str(smollm2_dir), dtype="float32", batch_size=4, device="cpu"), data)
     assert len(theirs) == len(SUBJECTS) * LIMIT
 
-    result = Evaluator(load_model(Settings(model=str(smollm2_dir))), data).evaluate(
-        make_eval_spec(SUBJECTS, 5, LIMIT))
+    result = Evaluator(load_model(Settings(model=str(smollm2_dir))), data).evaluate(make_eval_spec(SUBJECTS, 5, LIMIT))
     ours = {(q.subject, q.index): list(q.loglikelihoods) for q in result.questions}
     assert ours.keys() == theirs.keys()
     for key in theirs:
@@ -61,7 +54,8 @@ def test_agreement_with_a_bos_adding_tokenizer(tiny_model_dir, mmlu_csv_dir):
     data = MmluData(str(mmlu_csv_dir))
     theirs = run_lm_eval(HFLM(pretrained=str(tiny_model_dir), dtype="float32", batch_size=4, device="cpu"), data)
     result = Evaluator(load_model(Settings(model=str(tiny_model_dir))), data).evaluate(
-        make_eval_spec(SUBJECTS, 5, LIMIT))
+        make_eval_spec(SUBJECTS, 5, LIMIT)
+    )
     ours = {(q.subject, q.index): list(q.loglikelihoods) for q in result.questions}
     assert ours.keys() == theirs.keys()
     for key in theirs:

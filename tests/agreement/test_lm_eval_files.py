@@ -15,14 +15,14 @@ from factories import save_answer_a_model, write_mmlu_csvs
 pytestmark = pytest.mark.slow
 SUBJECTS = ["anatomy", "virology"]
 SHOTS, LIMIT = 2, 6
-SUITE = '''
+SUITE = """
 import pytest
 
 @pytest.mark.mmlu(subjects=["anatomy", "virology"], shots={shots}, limit={limit})
 @pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.05)
 def test_no_regression(mmlu_result):
     pass
-'''
+"""
 
 
 def lm_eval_tasks(folder: Path, data_dir: Path) -> Path:
@@ -41,27 +41,57 @@ def lm_eval_tasks(folder: Path, data_dir: Path) -> Path:
         for split in ("dev", "test"):
             rows = data.split(subject, split)
             files[split] = folder / f"{subject}-{split}.parquet"
-            datasets.Dataset.from_dict({
-                "question": [q.question for q in rows], "subject": [subject] * len(rows),
-                "choices": [list(q.choices) for q in rows], "answer": [q.answer for q in rows],
-            }).to_parquet(files[split])
+            datasets.Dataset.from_dict(
+                {
+                    "question": [q.question for q in rows],
+                    "subject": [subject] * len(rows),
+                    "choices": [list(q.choices) for q in rows],
+                    "answer": [q.answer for q in rows],
+                }
+            ).to_parquet(files[split])
         (folder / f"mmlu_{subject}.yaml").write_text(
             f"include: {template}\ntask: mmlu_{subject}\ntask_alias: {subject}\ndataset_path: parquet\n"
             f"dataset_name: null\ndataset_kwargs:\n  data_files:\n    test: {files['test']}\n"
             f"    dev: {files['dev']}\n"
-            f"description: \"The following are multiple choice questions (with answers) about "
-            f"{subject}.\\n\\n\"\n")
+            f'description: "The following are multiple choice questions (with answers) about '
+            f'{subject}.\\n\\n"\n'
+        )
     return folder
 
 
 def run_lm_eval_cli(model: Path, tasks: Path, out: Path, *flags: str, limit: int = LIMIT) -> Path:
     """The real `lm_eval run ... --log_samples --output_path OUT [flags]`; returns OUT."""
     done = subprocess.run(
-        [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args",
-         f"pretrained={model},dtype=float32", "--tasks", ",".join(f"mmlu_{s}" for s in SUBJECTS),
-         "--include_path", str(tasks), "--num_fewshot", str(SHOTS), "--limit", str(limit),
-         "--device", "cpu", "--batch_size", "4", "--log_samples", "--output_path", str(out), *flags],
-        capture_output=True, text=True, env={**__import__("os").environ, "HF_DATASETS_OFFLINE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "lm_eval",
+            "run",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={model},dtype=float32",
+            "--tasks",
+            ",".join(f"mmlu_{s}" for s in SUBJECTS),
+            "--include_path",
+            str(tasks),
+            "--num_fewshot",
+            str(SHOTS),
+            "--limit",
+            str(limit),
+            "--device",
+            "cpu",
+            "--batch_size",
+            "4",
+            "--log_samples",
+            "--output_path",
+            str(out),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "HF_DATASETS_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list(out.rglob("results_*.json"))) == 1
     return out
@@ -74,7 +104,9 @@ def world(tmp_path_factory):
     good = save_answer_a_model(root / "good", boost=8.0)
     tasks = lm_eval_tasks(root / "tasks", data)
     return {
-        "data": data, "good": good, "tasks": tasks,
+        "data": data,
+        "good": good,
+        "tasks": tasks,
         "degraded": save_answer_a_model(root / "degraded", boost=0.0, noise=0.05),
         "other_data": write_mmlu_csvs(root / "other" / "data", SUBJECTS, n_test=10, n_dev=5, seed=4, a_share=0.8),
         "lm_eval_out": run_lm_eval_cli(good, tasks, root / "lm-eval-out"),
@@ -84,8 +116,16 @@ def world(tmp_path_factory):
 def run(pytester, world, model, data="data", shots=SHOTS, limit=LIMIT, *extra):
     pytester.makepyfile(test_gate=SUITE.format(shots=shots, limit=limit))
     model = world[model] if isinstance(model, str) else model  # a name in world, or a folder
-    return pytester.runpytest_inprocess("--mmlu-model", str(model), "--mmlu-data", str(world[data]),
-                                        "-p", "no:cacheprovider", "--mmlu-no-cache", *map(str, extra))
+    return pytester.runpytest_inprocess(
+        "--mmlu-model",
+        str(model),
+        "--mmlu-data",
+        str(world[data]),
+        "-p",
+        "no:cacheprovider",
+        "--mmlu-no-cache",
+        *map(str, extra),
+    )
 
 
 def test_lm_eval_log_samples_gate_a_run_as_its_baseline(pytester, world):
@@ -103,21 +143,31 @@ def test_lm_eval_log_samples_gate_a_run_as_its_baseline(pytester, world):
     results_file = next(baseline.rglob("results_*.json"))
     result = run(pytester, world, "degraded", "data", SHOTS, LIMIT, "--mmlu-baseline", results_file)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["MMLU regression vs baseline: 0.* -> 0.* (n=12; * lost, * gained; McNemar p=0.0* < 0.05)"])
+    result.stdout.fnmatch_lines(
+        ["MMLU regression vs baseline: 0.* -> 0.* (n=12; * lost, * gained; McNemar p=0.0* < 0.05)"]
+    )
 
 
 def test_lm_eval_files_made_otherwise_are_refused_with_the_reason(pytester, world, tmp_path):
     baseline = world["lm_eval_out"]
     cases = [
         (("data", 1, LIMIT), "*was run 2-shot, this evaluation is 1-shot"),
-        (("data", SHOTS, 8), "*the lm-eval run has no sample for anatomy#6 (mmlu_anatomy has doc_ids 0-5; run it with a larger --limit)"),
+        (
+            ("data", SHOTS, 8),
+            "*the lm-eval run has no sample for anatomy#6 (mmlu_anatomy has doc_ids 0-5; run it with a larger --limit)",
+        ),
         (("other_data", SHOTS, LIMIT), "*made on other data: lm-eval's anatomy#0 is not this run's question*"),
     ]
     for (data, shots, limit), line in cases:
         result = run(pytester, world, "good", data, shots, limit, "--mmlu-baseline", baseline)
         result.assert_outcomes(failed=1)
-        result.stdout.fnmatch_lines([f"MMLU baseline {baseline} cannot serve *test_no_regression*: " + line.lstrip("*")
-                                     if not line.startswith("*") else f"MMLU baseline {baseline} cannot serve *{line}"])
+        result.stdout.fnmatch_lines(
+            [
+                f"MMLU baseline {baseline} cannot serve *test_no_regression*: " + line.lstrip("*")
+                if not line.startswith("*")
+                else f"MMLU baseline {baseline} cannot serve *{line}"
+            ]
+        )
 
     # A run that applied a chat template, or lacks the samples, is refused too.
     copy = tmp_path / "chat"
@@ -128,20 +178,35 @@ def test_lm_eval_files_made_otherwise_are_refused_with_the_reason(pytester, worl
     data = json.loads(results_file.read_text())
     results_file.write_text(json.dumps({**data, "chat_template": "{{ messages }}", "chat_template_sha": "x"}))
     result = run(pytester, world, "good", "data", SHOTS, LIMIT, "--mmlu-baseline", copy)
-    result.stdout.fnmatch_lines(["*was made with other prompts (baseline: chat template sha256 x; this run: no "
-                                 "chat template)*"])
+    result.stdout.fnmatch_lines(
+        ["*was made with other prompts (baseline: chat template sha256 x; this run: no chat template)*"]
+    )
     for f in copy.glob("samples_*"):
         f.unlink()
     result = run(pytester, world, "good", "data", SHOTS, LIMIT, "--mmlu-baseline", copy)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*no samples_mmlu_*.jsonl beside it: a baseline needs lm-eval's per-question "
-                                 "output (run lm-eval with --log_samples)"])
+    result.stderr.fnmatch_lines(
+        [
+            "*no samples_mmlu_*.jsonl beside it: a baseline needs lm-eval's per-question "
+            "output (run lm-eval with --log_samples)"
+        ]
+    )
 
 
 def test_report_lm_eval_writes_what_lm_eval_writes(pytester, world):
     ours_dir = pytester.path / "ours"
-    result = run(pytester, world, "good", "data", SHOTS, LIMIT, "--mmlu-report-lm-eval", ours_dir,
-                 "--mmlu-baseline", world["lm_eval_out"])
+    result = run(
+        pytester,
+        world,
+        "good",
+        "data",
+        SHOTS,
+        LIMIT,
+        "--mmlu-report-lm-eval",
+        ours_dir,
+        "--mmlu-baseline",
+        world["lm_eval_out"],
+    )
     result.assert_outcomes(passed=1)
     # The note wraps at 100 columns, so where its path breaks depends on the tmp path's length.
     out = " ".join(result.stdout.str().split())
@@ -165,8 +230,10 @@ def read_lm_eval_files(folder: Path) -> tuple[dict, dict]:
 
     files = sorted(str(p) for p in folder.rglob("*.json*"))
     (results_path,) = get_results_filenames(files)
-    samples = {get_file_task_name(Path(f).name): [json.loads(ln) for ln in Path(f).read_text().splitlines()]
-               for f in get_sample_results_filenames(files)}
+    samples = {
+        get_file_task_name(Path(f).name): [json.loads(ln) for ln in Path(f).read_text().splitlines()]
+        for f in get_sample_results_filenames(files)
+    }
     return json.loads(Path(results_path).read_text()), samples
 
 
@@ -189,8 +256,13 @@ def assert_same_files(ours_dir: Path, theirs_dir: Path) -> dict:
                 assert a[1] == b[1], (task, "is_greedy")  # "True"/"False", as lm-eval writes it
             assert [r[0][1] for r in mine["resps"]] == [r[0][1] for r in real["resps"]]
         assert ours["task_hashes"][task] == theirs["task_hashes"][task]
-    for key in ("chat_template", "chat_template_sha", "system_instruction", "system_instruction_sha",
-                "fewshot_as_multiturn"):
+    for key in (
+        "chat_template",
+        "chat_template_sha",
+        "system_instruction",
+        "system_instruction_sha",
+        "fewshot_as_multiturn",
+    ):
         assert ours[key] == theirs[key], key
     return their_samples
 
@@ -206,13 +278,35 @@ def test_chat_template_files_equal_lm_evals_and_lm_evals_gate_a_chat_run(pyteste
     on SmolLM2-135M-Instruct: our --mmlu-report-lm-eval files equal its files for the same questions
     (rendered prompts, hashes, the template and instruction fields), and its sample logs are the
     baseline of a chat run of ours."""
-    theirs_dir = run_lm_eval_cli(smollm2_dir, world["tasks"], pytester.path / "lm-eval-chat", "--apply_chat_template",
-                                 "--fewshot_as_multiturn", str(multiturn).lower(), "--system_instruction",
-                                 CHAT_INSTRUCTION, limit=CHAT_LIMIT)
+    theirs_dir = run_lm_eval_cli(
+        smollm2_dir,
+        world["tasks"],
+        pytester.path / "lm-eval-chat",
+        "--apply_chat_template",
+        "--fewshot_as_multiturn",
+        str(multiturn).lower(),
+        "--system_instruction",
+        CHAT_INSTRUCTION,
+        limit=CHAT_LIMIT,
+    )
     ours_dir, report = pytester.path / "ours-chat", pytester.path / "r.json"
-    result = run(pytester, world, smollm2_dir, "data", SHOTS, CHAT_LIMIT, "--mmlu-chat-template",
-                 f"--mmlu-fewshot-as-multiturn={str(multiturn).lower()}", f"--mmlu-system-instruction={CHAT_INSTRUCTION}",
-                 "--mmlu-baseline", theirs_dir, "--mmlu-report", report, "--mmlu-report-lm-eval", ours_dir)
+    result = run(
+        pytester,
+        world,
+        smollm2_dir,
+        "data",
+        SHOTS,
+        CHAT_LIMIT,
+        "--mmlu-chat-template",
+        f"--mmlu-fewshot-as-multiturn={str(multiturn).lower()}",
+        f"--mmlu-system-instruction={CHAT_INSTRUCTION}",
+        "--mmlu-baseline",
+        theirs_dir,
+        "--mmlu-report",
+        report,
+        "--mmlu-report-lm-eval",
+        ours_dir,
+    )
     result.assert_outcomes(passed=1)
     regression = json.loads(report.read_text())["tests"][0]["evaluations"][0]["regression"]
     assert regression["verdict"] == "unchanged" and regression["lost"] == regression["gained"] == 0
@@ -226,6 +320,16 @@ def test_chat_template_files_equal_lm_evals_and_lm_evals_gate_a_chat_run(pyteste
     assert arguments["gen_args_0"]["arg_1"] == "A" and "<|im_start|>" in arguments["gen_args_0"]["arg_0"]
 
     # Our chat files gate a chat run as lm-eval's do.
-    run(pytester, world, smollm2_dir, "data", SHOTS, CHAT_LIMIT, "--mmlu-chat-template",
-        f"--mmlu-fewshot-as-multiturn={str(multiturn).lower()}", f"--mmlu-system-instruction={CHAT_INSTRUCTION}",
-        "--mmlu-baseline", ours_dir).assert_outcomes(passed=1)
+    run(
+        pytester,
+        world,
+        smollm2_dir,
+        "data",
+        SHOTS,
+        CHAT_LIMIT,
+        "--mmlu-chat-template",
+        f"--mmlu-fewshot-as-multiturn={str(multiturn).lower()}",
+        f"--mmlu-system-instruction={CHAT_INSTRUCTION}",
+        "--mmlu-baseline",
+        ours_dir,
+    ).assert_outcomes(passed=1)

@@ -25,10 +25,19 @@ def run_lm_eval(model, data):
 
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
 
-    out = simple_evaluate(model=model, tasks=list(mmlu_tasks(data, SUBJECTS).values()), num_fewshot=5,
-                          limit=LIMIT, log_samples=True, bootstrap_iters=0)
-    return {(task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
-            for task, samples in out["samples"].items() for s in samples}
+    out = simple_evaluate(
+        model=model,
+        tasks=list(mmlu_tasks(data, SUBJECTS).values()),
+        num_fewshot=5,
+        limit=LIMIT,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
+    return {
+        (task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
+        for task, samples in out["samples"].items()
+        for s in samples
+    }
 
 
 @pytest.mark.filterwarnings("ignore:You passed .quantization_config.:UserWarning")  # lm-eval's hf passes its own

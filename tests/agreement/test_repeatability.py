@@ -43,8 +43,13 @@ print(json.dumps([{"lls": [ll.hex() for q in r.questions for ll in q.loglikeliho
 
 def fresh_process(model: Path, env: dict[str, str]) -> list[dict]:
     """Two evaluations of the spec in a new interpreter."""
-    done = subprocess.run([sys.executable, "-c", RUN, str(model), str(real_mmlu_zip()), ",".join(SUBJECTS),
-                           str(LIMIT)], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", RUN, str(model), str(real_mmlu_zip()), ",".join(SUBJECTS), str(LIMIT)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -21,8 +21,12 @@ def save_lora(base_dir, folder, seed: int = 1, scale: float = 1.0):
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(base_dir)
-    model = peft.get_peft_model(base, peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"], init_lora_weights=False))
+    model = peft.get_peft_model(
+        base,
+        peft.LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"], init_lora_weights=False
+        ),
+    )
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -53,8 +57,14 @@ def test_the_adapted_model_is_peft_s_own(tiny_model_dir, lora_dir):
     assert loaded.variant == Variant("none", str(lora_dir), False) and loaded.variant.label == "adapter lora"
     from pytest_mmlu.models.content import ContentHashes
 
-    assert loaded.adapter == {"path": str(lora_dir), "type": "LORA", "base_model": str(tiny_model_dir), "r": 4,
-                              "sha256": ContentHashes().folder(lora_dir).removeprefix("sha256:"), "merged": False}
+    assert loaded.adapter == {
+        "path": str(lora_dir),
+        "type": "LORA",
+        "base_model": str(tiny_model_dir),
+        "r": 4,
+        "sha256": ContentHashes().folder(lora_dir).removeprefix("sha256:"),
+        "merged": False,
+    }
     reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora_dir).eval()
     base = load_model(Settings(model=str(tiny_model_dir), device="cpu"))
     assert (logits(loaded.model) - logits(reference)).abs().max() == 0
@@ -97,12 +107,15 @@ def test_a_prompt_learning_adapter_is_refused_in_one_line(tiny_model_dir, tmp_pa
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     folder = tmp_path / "prefix"
-    peft.get_peft_model(base, peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).save_pretrained(folder)
+    peft.get_peft_model(base, peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).save_pretrained(
+        folder
+    )
     with pytest.raises(ModelLoadError) as info:
         load_model(Settings(model=str(tiny_model_dir), device="cpu", adapter=str(folder)))
     assert str(info.value) == (
         f"adapter {folder} is PREFIX_TUNING, a prompt-learning adapter (virtual tokens added by PEFT's own "
-        f"forward): pytest-mmlu scores adapters that change the model's layers (LoRA, IA3, ...)")
+        f"forward): pytest-mmlu scores adapters that change the model's layers (LoRA, IA3, ...)"
+    )
 
 
 def test_an_adapter_for_another_architecture_is_one_line(lora_dir, tmp_path):
@@ -144,5 +157,6 @@ def test_applying_an_adapter_puts_no_third_party_deprecation_in_the_users_summar
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         apply_adapter(model, str(lora_dir), merge=False)
-    assert not [w for w in seen if issubclass(w.category, (FutureWarning, DeprecationWarning))], \
-        [str(w.message) for w in seen]
+    assert not [w for w in seen if issubclass(w.category, (FutureWarning, DeprecationWarning))], [
+        str(w.message) for w in seen
+    ]

@@ -63,8 +63,10 @@ def test_a_dtype_the_cpu_flash_kernel_refuses_takes_the_portable_path(monkeypatc
 
 def test_bf16_scores_under_a_lower_cpu_capability_than_the_cpu_has():
     """The real case, where this CPU shows it (AMX/AVX-512 with ATEN_CPU_CAPABILITY=default)."""
-    probe = ("import torch; q = torch.zeros(1, 1, 256, 16, dtype=torch.bfloat16); "
-             "torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, q, q, 0.0, True, scale=0.25)")
+    probe = (
+        "import torch; q = torch.zeros(1, 1, 256, 16, dtype=torch.bfloat16); "
+        "torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, q, q, 0.0, True, scale=0.25)"
+    )
     env = {"ATEN_CPU_CAPABILITY": "default", "PATH": "/usr/bin:/bin"}
     if subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0:
         pytest.skip("this CPU's bf16 flash kernel runs under ATEN_CPU_CAPABILITY=default")
@@ -74,7 +76,8 @@ def test_bf16_scores_under_a_lower_cpu_capability_than_the_cpu_has():
         "from test_engine import make_engine, mmlu_like_requests\n"
         "tok = make_tokenizer(); model = make_model('llama', len(tok)).to(torch.bfloat16)\n"
         "scores = make_engine(model).score(mmlu_like_requests(len(tok), prefix_len=300))\n"
-        "print(len(scores))\n")
+        "print(len(scores))\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
 

@@ -26,10 +26,6 @@ from pytest_mmlu.settings import Settings
 GiB = 2**30
 
 
-
-
-
-
 # -- a device that does not exist -----------------------------------------------------------------
 def test_a_gpu_index_beyond_the_visible_gpus_is_one_clear_line(gpus):
     with pytest.raises(ModelLoadError) as info:

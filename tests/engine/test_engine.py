@@ -47,7 +47,10 @@ def test_predictions_identical_across_batch_sizes(rows):
     base = make_engine(model, rows=1).score(reqs)
     got = make_engine(model, rows=rows).score(reqs)
     assert max(abs(a.loglikelihood - b.loglikelihood) for a, b in zip(base, got)) <= 1e-5
-    preds = lambda s: [max(range(4), key=lambda j: s[i + j].loglikelihood) for i in range(0, 160, 4)]
+
+    def preds(scores):
+        return [max(range(4), key=lambda j: scores[i + j].loglikelihood) for i in range(0, 160, 4)]
+
     assert preds(base) == preds(got)
     again = make_engine(model, rows=rows).score(reqs)
     assert [s.loglikelihood for s in again] == [s.loglikelihood for s in got]
@@ -67,7 +70,9 @@ def test_gradients_never_recorded():
     tok = make_tokenizer()
     model = make_model("gpt2", len(tok))
     seen = []
-    model.register_forward_hook(lambda m, i, o: seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled(), m.training)))
+    model.register_forward_hook(
+        lambda m, i, o: seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled(), m.training))
+    )
     make_engine(model).score(mmlu_like_requests(len(tok), n_groups=1, per_group=2))
     assert seen and all(s == (False, True, False) for s in seen)
 
@@ -81,14 +86,28 @@ class _OomOnce(torch.nn.Module):
         self.config, self.forward = model.config, self._forward
         self.device = model.device
 
-    def _forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                 use_cache=None, logits_to_keep=0, **kw):
+    def _forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        use_cache=None,
+        logits_to_keep=0,
+        **kw,
+    ):
         if input_ids.numel() > self.max_tokens:
             self.ooms += 1
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=use_cache, logits_to_keep=logits_to_keep,
-                          **_cache_kwargs(self.inner, past_key_values), **kw)
+        return self.inner(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **_cache_kwargs(self.inner, past_key_values),
+            **kw,
+        )
 
 
 def _cache_kwargs(model, cache):
@@ -114,10 +133,9 @@ def test_out_of_memory_shrinks_and_completes():
     assert max(abs(g.loglikelihood - e[0]) for g, e in zip(got, expected)) <= 1e-4
 
 
-
-
-@pytest.mark.parametrize(("arch", "chunk"), [("llama", 512), ("llama", 16), ("gpt2", 16),
-                                             ("gpt_neox", 16), ("gemma2", 16)])
+@pytest.mark.parametrize(
+    ("arch", "chunk"), [("llama", 512), ("llama", 16), ("gpt2", 16), ("gpt_neox", 16), ("gemma2", 16)]
+)
 def test_nested_prefixes_run_once_and_match_reference(arch, chunk, monkeypatch):
     """Each shared prefix runs once (also when it runs in several chunks), on top of its parent."""
     monkeypatch.setattr("pytest_mmlu.engine.prefix.PREFIX_CHUNK", chunk)
@@ -176,8 +194,11 @@ def test_out_of_memory_at_batch_1_is_a_clear_error_not_a_traceback():
     model = make_model("llama", len(tok))
     rng = random.Random(3)
     loners = [TokenRequest(tuple(rng.randrange(3, len(tok)) for _ in range(120)), (5,)) for _ in range(3)]
-    with pytest.raises(OutOfMemory, match=r"ran out of memory on cpu at batch 1 \(a row of 120 tokens "
-                                          r"after a 0-token prefix\) \(planned limit .* GiB\)"):
+    with pytest.raises(
+        OutOfMemory,
+        match=r"ran out of memory on cpu at batch 1 \(a row of 120 tokens "
+        r"after a 0-token prefix\) \(planned limit .* GiB\)",
+    ):
         make_engine(_OomOnce(model, max_tokens=100)).score(loners)
 
 
@@ -188,8 +209,11 @@ def test_out_of_memory_in_a_prefix_pass_is_a_clear_error_not_a_traceback():
     model = make_model("llama", len(tok))
     reqs = mmlu_like_requests(len(tok), n_groups=1, per_group=3, prefix_len=80)
     budget = CpuMeter().current() + 2**30
-    with pytest.raises(OutOfMemory, match=r"in a shared-prefix pass \(\d+ tokens in chunks of 512\) "
-                                          r"\(budget [\d.]+ GiB\)"):
+    with pytest.raises(
+        OutOfMemory,
+        match=r"in a shared-prefix pass \(\d+ tokens in chunks of 512\) "
+        r"\(budget [\d.]+ GiB\)",
+    ):
         make_engine(_OomOnce(model, max_tokens=60), limit=budget).score(reqs)
 
 
@@ -202,13 +226,27 @@ class _ForgetsCache(torch.nn.Module):
         self.inner, self.config, self.forward = model, model.config, self._forward
         self.device = model.device
 
-    def _forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                 use_cache=None, logits_to_keep=0, **kw):
+    def _forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        use_cache=None,
+        logits_to_keep=0,
+        **kw,
+    ):
         from transformers import DynamicCache
 
-        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         use_cache=use_cache, logits_to_keep=logits_to_keep,
-                         **_cache_kwargs(self.inner, past_key_values), **kw)
+        out = self.inner(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **_cache_kwargs(self.inner, past_key_values),
+            **kw,
+        )
         for key in ("cache", "past_key_values"):  # transformers 5.2 names it past_key_values
             if use_cache and key in out:
                 out[key] = DynamicCache()

@@ -59,10 +59,10 @@ def test_block_mask_marks_each_block_as_the_dense_mask_does(lengths, prefix):
     dense = dense_mask(lengths, prefix)
     n_q, n_kv = -(-total // block), -(-(prefix + total) // block)
     for i in range(n_q):
-        partial = set(mask.kv_indices[0, 0, i, :mask.kv_num_blocks[0, 0, i]].tolist())
-        full = set(mask.full_kv_indices[0, 0, i, :mask.full_kv_num_blocks[0, 0, i]].tolist())
+        partial = set(mask.kv_indices[0, 0, i, : mask.kv_num_blocks[0, 0, i]].tolist())
+        full = set(mask.full_kv_indices[0, 0, i, : mask.full_kv_num_blocks[0, 0, i]].tolist())
         for j in range(n_kv):
-            tile = dense[i * block:(i + 1) * block, j * block:(j + 1) * block]
+            tile = dense[i * block : (i + 1) * block, j * block : (j + 1) * block]
             want = "full" if tile.all() else "partial" if tile.any() else "none"
             got = "full" if j in full else "partial" if j in partial else "none"
             assert got == want, f"query block {i}, key block {j}: {got}, dense says {want}"
@@ -81,8 +81,7 @@ def float64_attention(q, keys, values, mask, scale, softcap=None):
 
 
 @pytest.mark.parametrize(("lengths", "prefix"), SHAPES)
-@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 3e-2),
-                                                  (torch.float16, 4e-3)])
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 3e-2), (torch.float16, 4e-3)])
 def test_fused_attention_matches_float64_softmax_attention(lengths, prefix, dtype, tolerance):
     """Grouped-query heads (6 query heads on 2 key heads), the prefix in pieces, softcapping."""
     gen = torch.Generator().manual_seed(len(lengths) * 100 + prefix)
@@ -98,8 +97,16 @@ def test_fused_attention_matches_float64_softmax_attention(lengths, prefix, dtyp
     mask = dense_mask(lengths, prefix)
     for softcap in (None, 2.0):
         want = float64_attention(q, torch.cat([pk, k], 1), torch.cat([pv, v], 1), mask, 0.25, softcap)
-        got = cuda_fused.attend(q.to(dtype), k.to(dtype), v.to(dtype), [p.to(dtype) for p in pieces_k],
-                                [p.to(dtype) for p in pieces_v], segments_of(lengths), 0.25, softcap)
+        got = cuda_fused.attend(
+            q.to(dtype),
+            k.to(dtype),
+            v.to(dtype),
+            [p.to(dtype) for p in pieces_k],
+            [p.to(dtype) for p in pieces_v],
+            segments_of(lengths),
+            0.25,
+            softcap,
+        )
         assert (got.double() - want).abs().max() <= tolerance
 
 
@@ -149,8 +156,16 @@ def test_compiled_fused_attention_on_cuda_matches_float64(lengths, prefix, dtype
     pk, pv = torch.randn(2, kv_heads, prefix, dim, generator=gen)
     want = float64_attention(q, torch.cat([pk, k], 1), torch.cat([pv, v], 1), dense_mask(lengths, prefix), 0.125)
     on = dict(device="cuda", dtype=dtype)
-    got = cuda_fused.attend(q.to(**on), k.to(**on), v.to(**on), [pk.to(**on)] if prefix else [],
-                            [pv.to(**on)] if prefix else [], segments_of(lengths), 0.125, None)
+    got = cuda_fused.attend(
+        q.to(**on),
+        k.to(**on),
+        v.to(**on),
+        [pk.to(**on)] if prefix else [],
+        [pv.to(**on)] if prefix else [],
+        segments_of(lengths),
+        0.125,
+        None,
+    )
     assert (got.double().cpu() - want).abs().max() <= tolerance
 
 

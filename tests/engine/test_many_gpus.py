@@ -137,8 +137,9 @@ def spread_model(monkeypatch, tiny_model_dir, placed: dict, gpu_free=(70 * GiB, 
 
 
 def test_device_map_auto_loads_with_accelerates_map_on_every_gpu(gpus, monkeypatch, tiny_model_dir):  # noqa: F811
-    asked, loaded = spread_model(monkeypatch, tiny_model_dir, {"model.embed_tokens": 0, "model.layers": 1,
-                                                               "lm_head": 1})
+    asked, loaded = spread_model(
+        monkeypatch, tiny_model_dir, {"model.embed_tokens": 0, "model.layers": 1, "lm_head": 1}
+    )
     assert asked["device_map"] == "auto"
     assert asked["max_memory"] == {0: int(70 * GiB * 0.9), 1: int(70 * GiB * 0.9)}
     assert loaded.device == "cuda:0+cuda:1"
@@ -147,16 +148,19 @@ def test_device_map_auto_loads_with_accelerates_map_on_every_gpu(gpus, monkeypat
 def test_a_model_that_spills_off_the_gpus_is_refused(gpus, monkeypatch, tiny_model_dir):  # noqa: F811
     with pytest.raises(ModelLoadError) as info:
         spread_model(monkeypatch, tiny_model_dir, {"model.embed_tokens": 0, "model.layers": 1, "lm_head": "cpu"})
-    assert str(info.value) == (f"cannot load model folder {tiny_model_dir}: it does not fit on the 2 GPUs "
-                               f"(placed on 0, 1, cpu): give them more free memory, or quantize it "
-                               f"(--mmlu-quantization)")
+    assert str(info.value) == (
+        f"cannot load model folder {tiny_model_dir}: it does not fit on the 2 GPUs "
+        f"(placed on 0, 1, cpu): give them more free memory, or quantize it "
+        f"(--mmlu-quantization)"
+    )
 
 
 # -- the meter and the budget on every GPU ---------------------------------------------------------
 def two_gpu_meter():
     first, second = FakeCuda(), FakeCuda()
-    meter = MultiCudaMeter([CudaMeter(0, nvml=FakeNvml(0), torch_cuda=first),
-                            CudaMeter(1, nvml=FakeNvml(0), torch_cuda=second)])
+    meter = MultiCudaMeter(
+        [CudaMeter(0, nvml=FakeNvml(0), torch_cuda=first), CudaMeter(1, nvml=FakeNvml(0), torch_cuda=second)]
+    )
     return meter, first, second
 
 
@@ -171,14 +175,19 @@ def test_the_meter_watches_every_gpu_and_names_the_highest(gpus):  # noqa: F811
     assert meter.peak_device == "cuda:0"
     second.free = 10 * GiB
     assert meter.available() == 10 * GiB  # the tightest GPU bounds the batch
-    assert meter.describe() == ("cuda:0 (NVIDIA H100 80GB HBM3, 80.00 GiB; torch + NVML per process) + "
-                                "cuda:1 (NVIDIA H100 80GB HBM3, 80.00 GiB; torch + NVML per process)")
+    assert meter.describe() == (
+        "cuda:0 (NVIDIA H100 80GB HBM3, 80.00 GiB; torch + NVML per process) + "
+        "cuda:1 (NVIDIA H100 80GB HBM3, 80.00 GiB; torch + NVML per process)"
+    )
 
 
 def test_make_meter_builds_one_meter_per_gpu_of_a_spread_model(gpus, monkeypatch):  # noqa: F811
     made = []
-    monkeypatch.setattr(meters, "CudaMeter", lambda index, sharers: made.append((index, sharers))
-                        or SimpleNamespace(device=f"cuda:{index}"))
+    monkeypatch.setattr(
+        meters,
+        "CudaMeter",
+        lambda index, sharers: made.append((index, sharers)) or SimpleNamespace(device=f"cuda:{index}"),
+    )
     meter = make_meter("cuda:0+cuda:1+cuda:3", {0: 2, 1: 2, 3: 2})
     assert isinstance(meter, MultiCudaMeter) and meter.device == "cuda:0+cuda:1+cuda:3"
     assert made == [(0, 2), (1, 2), (3, 2)]  # every worker spreads over every GPU: each meter knows it
@@ -187,11 +196,26 @@ def test_make_meter_builds_one_meter_per_gpu_of_a_spread_model(gpus, monkeypatch
 def test_the_budget_line_names_the_gpu_over_budget():
     from pytest_mmlu.mmlu.results import EvaluationResult
 
-    result = EvaluationResult(subjects=("anatomy",), shots=5, limit=None, label="anatomy", questions=[],
-                              peak_memory_bytes=30 * GiB, budget_bytes=24 * GiB, batch_size=4, batch_sizes=[4],
-                              seconds=1.0, tokens=10, device="cuda:0+cuda:1", dtype="bfloat16",
-                              weight_bytes=40 * GiB, peak_device="cuda:1")
+    result = EvaluationResult(
+        subjects=("anatomy",),
+        shots=5,
+        limit=None,
+        label="anatomy",
+        questions=[],
+        peak_memory_bytes=30 * GiB,
+        budget_bytes=24 * GiB,
+        batch_size=4,
+        batch_sizes=[4],
+        seconds=1.0,
+        tokens=10,
+        device="cuda:0+cuda:1",
+        dtype="bfloat16",
+        weight_bytes=40 * GiB,
+        peak_device="cuda:1",
+    )
     line = gates.budget(result).line
-    assert line.startswith("MMLU memory budget exceeded: peak 30.00 GiB > budget 24.00 GiB on cuda:1 "
-                           "(model on cuda:0+cuda:1) (weights 40.00 GiB")
+    assert line.startswith(
+        "MMLU memory budget exceeded: peak 30.00 GiB > budget 24.00 GiB on cuda:1 "
+        "(model on cuda:0+cuda:1) (weights 40.00 GiB"
+    )
     assert EvaluationResult.from_dict(result.to_dict()).peak_device == "cuda:1"

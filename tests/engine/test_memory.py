@@ -15,10 +15,6 @@ from pytest_mmlu.memory.errors import BudgetTooSmall, is_oom
 GiB = 2**30
 
 
-
-
-
-
 def test_cuda_peak_is_torch_reserved_plus_what_nvml_sees_outside_it():
     nvml, cuda = FakeNvml(used=int(3.5 * GiB)), FakeCuda()
     meter = CudaMeter(0, nvml=nvml, torch_cuda=cuda)
@@ -58,13 +54,15 @@ def test_oom_recognised():
 
 def _planner(limit, baseline=1 * GiB, declared=True):
     cost = RowCost(kv_per_token=1000, act_per_token=10_000, attn_per_pair=0, logit_bytes=0)
-    return BatchPlanner(cost, baseline, limit, "cpu", budget_declared=declared,
-                        max_batch_tokens=10**9)
+    return BatchPlanner(cost, baseline, limit, "cpu", budget_declared=declared, max_batch_tokens=10**9)
 
 
 def test_planner_calibrates_then_fills_the_headroom():
     p = _planner(limit=2 * GiB)
-    true_per_row = lambda rows: 1 * GiB + 20 * 2**20 + rows * 2 * 11_000 * 100
+
+    def true_per_row(rows):
+        return 1 * GiB + 20 * 2**20 + rows * 2 * 11_000 * 100
+
     assert p.rows(0, 100, 1, 1000) == 1
     p.observe(1, 0, 100, 1, true_per_row(1))
     assert p.rows(0, 100, 1, 1000) == 2
@@ -85,7 +83,10 @@ def test_planner_learns_from_a_batch_that_used_more():
 
 def test_budget_below_batch_one_names_the_minimum():
     p = _planner(limit=int(1.2 * GiB), baseline=int(1.1 * GiB))
-    with pytest.raises(BudgetTooSmall, match=r"MMLU memory budget 1.20 GiB is too small on cpu: batch 1 needs about .*the minimum that would work is"):
+    with pytest.raises(
+        BudgetTooSmall,
+        match=r"MMLU memory budget 1.20 GiB is too small on cpu: batch 1 needs about .*the minimum that would work is",
+    ):
         p.check_fits(0, 20_000, 1)
 
 
@@ -122,8 +123,9 @@ def test_allocator_slack_counts_in_every_batch():
     row = 11_000 * 100
 
     def planner(slack):
-        return BatchPlanner(cost, 1 * GiB, GiB + row + 32 * 2**20, "cpu", budget_declared=True,
-                            max_batch_tokens=10**9, slack=slack)
+        return BatchPlanner(
+            cost, 1 * GiB, GiB + row + 32 * 2**20, "cpu", budget_declared=True, max_batch_tokens=10**9, slack=slack
+        )
 
     planner(0).check_fits(0, 100, 1)
     with pytest.raises(BudgetTooSmall, match=r"\+ allocator slack 0.06 GiB\)"):
@@ -153,15 +155,15 @@ def test_a_batch_planned_after_calibration_fits_whatever_the_heap_kept(calibrati
     row = cost.row_bytes(0, 100, 1)
     true_row = row // 2  # the analytic model overestimates, as it does for SmolLM2
     limit = GiB + 200 * 2**20
-    p = BatchPlanner(cost, GiB, limit, "cpu", budget_declared=True, max_batch_tokens=10**9,
-                     slack=slack)
+    p = BatchPlanner(cost, GiB, limit, "cpu", budget_declared=True, max_batch_tokens=10**9, slack=slack)
 
     def peak(rows, kept):
         return GiB + rows * true_row + kept
 
     # Hiding: the second row shows a tenth of the model's row cost, as measured.
-    first, second = (4 * 2**20, 4 * 2**20) if calibration_kept == "little" else \
-        (8 * 2**20, 8 * 2**20 - true_row + row // 10)
+    first, second = (
+        (4 * 2**20, 4 * 2**20) if calibration_kept == "little" else (8 * 2**20, 8 * 2**20 - true_row + row // 10)
+    )
     p.observe(p.rows(0, 100, 1, 10**6), 0, 100, 1, peak(1, first))
     p.observe(p.rows(0, 100, 1, 10**6), 0, 100, 1, peak(2, second))
     for _ in range(5):
@@ -210,15 +212,27 @@ def test_a_cpu_model_loads_with_each_weight_mapped_and_evaluates_with_the_heap(t
     bench, lm-eval adapter) loads through load_model.  A fresh process: no free heap blocks
     left by other tests to serve the probe."""
     root = str(ROOT)
-    out = subprocess.run([sys.executable, "-c", WEIGHT_MAPPED_SCRIPT, str(tiny_model_dir)],
-                         capture_output=True, text=True, cwd=root, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", WEIGHT_MAPPED_SCRIPT, str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=True,
+    )
     assert out.stdout.split("\n")[-2] == "cpu [True] False"
 
 
 def test_a_fixed_batch_size_still_halves_after_an_out_of_memory():
     """--mmlu-batch-size N with an OOM retried N rows for ever."""
-    planner = BatchPlanner(RowCost(kv_per_token=1000, act_per_token=10_000, attn_per_pair=0, logit_bytes=0), 0, 2**40, "cpu", budget_declared=False,
-                           max_batch_tokens=65536, fixed_rows=8)
+    planner = BatchPlanner(
+        RowCost(kv_per_token=1000, act_per_token=10_000, attn_per_pair=0, logit_bytes=0),
+        0,
+        2**40,
+        "cpu",
+        budget_declared=False,
+        max_batch_tokens=65536,
+        fixed_rows=8,
+    )
     assert planner.rows(10, 20, 1, remaining=30) == 8
     planner.on_oom(8)
     assert planner.rows(10, 20, 1, remaining=30) == 4

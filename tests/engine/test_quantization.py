@@ -26,9 +26,15 @@ A100, A10, T4 = (8, 0), (8, 6), (7, 5)
 
 
 def cuda_plan(method: str, capability=A100, dtype="bfloat16", dtype_setting="auto", installed=None):
-    return plan(method, "cuda:0", dtype, dtype_setting, capability=lambda i: capability,
-                device_name=lambda i: {A100: "NVIDIA A100", A10: "NVIDIA A10G", T4: "Tesla T4"}[capability],
-                installed=installed or (lambda name: True))
+    return plan(
+        method,
+        "cuda:0",
+        dtype,
+        dtype_setting,
+        capability=lambda i: capability,
+        device_name=lambda i: {A100: "NVIDIA A100", A10: "NVIDIA A10G", T4: "Tesla T4"}[capability],
+        installed=installed or (lambda name: True),
+    )
 
 
 # -- the configuration each method builds ----------------------------------------------------------
@@ -65,17 +71,24 @@ def test_cuda_configurations_are_built_as_each_library_expects():
 def test_bitsandbytes_on_cpu_is_one_line_naming_what_runs_there(method, tiny_model_dir):
     with pytest.raises(ModelLoadError) as info:
         load_model(Settings(model=str(tiny_model_dir), device="cpu"), Variant(method))
-    assert str(info.value) == (f"--mmlu-quantization={method} (bitsandbytes) runs on CUDA only; this run "
-                               f"is on cpu: on CPU use int8, int4, fp8 (torchao)")
+    assert str(info.value) == (
+        f"--mmlu-quantization={method} (bitsandbytes) runs on CUDA only; this run "
+        f"is on cpu: on CPU use int8, int4, fp8 (torchao)"
+    )
 
 
 def test_a_gpu_too_old_for_a_method_is_named_with_what_it_can_run():
     with pytest.raises(QuantizationUnavailable) as info:
         cuda_plan("fp8", capability=A10)
-    assert str(info.value) == ("--mmlu-quantization=fp8 needs CUDA compute capability 8.9 or newer; "
-                               "cuda:0 (NVIDIA A10G) is 8.6: use int8, int4, nf4, bnb-int8")
-    with pytest.raises(QuantizationUnavailable, match=r"int4 needs .* 8\.0 .* cuda:0 \(Tesla T4\) is 7\.5: "
-                                                      r"use int8, nf4, bnb-int8$"):
+    assert str(info.value) == (
+        "--mmlu-quantization=fp8 needs CUDA compute capability 8.9 or newer; "
+        "cuda:0 (NVIDIA A10G) is 8.6: use int8, int4, nf4, bnb-int8"
+    )
+    with pytest.raises(
+        QuantizationUnavailable,
+        match=r"int4 needs .* 8\.0 .* cuda:0 \(Tesla T4\) is 7\.5: "
+        r"use int8, nf4, bnb-int8$",
+    ):
         cuda_plan("int4", capability=T4)
 
 
@@ -96,7 +109,9 @@ def test_a_missing_torchao_is_a_load_error_naming_the_extra(tiny_model_dir, monk
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
-    with pytest.raises(ModelLoadError, match=r"int8 needs torchao, which is not installed: pip install 'pytest-mmlu\[quant\]'"):
+    with pytest.raises(
+        ModelLoadError, match=r"int8 needs torchao, which is not installed: pip install 'pytest-mmlu\[quant\]'"
+    ):
         load_model(Settings(model=str(tiny_model_dir), device="cpu"), Variant("int8"))
 
 
@@ -168,13 +183,21 @@ def test_a_saved_torchao_checkpoint_loads_as_it_is_and_is_named(tiny_model_dir, 
     loaded.model.save_pretrained(saved)
     loaded.tokenizer.save_pretrained(saved)
     again = load_model(Settings(model=str(saved), device="cpu"))
-    assert again.quantization == {"method": "torchao", "bits": None, "pre_quantized": True,
-                                  "description": "torchao Int8WeightOnlyConfig (pre-quantized checkpoint)"}
+    assert again.quantization == {
+        "method": "torchao",
+        "bits": None,
+        "pre_quantized": True,
+        "description": "torchao Int8WeightOnlyConfig (pre-quantized checkpoint)",
+    }
     assert again.weight_bytes == loaded.weight_bytes
     assert variant_lines(Settings(model=str(saved))) == [
-        "mmlu: quantization torchao Int8WeightOnlyConfig (pre-quantized checkpoint)"]
-    with pytest.raises(ModelLoadError, match=r"--mmlu-quantization=int8: model folder .* is already "
-                                             r"quantized \(torchao Int8WeightOnlyConfig \(pre-quantized"):
+        "mmlu: quantization torchao Int8WeightOnlyConfig (pre-quantized checkpoint)"
+    ]
+    with pytest.raises(
+        ModelLoadError,
+        match=r"--mmlu-quantization=int8: model folder .* is already "
+        r"quantized \(torchao Int8WeightOnlyConfig \(pre-quantized",
+    ):
         load_model(Settings(model=str(saved), device="cpu"), Variant("int8"))
 
 
@@ -182,8 +205,13 @@ def test_a_gptq_checkpoint_without_its_library_is_one_line(tiny_model_dir, tmp_p
     folder = tmp_path / "tiny-gptq"
     shutil.copytree(tiny_model_dir, folder)
     config = json.loads((folder / "config.json").read_text())
-    config["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": False,
-                                     "sym": True}
+    config["quantization_config"] = {
+        "quant_method": "gptq",
+        "bits": 4,
+        "group_size": 32,
+        "desc_act": False,
+        "sym": True,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     assert variant_lines(Settings(model=str(folder))) == ["mmlu: quantization gptq 4-bit (pre-quantized checkpoint)"]
     with pytest.raises(ModelLoadError) as info:

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-SUITE = '''
+SUITE = """
 import pytest
 
 @pytest.mark.mmlu(subjects="anatomy", shots=0, limit=2)
@@ -26,7 +26,7 @@ def test_gate(mmlu):
 
 def test_not_mmlu():
     pass
-'''
+"""
 NO_CACHE = ("-p", "no:cacheprovider")
 
 
@@ -37,9 +37,12 @@ def test_ci_without_a_model_is_a_usage_error(pytester, monkeypatch, ci):
     pytester.makepyfile(SUITE)
     result = pytester.runpytest_inprocess(*NO_CACHE)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([
-        "*pytest-mmlu: 3 MMLU test(s) collected but no model given, and a model is required "
-        "(--mmlu-require-model, from environment variable CI): pass --mmlu-model=*--mmlu-allow-skip*"])
+    result.stderr.fnmatch_lines(
+        [
+            "*pytest-mmlu: 3 MMLU test(s) collected but no model given, and a model is required "
+            "(--mmlu-require-model, from environment variable CI): pass --mmlu-model=*--mmlu-allow-skip*"
+        ]
+    )
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
@@ -65,8 +68,11 @@ def test_require_model_outside_ci(pytester, monkeypatch, where):
         pytester.makeini("[pytest]\nmmlu_require_model = true\n")
     result = pytester.runpytest_inprocess(*args, "-k", "marker or not_mmlu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    source = {"cli": "command line --mmlu-require-model",
-              "env": "environment variable PYTEST_MMLU_REQUIRE_MODEL", "ini": "ini key mmlu_require_model*"}
+    source = {
+        "cli": "command line --mmlu-require-model",
+        "env": "environment variable PYTEST_MMLU_REQUIRE_MODEL",
+        "ini": "ini key mmlu_require_model*",
+    }
     # -k deselects two of the three MMLU tests: only the ones that would run count.
     result.stderr.fnmatch_lines([f"*pytest-mmlu: 1 MMLU test(s) collected but no model given*from {source[where]}*"])
 
@@ -86,16 +92,14 @@ def test_allow_skip_turns_the_ci_default_off_and_skips_are_counted(pytester, mon
         monkeypatch.setenv("PYTEST_MMLU_REQUIRE_MODEL", "0")
     result = pytester.runpytest_inprocess(*args)
     result.assert_outcomes(passed=1, skipped=3)
-    result.stdout.fnmatch_lines(["*MMLU summary*",
-                                 "pytest-mmlu: 3 MMLU test(s) skipped: no model (pass --mmlu-model)"])
+    result.stdout.fnmatch_lines(["*MMLU summary*", "pytest-mmlu: 3 MMLU test(s) skipped: no model (pass --mmlu-model)"])
 
 
 def test_without_ci_skips_are_counted_in_the_summary(pytester):
     pytester.makepyfile(SUITE)
     result = pytester.runpytest_inprocess(*NO_CACHE, "-q")
     result.assert_outcomes(passed=1, skipped=3)
-    result.stdout.fnmatch_lines(["*MMLU summary*",
-                                 "pytest-mmlu: 3 MMLU test(s) skipped: no model (pass --mmlu-model)"])
+    result.stdout.fnmatch_lines(["*MMLU summary*", "pytest-mmlu: 3 MMLU test(s) skipped: no model (pass --mmlu-model)"])
 
 
 def test_ci_run_without_mmlu_tests_passes(pytester, monkeypatch):
@@ -116,19 +120,25 @@ def test_ci_collect_only_lists_the_gates(pytester, monkeypatch):
 
 # -- 2. outputs that cannot be written --------------------------------------------------------
 @pytest.mark.parametrize("option", ["--mmlu-report", "--mmlu-baseline"])
-def test_unwritable_output_is_a_one_line_usage_error_before_any_evaluation(pytester, tiny_model_dir,
-                                                                           mmlu_csv_dir, option):
+def test_unwritable_output_is_a_one_line_usage_error_before_any_evaluation(
+    pytester, tiny_model_dir, mmlu_csv_dir, option
+):
     pytester.makepyfile(SUITE)
     blocker = pytester.path / "blocker"
     blocker.write_text("a regular file\n")
     path = blocker / "sub" / "out.json"
     extra = ["--mmlu-update-baseline"] if option == "--mmlu-baseline" else []
-    result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir),
-                                          *NO_CACHE, option, str(path), *extra)
+    result = pytester.runpytest_inprocess(
+        "--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir), *NO_CACHE, option, str(path), *extra
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     what = option.removeprefix("--mmlu-")
-    result.stderr.fnmatch_lines([f"ERROR: pytest-mmlu: {what} path {path} from command line {option} "
-                                 f"cannot be written: {blocker} is not a directory"])
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-mmlu: {what} path {path} from command line {option} "
+            f"cannot be written: {blocker} is not a directory"
+        ]
+    )
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
     assert "collected" not in result.stdout.str()  # stopped before collection, let alone evaluation
     assert blocker.read_text() == "a regular file\n"
@@ -148,19 +158,21 @@ def test_read_only_report_folder_is_a_usage_error(pytester):
         ro.chmod(0o755)
 
 
-def test_report_that_becomes_unwritable_during_the_run_is_a_note_and_a_failed_run(pytester, tiny_model_dir,
-                                                                                 mmlu_csv_dir):
+def test_report_that_becomes_unwritable_during_the_run_is_a_note_and_a_failed_run(
+    pytester, tiny_model_dir, mmlu_csv_dir
+):
     out = pytester.path / "out"
-    pytester.makepyfile(f'''
+    pytester.makepyfile(f"""
 import pathlib, pytest
 
 @pytest.mark.mmlu(subjects="anatomy", shots=0, limit=1)
 def test_marker(mmlu_result):
     pathlib.Path({str(out)!r}).write_text("now a file")
-''')
+""")
     report = out / "report.json"
-    result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir),
-                                          *NO_CACHE, "--mmlu-report", str(report))
+    result = pytester.runpytest_inprocess(
+        "--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir), *NO_CACHE, "--mmlu-report", str(report)
+    )
     # The summary wraps at 100 columns: the note may span lines.
     assert f"pytest-mmlu: report NOT written to {report}: " in " ".join(result.stdout.str().split())
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
@@ -174,12 +186,25 @@ def test_update_baseline_refuses_to_overwrite_an_unreadable_file(pytester, tiny_
     pytester.makepyfile(SUITE)
     baseline = pytester.path / "baseline.json"
     baseline.write_text(content)
-    result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir),
-                                          *NO_CACHE, "--mmlu-baseline", str(baseline), "--mmlu-update-baseline",
-                                          "-k", "marker")
+    result = pytester.runpytest_inprocess(
+        "--mmlu-model",
+        str(tiny_model_dir),
+        "--mmlu-data",
+        str(mmlu_csv_dir),
+        *NO_CACHE,
+        "--mmlu-baseline",
+        str(baseline),
+        "--mmlu-update-baseline",
+        "-k",
+        "marker",
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: pytest-mmlu: baseline from command line --mmlu-baseline: {baseline}: *"
-                                 "--mmlu-update-baseline does not overwrite a file it cannot read*"])
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: pytest-mmlu: baseline from command line --mmlu-baseline: {baseline}: *"
+            "--mmlu-update-baseline does not overwrite a file it cannot read*"
+        ]
+    )
     assert baseline.read_text() == content
 
 
@@ -195,17 +220,29 @@ def test_write_baseline_refuses_a_file_that_became_unreadable(tmp_path):
 
 # -- 5. parallel baseline updates lose nothing ------------------------------------------------
 def _report(*nodeids: str) -> dict:
-    return {"schema": 1, "tests": [{"nodeid": n, "outcome": "passed", "evaluations": [_evaluation(n)]}
-                                   for n in nodeids]}
+    return {
+        "schema": 1,
+        "tests": [{"nodeid": n, "outcome": "passed", "evaluations": [_evaluation(n)]} for n in nodeids],
+    }
 
 
 def _evaluation(seed: str, n: int = 4) -> dict:
     correct = [(hash(seed) >> i) & 1 for i in range(n)]
-    return {"subjects": ["anatomy"], "label": "anatomy", "shots": 0, "limit": n, "n": n,
-            "accuracy": sum(correct) / n, "ci95": [0.0, 1.0], "data_fingerprint": "f",
-            "per_subject": {"anatomy": {"accuracy": sum(correct) / n, "n": n}},
-            "questions": [{"subject": "anatomy", "index": i, "target": 0, "prediction": 1 - c,
-                           "loglikelihoods": [0.0] * 4} for i, c in enumerate(correct)]}
+    return {
+        "subjects": ["anatomy"],
+        "label": "anatomy",
+        "shots": 0,
+        "limit": n,
+        "n": n,
+        "accuracy": sum(correct) / n,
+        "ci95": [0.0, 1.0],
+        "data_fingerprint": "f",
+        "per_subject": {"anatomy": {"accuracy": sum(correct) / n, "n": n}},
+        "questions": [
+            {"subject": "anatomy", "index": i, "target": 0, "prediction": 1 - c, "loglikelihoods": [0.0] * 4}
+            for i, c in enumerate(correct)
+        ],
+    }
 
 
 def test_parallel_baseline_updates_keep_every_entry(tmp_path, monkeypatch):
@@ -223,8 +260,7 @@ def test_parallel_baseline_updates_keep_every_entry(tmp_path, monkeypatch):
         real_write(target, data)
 
     monkeypatch.setattr(reports, "write_json_atomic", slow_write)
-    jobs = [threading.Thread(target=write_baseline, args=(str(path), _report(f"t.py::test_{i}")))
-            for i in range(4)]
+    jobs = [threading.Thread(target=write_baseline, args=(str(path), _report(f"t.py::test_{i}"))) for i in range(4)]
     for job in jobs:
         job.start()
     for job in jobs:
@@ -244,8 +280,10 @@ def test_compare_with_nothing_comparable_exits_2(tmp_path, capsys):
     write_json_atomic(same, _report("t.py::test_a"))
     assert main(["compare", str(old), str(new)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"pytest-mmlu compare: nothing comparable: no evaluation of {new} matches one of {old} "
-                   "(same test, subjects, shots, limit, data and questions), and no gate of it was judged"]
+    assert err == [
+        f"pytest-mmlu compare: nothing comparable: no evaluation of {new} matches one of {old} "
+        "(same test, subjects, shots, limit, data and questions), and no gate of it was judged"
+    ]
     assert main(["compare", str(old), str(same)]) == 0
 
 
@@ -258,12 +296,29 @@ def test_data_error_gets_a_report_row_and_a_summary_line(pytester, tiny_model_di
     (root / "test" / "anatomy_test.csv").write_text('"q","a","b"\n')
     pytester.makepyfile(SUITE)
     report = pytester.path / "r.json"
-    result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(root),
-                                          *NO_CACHE, "--mmlu-report", str(report), "-k", "marker or gate")
+    result = pytester.runpytest_inprocess(
+        "--mmlu-model",
+        str(tiny_model_dir),
+        "--mmlu-data",
+        str(root),
+        *NO_CACHE,
+        "--mmlu-report",
+        str(report),
+        "-k",
+        "marker or gate",
+    )
     result.assert_outcomes(errors=1, failed=1)
     line = "pytest-mmlu: MMLU data error: *anatomy_test.csv:1: expected 6 columns (question,A,B,C,D,answer), found 3"
-    result.stdout.fnmatch_lines(["*MMLU summary*", "*test_gate*", "*anatomy*0*BREACH", "*test_marker*", "*anatomy*BREACH",
-                                 "BREACH pytest-mmlu: MMLU data error:*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*MMLU summary*",
+            "*test_gate*",
+            "*anatomy*0*BREACH",
+            "*test_marker*",
+            "*anatomy*BREACH",
+            "BREACH pytest-mmlu: MMLU data error:*",
+        ]
+    )
     text = " ".join(result.stdout.str().split())  # the summary wraps at 100 columns
     assert fnmatch.fnmatch(text, f"*BREACH {line}*")
     tests = {t["nodeid"].split("::")[1]: t for t in json.loads(report.read_text())["tests"]}
@@ -277,16 +332,17 @@ def test_data_error_gets_a_report_row_and_a_summary_line(pytester, tiny_model_di
 def test_a_variant_that_cannot_load_gets_a_report_row(pytester, tiny_model_dir, mmlu_csv_dir):
     """Only the session's own variant's load error was looked up: a test whose mmlu_model
     variant failed to load (nf4 needs CUDA) errored with no row in the report."""
-    pytester.makepyfile('''
+    pytester.makepyfile("""
 import pytest
 
 @pytest.mark.mmlu_variant(quantization="nf4")
 def test_model(mmlu_model):
     pass
-''')
+""")
     report = pytester.path / "r.json"
-    result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir),
-                                          *NO_CACHE, "--mmlu-report", str(report))
+    result = pytester.runpytest_inprocess(
+        "--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir), *NO_CACHE, "--mmlu-report", str(report)
+    )
     result.assert_outcomes(errors=1)
     (test,) = json.loads(report.read_text())["tests"]
     assert test["outcome"] == "error"
@@ -299,8 +355,15 @@ def test_model_load_error_gets_a_report_row_for_every_test(pytester, mmlu_csv_di
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     pytester.makepyfile(SUITE)
     report = pytester.path / "r.json"
-    result = pytester.runpytest_inprocess("--mmlu-model", "nobody/no-such-model", "--mmlu-data", str(mmlu_csv_dir),
-                                          *NO_CACHE, "--mmlu-report", str(report))
+    result = pytester.runpytest_inprocess(
+        "--mmlu-model",
+        "nobody/no-such-model",
+        "--mmlu-data",
+        str(mmlu_csv_dir),
+        *NO_CACHE,
+        "--mmlu-report",
+        str(report),
+    )
     result.assert_outcomes(passed=1, errors=2, failed=1)
     assert "Traceback" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*MMLU summary*", "BREACH pytest-mmlu: cannot load model 'nobody/no-such-model'*"])
@@ -339,40 +402,46 @@ def remote_code_dir(tmp_path_factory):
 
 def test_a_model_giving_nan_errors_with_the_non_finite_line(nan_model_dir, pytester, mmlu_csv_dir):
     model = nan_model_dir
-    pytester.makepyfile('''
+    pytester.makepyfile("""
 import pytest
 
 @pytest.mark.mmlu(subjects="anatomy", shots=5, limit=3)
 @pytest.mark.mmlu_accuracy_floor(0.0)
 def test_gate(mmlu_result):
     pass
-''')
-    result = pytester.runpytest_inprocess("--mmlu-model", str(model), "--mmlu-data", str(mmlu_csv_dir),
-                                          *NO_CACHE)
+""")
+    result = pytester.runpytest_inprocess("--mmlu-model", str(model), "--mmlu-data", str(mmlu_csv_dir), *NO_CACHE)
     result.assert_outcomes(errors=1)  # the marker's evaluation errors in setup
-    result.stdout.fnmatch_lines(["*MMLU scores are not finite (NaN) for 3 of 3 questions: anatomy#0, "
-                                 "anatomy#1, anatomy#2 (dtype float32, device cpu)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*MMLU scores are not finite (NaN) for 3 of 3 questions: anatomy#0, "
+            "anatomy#1, anatomy#2 (dtype float32, device cpu)*"
+        ]
+    )
     result.stdout.no_fnmatch_line("*Traceback*")
 
 
 def test_the_summary_says_when_an_evaluation_ran_in_plain_batches(remote_code_dir, pytester, mmlu_csv_dir):
     model = remote_code_dir
-    pytester.makepyfile('''
+    pytester.makepyfile("""
 import pytest
 
 @pytest.mark.mmlu(subjects="anatomy", shots=5, limit=2)
 def test_gate(mmlu_result):
     assert mmlu_result.engine_mode == "plain"
-''')
-    result = pytester.runpytest_inprocess("--mmlu-model", str(model), "--mmlu-data", str(mmlu_csv_dir),
-                                          "--mmlu-trust-remote-code", *NO_CACHE)
+""")
+    result = pytester.runpytest_inprocess(
+        "--mmlu-model", str(model), "--mmlu-data", str(mmlu_csv_dir), "--mmlu-trust-remote-code", *NO_CACHE
+    )
     result.assert_outcomes(passed=1)
-    assert ("test_gate: scored in plain batches, no shared prefix: the model's own code computes attention "
-            "(attention of 2 of 2 layers bypassed") in " ".join(result.stdout.str().split())  # wrapped at 100
+    assert (
+        "test_gate: scored in plain batches, no shared prefix: the model's own code computes attention "
+        "(attention of 2 of 2 layers bypassed"
+    ) in " ".join(result.stdout.str().split())  # wrapped at 100
 
 
 def test_out_of_memory_at_batch_1_fails_the_gate_with_a_line(pytester, tiny_model_dir, mmlu_csv_dir):
-    pytester.makeconftest('''
+    pytester.makeconftest("""
 import pytest
 from pytest_mmlu.engine import scoring
 
@@ -381,25 +450,30 @@ def _device_full(monkeypatch):
     def forward(calls, batch, prefix_len, prefix, stats):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     monkeypatch.setattr(scoring, "forward", forward)
-''')
-    pytester.makepyfile('''
+""")
+    pytester.makepyfile("""
 import pytest
 
 @pytest.mark.mmlu(subjects="anatomy", shots=0, limit=1)
 @pytest.mark.mmlu_memory_budget("20 GiB")
 def test_gate(mmlu_result):
     pass
-''')
-    result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data",
-                                          str(mmlu_csv_dir), *NO_CACHE)
+""")
+    result = pytester.runpytest_inprocess(
+        "--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir), *NO_CACHE
+    )
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*MMLU evaluation ran out of memory on cpu at batch 1 (a row of * tokens "
-                                 "after a 0-token prefix) (budget 20.00 GiB)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*MMLU evaluation ran out of memory on cpu at batch 1 (a row of * tokens "
+            "after a 0-token prefix) (budget 20.00 GiB)*"
+        ]
+    )
     result.stdout.no_fnmatch_line("*Traceback*")
 
 
 def test_no_way_to_measure_memory_is_one_line_not_a_traceback(pytester, tiny_model_dir, mmlu_csv_dir):
-    pytester.makepyfile('''
+    pytester.makepyfile("""
 import sys
 import pytest
 from pytest_mmlu.memory import meters as memory
@@ -412,10 +486,12 @@ def _no_proc_no_psutil(monkeypatch, tmp_path):
 @pytest.mark.mmlu(subjects="anatomy", shots=0, limit=1)
 def test_gate(_no_proc_no_psutil, mmlu_result):
     pass
-''')
-    result = pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data",
-                                          str(mmlu_csv_dir), *NO_CACHE)
+""")
+    result = pytester.runpytest_inprocess(
+        "--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir), *NO_CACHE
+    )
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*pytest-mmlu: cannot measure memory on *: there is no * and psutil is "
-                                 "not installed: pip install psutil*"])
+    result.stdout.fnmatch_lines(
+        ["*pytest-mmlu: cannot measure memory on *: there is no * and psutil is not installed: pip install psutil*"]
+    )
     result.stdout.no_fnmatch_line("*Traceback*")

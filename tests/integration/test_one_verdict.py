@@ -33,7 +33,7 @@ SUBJECTS = ["anatomy", "virology", "marketing", "nutrition"]
 def suite(world) -> str:
     spec = f"@pytest.mark.mmlu(subjects={SUBJECTS!r}, shots=1, limit=10)"
     adapter = lambda name: f"@pytest.mark.mmlu_variant(adapter={str(world[name])!r})"  # noqa: E731
-    return f'''
+    return f"""
 import pytest
 
 {spec}
@@ -125,21 +125,28 @@ def test_skipped(mmlu):
 @pytest.mark.xfail(reason="a floor known to fail")
 def test_xfail_floor(mmlu_result):
     pass
-'''
+"""
 
 
 # What every path must conclude: (status, failing gates).
 EXPECTED = {
-    "test_budget_pass": ("passed", ()), "test_budget_fail": ("failed", ("budget",)),
-    "test_floor_pass": ("passed", ()), "test_floor_fail": ("failed", ("floor",)),
-    "test_subject_floor_pass": ("passed", ()), "test_subject_floor_fail": ("failed", ("floor",)),
+    "test_budget_pass": ("passed", ()),
+    "test_budget_fail": ("failed", ("budget",)),
+    "test_floor_pass": ("passed", ()),
+    "test_floor_fail": ("failed", ("floor",)),
+    "test_subject_floor_pass": ("passed", ()),
+    "test_subject_floor_fail": ("failed", ("floor",)),
     "TestLevels::test_class_floor_binds": ("failed", ("floor",)),
-    "test_nr_pass": ("passed", ()), "test_nr_fail": ("failed", ("regression",)),
+    "test_nr_pass": ("passed", ()),
+    "test_nr_fail": ("failed", ("regression",)),
     "test_nr_missing": ("failed", ("missing-baseline",)),
-    "test_full_pass": ("passed", ()), "test_full_fail": ("failed", ("regression",)),
+    "test_full_pass": ("passed", ()),
+    "test_full_fail": ("failed", ("regression",)),
     "test_non_finite": ("failed", ("non-finite",)),
-    "test_evaluated_in_body": ("passed", ()), "test_never_evaluated": ("failed", ("never-evaluated",)),
-    "test_skipped": ("skipped", ()), "test_xfail_floor": ("xfailed", ("floor",)),
+    "test_evaluated_in_body": ("passed", ()),
+    "test_never_evaluated": ("failed", ("never-evaluated",)),
+    "test_skipped": ("skipped", ()),
+    "test_xfail_floor": ("xfailed", ("floor",)),
 }
 
 
@@ -185,8 +192,14 @@ def test_every_gate_gives_the_same_verdict_on_every_path(pytester, world):
     # The last release: its fine-tune was the harmless one.
     shutil.copytree(world["harmless"], world["swap"])
     baseline, lm_eval = path / "baseline.json", path / "lm-eval"
-    made = pytest_run("-k", "nr_pass or nr_fail", "--mmlu-no-cache", f"--mmlu-baseline={baseline}",
-                      "--mmlu-update-baseline", f"--mmlu-report-lm-eval={lm_eval}")
+    made = pytest_run(
+        "-k",
+        "nr_pass or nr_fail",
+        "--mmlu-no-cache",
+        f"--mmlu-baseline={baseline}",
+        "--mmlu-update-baseline",
+        f"--mmlu-report-lm-eval={lm_eval}",
+    )
     made.assert_outcomes(passed=2)
     # The candidate: the same fine-tune folder, a degraded fine-tune in it.
     shutil.rmtree(world["swap"])
@@ -197,13 +210,21 @@ def test_every_gate_gives_the_same_verdict_on_every_path(pytester, world):
     result = pytest_run("--mmlu-no-cache", f"--mmlu-baseline={baseline}", f"--mmlu-report={path / 'plain.json'}")
     paths["plain"], exits["plain"] = verdicts_of(path / "plain.json"), result.ret
 
-    result = pytest_run("--mmlu-no-cache", f"--mmlu-baseline={baseline}", f"--mmlu-report={path / 'xdist.json'}",
-                        "-n", "2", subprocess_run=True)
+    result = pytest_run(
+        "--mmlu-no-cache",
+        f"--mmlu-baseline={baseline}",
+        f"--mmlu-report={path / 'xdist.json'}",
+        "-n",
+        "2",
+        subprocess_run=True,
+    )
     paths["xdist -n 2"], exits["xdist -n 2"] = verdicts_of(path / "xdist.json"), result.ret
 
     for i in (1, 2):
         pytest_run("--mmlu-no-cache", "--mmlu-shard", f"{i}/2", f"--mmlu-report={path / f'shard-{i}.json'}")
-    merged = cli("merge", path / "shard-1.json", path / "shard-2.json", "--baseline", baseline, "-o", path / "merged.json")
+    merged = cli(
+        "merge", path / "shard-1.json", path / "shard-2.json", "--baseline", baseline, "-o", path / "merged.json"
+    )
     paths["2 shards + merge"], exits["2 shards + merge"] = verdicts_of(path / "merged.json"), merged.returncode
 
     cache = [f"--mmlu-cache-dir={path / 'cache'}", f"--mmlu-baseline={baseline}"]
@@ -215,7 +236,10 @@ def test_every_gate_gives_the_same_verdict_on_every_path(pytester, world):
 
     (results_file,) = lm_eval.rglob("results_*.json")  # one run: the baseline run's fine-tune
     result = pytest_run("--mmlu-no-cache", f"--mmlu-baseline={lm_eval}", f"--mmlu-report={path / 'lm-eval.json'}")
-    paths["lm-eval samples baseline"], exits["lm-eval samples baseline"] = verdicts_of(path / "lm-eval.json"), result.ret
+    paths["lm-eval samples baseline"], exits["lm-eval samples baseline"] = (
+        verdicts_of(path / "lm-eval.json"),
+        result.ret,
+    )
 
     pytest_run("--mmlu-no-cache", f"--mmlu-report={path / 'unjudged.json'}")  # no baseline given to the run
     compared = cli("compare", baseline, path / "unjudged.json")
@@ -228,19 +252,22 @@ def test_every_gate_gives_the_same_verdict_on_every_path(pytester, world):
     paths["compare"], exits["compare"] = found, compared.returncode
 
     for name, verdicts in paths.items():
-        assert verdicts == EXPECTED, (name, {k: (v, EXPECTED.get(k)) for k, v in verdicts.items() if EXPECTED.get(k) != v})
+        assert verdicts == EXPECTED, (
+            name,
+            {k: (v, EXPECTED.get(k)) for k, v in verdicts.items() if EXPECTED.get(k) != v},
+        )
     assert set(exits.values()) == {1}, exits  # some gates fail: no path exits 0, none refuses (2)
 
 
 # -- the confusion matrix: each field of the identity, changed alone -----------------------------
-IDENTITY_SUITE = '''
+IDENTITY_SUITE = """
 import pytest
 
 @pytest.mark.mmlu(subjects=["anatomy", "virology"], shots={shots}, limit={limit})
 @pytest.mark.mmlu_no_regression(max_drop=1.0)
 def test_gate(mmlu_result):
     pass
-'''
+"""
 
 
 def other_copy(data, root):
@@ -268,7 +295,8 @@ CHANGES = {
 
 
 def test_an_evaluation_that_differs_in_one_field_is_never_served_compared_or_merged_as_the_old(
-        pytester, world, tmp_path, monkeypatch):
+    pytester, world, tmp_path, monkeypatch
+):
     """For each field of the identity, a run that changes only that field is a cache miss, is
     refused by the merge, and is refused as the baseline's entry (and by compare) where the
     field makes it another evaluation for a baseline (README: what counts as the same
@@ -286,14 +314,22 @@ def test_an_evaluation_that_differs_in_one_field_is_never_served_compared_or_mer
 
     def run(*extra, shots=1, limit=6, data=world["data"]):
         pytester.makepyfile(test_gate=IDENTITY_SUITE.format(shots=shots, limit=limit))
-        return pytester.runpytest_inprocess(f"--mmlu-model={model}", f"--mmlu-data={data}", f"--mmlu-adapter={adapter}",
-                                            "-p", "no:cacheprovider", f"--mmlu-cache-dir={cache}", *extra)
+        return pytester.runpytest_inprocess(
+            f"--mmlu-model={model}",
+            f"--mmlu-data={data}",
+            f"--mmlu-adapter={adapter}",
+            "-p",
+            "no:cacheprovider",
+            f"--mmlu-cache-dir={cache}",
+            *extra,
+        )
 
     def entry(report):
         return json.loads(report.read_text())["tests"][0]["evaluations"][0]
 
-    run(f"--mmlu-baseline={baseline}", "--mmlu-update-baseline", f"--mmlu-report={tmp_path / 'r0.json'}"
-        ).assert_outcomes(passed=1)
+    run(
+        f"--mmlu-baseline={baseline}", "--mmlu-update-baseline", f"--mmlu-report={tmp_path / 'r0.json'}"
+    ).assert_outcomes(passed=1)
     assert entry(tmp_path / "r0.json")["identity"]["adapter"] is not None
     run("--mmlu-shard=1/2", f"--mmlu-report={tmp_path / 's1.json'}").assert_outcomes(passed=1)
     assert entry(tmp_path / "s1.json")["from_cache"] is False
@@ -313,8 +349,11 @@ def test_an_evaluation_that_differs_in_one_field_is_never_served_compared_or_mer
                 patch.setattr("pytest_mmlu.session.SCORING_VERSION", 999)
             elif change == "software":
                 real = software._package_version
-                patch.setattr(software, "_package_version",
-                              lambda name: "9.9.9" if name == "tokenizers" else real(name))
+                patch.setattr(
+                    software,
+                    "_package_version",
+                    lambda name, real=real: "9.9.9" if name == "tokenizers" else real(name),
+                )
             elif isinstance(change, dict):
                 kwargs.update(change)
             else:

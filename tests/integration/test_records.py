@@ -22,7 +22,7 @@ def records(report_path) -> dict:
 
 
 # -- every gated test has a record ------------------------------------------------------------
-OUTCOMES = '''
+OUTCOMES = """
 import pytest
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_errors_in_teardown(mmlu_result, request):
 
 def test_not_mmlu():
     pass
-'''
+"""
 
 
 def test_every_mmlu_test_has_a_record_whatever_happens_to_it(pytester, tiny_model_dir, mmlu_csv_dir):
@@ -62,20 +62,31 @@ def test_every_mmlu_test_has_a_record_whatever_happens_to_it(pytester, tiny_mode
     result.assert_outcomes(passed=3, failed=1, errors=2, skipped=1)  # a teardown error counts twice
     found = records(report)
     assert {k: v["outcome"] for k, v in found.items()} == {
-        "test_passes": "passed", "test_fails_before_evaluating": "failed", "test_errors_in_setup": "error",
-        "test_skipped": "skipped", "test_errors_in_teardown": "error"}
+        "test_passes": "passed",
+        "test_fails_before_evaluating": "failed",
+        "test_errors_in_setup": "error",
+        "test_skipped": "skipped",
+        "test_errors_in_teardown": "error",
+    }
     assert found["test_fails_before_evaluating"]["breaches"] == [
-        "pytest-mmlu: accuracy floor 0.100 declared, never evaluated: the test failed before it evaluated"]
+        "pytest-mmlu: accuracy floor 0.100 declared, never evaluated: the test failed before it evaluated"
+    ]
     assert found["test_errors_in_setup"]["breaches"] == [
         "pytest-mmlu: MMLU evaluation anatomy 0-shot limit 2 declared, never evaluated: the test errored "
-        "before it evaluated"]
+        "before it evaluated"
+    ]
     assert found["test_skipped"]["verdicts"][0]["kind"] == "skipped" and not found["test_skipped"]["breaches"]
-    result.stdout.fnmatch_lines(["*MMLU summary*", "BREACH pytest-mmlu: accuracy floor 0.100 declared, never "
-                                 "evaluated: the test failed before it*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*MMLU summary*",
+            "BREACH pytest-mmlu: accuracy floor 0.100 declared, never evaluated: the test failed before it*",
+        ]
+    )
 
 
 def test_a_test_that_never_ran_has_a_record(pytester, tiny_model_dir, mmlu_csv_dir):
-    pytester.makepyfile(test_gate='''
+    pytester.makepyfile(
+        test_gate="""
 import pytest
 
 def test_fails_first():
@@ -84,16 +95,18 @@ def test_fails_first():
 @pytest.mark.mmlu(subjects="anatomy", shots=0, limit=2)
 def test_gated(mmlu_result):
     pass
-''')
+"""
+    )
     report = pytester.path / "r.json"
     run(pytester, tiny_model_dir, mmlu_csv_dir, f"--mmlu-report={report}", "-x").assert_outcomes(failed=1)
     found = records(report)
     assert found["test_gated"]["outcome"] == "not run"  # -x stopped the run before it
     assert found["test_gated"]["breaches"] == [
-        "pytest-mmlu: MMLU evaluation anatomy 0-shot limit 2 declared, never evaluated: the test did not run"]
+        "pytest-mmlu: MMLU evaluation anatomy 0-shot limit 2 declared, never evaluated: the test did not run"
+    ]
 
 
-CRASH = '''
+CRASH = """
 import os
 import pytest
 
@@ -105,7 +118,7 @@ def test_crashes(mmlu_result):
 @pytest.mark.mmlu(subjects="virology", shots=0, limit=2)
 def test_survives(mmlu_result):
     pass
-'''
+"""
 
 
 @pytest.mark.slow  # xdist workers start torch: 20 s
@@ -119,17 +132,20 @@ def test_a_test_whose_xdist_worker_crashed_has_a_record(pytester, tiny_model_dir
     assert found["test_crashes"]["outcome"] == "crashed"
     assert found["test_crashes"]["breaches"] == [
         "pytest-mmlu: MMLU evaluation anatomy 0-shot limit 2, accuracy floor 0.000 declared, never evaluated: "
-        "its worker crashed"]
+        "its worker crashed"
+    ]
 
 
 def merge(*args):
-    return subprocess.run([sys.executable, "-m", "pytest_mmlu.cli", "merge", *map(str, args)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_mmlu.cli", "merge", *map(str, args)], capture_output=True, text=True
+    )
 
 
 def test_a_gate_that_fails_before_evaluating_in_every_shard_fails_the_merge(pytester, tiny_model_dir, mmlu_csv_dir):
     """It was missing from the merged result, and merge exited 0."""
-    pytester.makepyfile(test_gate='''
+    pytester.makepyfile(
+        test_gate="""
 import pytest
 
 @pytest.mark.mmlu_accuracy_floor(0.1)
@@ -140,21 +156,25 @@ def test_body_fails_first(mmlu):
 @pytest.mark.mmlu(subjects="virology", shots=0, limit=4)
 def test_fine(mmlu_result):
     pass
-''')
+"""
+    )
     shards = [pytester.path / f"s{i}.json" for i in (1, 2)]
     for i, path in enumerate(shards, start=1):
         run(pytester, tiny_model_dir, mmlu_csv_dir, f"--mmlu-shard={i}/2", f"--mmlu-report={path}")
     out = merge(*shards, "-o", pytester.path / "m.json")
     assert out.returncode == 1, out.stdout
-    assert ("BREACH pytest-mmlu: accuracy floor 0.100 declared, never evaluated: the test failed before it "
-            "evaluated") in " ".join(out.stdout.split())
+    assert (
+        "BREACH pytest-mmlu: accuracy floor 0.100 declared, never evaluated: the test failed before it evaluated"
+    ) in " ".join(out.stdout.split())
     found = records(pytester.path / "m.json")
     assert found["test_body_fails_first"]["outcome"] == "failed" and found["test_fine"]["outcome"] == "passed"
 
 
-def test_a_test_that_evaluated_in_some_shards_only_is_never_judged_as_whole(pytester, tiny_model_dir, mmlu_csv_dir,
-                                                                           monkeypatch):
-    pytester.makepyfile(test_gate='''
+def test_a_test_that_evaluated_in_some_shards_only_is_never_judged_as_whole(
+    pytester, tiny_model_dir, mmlu_csv_dir, monkeypatch
+):
+    pytester.makepyfile(
+        test_gate="""
 import os
 import pytest
 
@@ -163,7 +183,8 @@ def test_flaky(mmlu):
     if os.environ.get("FAIL_HERE"):
         raise RuntimeError("only in this shard")
     mmlu.evaluate("anatomy", shots=0, limit=6)
-''')
+"""
+    )
     shards = [pytester.path / f"s{i}.json" for i in (1, 2)]
     run(pytester, tiny_model_dir, mmlu_csv_dir, "--mmlu-shard=1/2", f"--mmlu-report={shards[0]}")
     monkeypatch.setenv("FAIL_HERE", "1")
@@ -174,7 +195,7 @@ def test_flaky(mmlu):
 
 
 # -- marks at several levels --------------------------------------------------------------------
-LEVELS = '''
+LEVELS = """
 import pytest
 
 pytestmark = [pytest.mark.mmlu_accuracy_floor(0.99, per_subject={"virology": 0.2}),
@@ -187,7 +208,7 @@ class TestStacked:
     @pytest.mark.mmlu_accuracy_floor(0.0)
     def test_strictest(self, mmlu_result):
         pass
-'''
+"""
 
 
 def test_every_mark_at_every_level_applies(pytester, tiny_model_dir, mmlu_csv_dir):
@@ -202,17 +223,24 @@ def test_every_mark_at_every_level_applies(pytester, tiny_model_dir, mmlu_csv_di
     assert [v["kind"] for v in record["evaluations"][0]["verdicts"]] == ["budget"]
 
 
-@pytest.mark.parametrize("body,message", [
-    ('@pytest.mark.mmlu(subjects="anatomy")\nclass TestX:\n    @pytest.mark.mmlu(subjects="virology")\n'
-     '    def test_x(self, mmlu_result):\n        pass\n',
-     "*TestX::test_x: 2 @pytest.mark.mmlu marks apply (@pytest.mark.mmlu(subjects='virology') on the function; "
-     "@pytest.mark.mmlu(subjects='anatomy') on class TestX): a test declares one evaluation*"),
-    ('pytestmark = pytest.mark.mmlu_variant(quantization="int8")\n'
-     '@pytest.mark.mmlu_variant(quantization="int4")\ndef test_x(mmlu_model):\n    pass\n',
-     "*test_x: @pytest.mark.mmlu_variant(quantization='int4') on the function and "
-     "@pytest.mark.mmlu_variant(quantization='int8') in module test_gate.py give quantization two values: "
-     "give it once"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (
+            '@pytest.mark.mmlu(subjects="anatomy")\nclass TestX:\n    @pytest.mark.mmlu(subjects="virology")\n'
+            "    def test_x(self, mmlu_result):\n        pass\n",
+            "*TestX::test_x: 2 @pytest.mark.mmlu marks apply (@pytest.mark.mmlu(subjects='virology') on the function; "
+            "@pytest.mark.mmlu(subjects='anatomy') on class TestX): a test declares one evaluation*",
+        ),
+        (
+            'pytestmark = pytest.mark.mmlu_variant(quantization="int8")\n'
+            '@pytest.mark.mmlu_variant(quantization="int4")\ndef test_x(mmlu_model):\n    pass\n',
+            "*test_x: @pytest.mark.mmlu_variant(quantization='int4') on the function and "
+            "@pytest.mark.mmlu_variant(quantization='int8') in module test_gate.py give quantization two values: "
+            "give it once",
+        ),
+    ],
+)
 def test_marks_that_cannot_combine_are_a_collection_error(pytester, body, message):
     pytester.makepyfile(test_gate="import pytest\n" + body)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
@@ -227,25 +255,31 @@ def test_variant_marks_at_several_levels_join(pytester, tiny_model_dir, tmp_path
     adapter = tmp_path / "lora"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
-    pytester.makepyfile(test_gate=f'''
+    pytester.makepyfile(
+        test_gate=f"""
 import pytest
 pytestmark = pytest.mark.mmlu_variant(quantization="int8")
 @pytest.mark.mmlu_variant(adapter={str(adapter)!r})
 def test_x():
     pass
-''')
+"""
+    )
     items, _ = pytester.inline_genitems("-p", "no:cacheprovider")
     assert read_item_marks(items[0]).variant == VariantMark("int8", str(adapter.resolve()), None)
 
 
 # -- contradictory options -----------------------------------------------------------------------
 CONTRADICTIONS = [
-    (["--mmlu-shard=1/2", "--mmlu-baseline={tmp}/b.json", "--mmlu-update-baseline"],
-     "--mmlu-update-baseline (from command line --mmlu-update-baseline) contradicts --mmlu-shard 1/2 (from "
-     "command line --mmlu-shard): a shard holds part of each evaluation*"),
-    (["--mmlu-shard=1/2", "--mmlu-baseline={tmp}/b.json"],
-     "--mmlu-baseline {tmp}/b.json (from command line --mmlu-baseline) contradicts --mmlu-shard 1/2 *: a shard "
-     "judges no regression*"),
+    (
+        ["--mmlu-shard=1/2", "--mmlu-baseline={tmp}/b.json", "--mmlu-update-baseline"],
+        "--mmlu-update-baseline (from command line --mmlu-update-baseline) contradicts --mmlu-shard 1/2 (from "
+        "command line --mmlu-shard): a shard holds part of each evaluation*",
+    ),
+    (
+        ["--mmlu-shard=1/2", "--mmlu-baseline={tmp}/b.json"],
+        "--mmlu-baseline {tmp}/b.json (from command line --mmlu-baseline) contradicts --mmlu-shard 1/2 *: a shard "
+        "judges no regression*",
+    ),
     (["--mmlu-shard=2/3", "--mmlu-report-lm-eval={tmp}/lm"], "--mmlu-report-lm-eval * contradicts --mmlu-shard 2/3*"),
     (["--mmlu-merge-adapter"], "--mmlu-merge-adapter (from command line --mmlu-merge-adapter) needs --mmlu-adapter*"),
     (["--mmlu-no-cache", "--mmlu-cache-dir={tmp}/c"], "--mmlu-no-cache * contradicts --mmlu-cache-dir *"),
@@ -253,19 +287,23 @@ CONTRADICTIONS = [
     (["--mmlu-device=cpu", "--mmlu-quantization=nf4"], "--mmlu-quantization nf4 * contradicts --mmlu-device cpu *"),
     (["--mmlu-device=cpu", "--mmlu-device-map=auto"], "--mmlu-device-map auto * contradicts --mmlu-device cpu *"),
     (["--mmlu-revision=main"], "--mmlu-revision main * contradicts --mmlu-model *: a revision names a hub commit*"),
-    (["--mmlu-report={tmp}/b.json", "--mmlu-baseline={tmp}/b.json"],
-     "--mmlu-report {tmp}/b.json * contradicts --mmlu-baseline {tmp}/b.json *: they name the same file*"),
+    (
+        ["--mmlu-report={tmp}/b.json", "--mmlu-baseline={tmp}/b.json"],
+        "--mmlu-report {tmp}/b.json * contradicts --mmlu-baseline {tmp}/b.json *: they name the same file*",
+    ),
     (["--mmlu-fewshot-as-multiturn"], "--mmlu-fewshot-as-multiturn from * needs --mmlu-chat-template*"),
 ]
 
 
-@pytest.mark.parametrize("args,line", CONTRADICTIONS, ids=[c[1].split(" ")[0] + "+" + str(i)
-                                                           for i, c in enumerate(CONTRADICTIONS)])
+@pytest.mark.parametrize(
+    "args,line", CONTRADICTIONS, ids=[c[1].split(" ")[0] + "+" + str(i) for i, c in enumerate(CONTRADICTIONS)]
+)
 def test_contradictory_options_are_refused_at_start_up_naming_both(pytester, tiny_model_dir, args, line):
     pytester.makepyfile("def test_x():\n    pass\n")
     tmp = str(pytester.path)
-    result = pytester.runpytest_inprocess(f"--mmlu-model={tiny_model_dir}", "-p", "no:cacheprovider",
-                                          *(a.format(tmp=tmp) for a in args))
+    result = pytester.runpytest_inprocess(
+        f"--mmlu-model={tiny_model_dir}", "-p", "no:cacheprovider", *(a.format(tmp=tmp) for a in args)
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*pytest-mmlu: {line.format(tmp=tmp)}"])
 
@@ -290,7 +328,8 @@ def test_one_evaluation_asked_by_two_specs_is_recorded_as_each_asked(pytester, t
     """limit=None and limit=50 of a 6-question subject are the same questions (one identity):
     the cache served the first spec's result, labelled limit None, to the second, whose
     baseline entry and full-precision reference were then not found."""
-    pytester.makepyfile(test_gate='''
+    pytester.makepyfile(
+        test_gate="""
 import pytest
 
 @pytest.mark.mmlu(subjects=["anatomy", "virology"], shots=0)
@@ -302,7 +341,8 @@ def test_all(mmlu_result):
 @pytest.mark.mmlu_no_regression(max_drop=1.0)
 def test_limit_50(mmlu_result):
     assert mmlu_result.limit == 50 and mmlu_result.label == "virology,anatomy"
-''')
+"""
+    )
     cache, baseline = f"--mmlu-cache-dir={tmp_path / 'c'}", f"--mmlu-baseline={tmp_path / 'b.json'}"
     args = (f"--mmlu-model={tiny_model_dir}", f"--mmlu-data={mmlu_csv_dir}", "-p", "no:cacheprovider", cache, baseline)
     pytester.runpytest_inprocess(*args, "--mmlu-update-baseline").assert_outcomes(passed=2)
@@ -313,7 +353,7 @@ def test_limit_50(mmlu_result):
     assert found["test_limit_50"]["evaluations"][0]["limit"] == 50
 
 
-XFAIL = '''
+XFAIL = """
 import pytest
 
 @pytest.mark.mmlu(subjects=["anatomy", "virology"], shots=0, limit=6)
@@ -321,7 +361,7 @@ import pytest
 @pytest.mark.xfail(reason="a floor known to fail", strict={strict})
 def test_known_to_fail(mmlu_result):
     pass
-'''
+"""
 
 
 def test_an_expected_failure_is_never_written_into_the_baseline(pytester, tiny_model_dir, mmlu_csv_dir):
@@ -329,7 +369,9 @@ def test_an_expected_failure_is_never_written_into_the_baseline(pytester, tiny_m
     baseline = pytester.path / "b.json"
     result = run(pytester, tiny_model_dir, mmlu_csv_dir, f"--mmlu-baseline={baseline}", "--mmlu-update-baseline")
     result.assert_outcomes(xfailed=1)
-    result.stdout.fnmatch_lines(["*baseline NOT written to*", "*a gate of test_gate.py::test_known_to_fail did not hold*"])
+    result.stdout.fnmatch_lines(
+        ["*baseline NOT written to*", "*a gate of test_gate.py::test_known_to_fail did not hold*"]
+    )
     assert not baseline.exists()
 
 
@@ -348,7 +390,8 @@ def test_a_strict_xfail_gets_the_unsharded_verdict_at_merge(pytester, tiny_model
 
 
 def test_a_breach_in_set_up_stands_when_a_later_fixture_skips(pytester, tiny_model_dir, mmlu_csv_dir):
-    pytester.makepyfile(test_gate='''
+    pytester.makepyfile(
+        test_gate="""
 import pytest
 
 @pytest.fixture
@@ -359,7 +402,8 @@ def later():
 @pytest.mark.mmlu_accuracy_floor(0.99)
 def test_x(mmlu_result, later):
     pass
-''')
+"""
+    )
     result = run(pytester, tiny_model_dir, mmlu_csv_dir)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*MMLU accuracy * < floor 0.990*"])

@@ -9,7 +9,7 @@ import sys
 import pytest
 from factories import save_answer_a_model, write_mmlu_csvs
 
-SUITE = '''
+SUITE = """
 import pytest
 
 @pytest.mark.mmlu(subjects=["anatomy", "virology", "marketing", "nutrition", "sociology", "philosophy"],
@@ -17,7 +17,7 @@ import pytest
 @pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.05)
 def test_no_regression(mmlu_result):
     pass
-'''
+"""
 SUBJECTS = ["anatomy", "virology", "marketing", "nutrition", "sociology", "philosophy"]
 
 
@@ -34,8 +34,9 @@ def world(tmp_path_factory):
 
 
 def run(pytester, world, model="good", data="data", *extra):
-    return pytester.runpytest_inprocess("--mmlu-model", str(world[model]), "--mmlu-data",
-                                        str(world[data]), "-p", "no:cacheprovider", *extra)
+    return pytester.runpytest_inprocess(
+        "--mmlu-model", str(world[model]), "--mmlu-data", str(world[data]), "-p", "no:cacheprovider", *extra
+    )
 
 
 def test_baseline_gate_end_to_end(pytester, world):
@@ -44,12 +45,18 @@ def test_baseline_gate_end_to_end(pytester, world):
 
     result = run(pytester, world, "good", "data", "--mmlu-baseline", str(baseline))
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"MMLU baseline {baseline} does not exist; create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"])
+    result.stdout.fnmatch_lines(
+        [
+            f"MMLU baseline {baseline} does not exist; create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"
+        ]
+    )
 
     result = run(pytester, world, "good", "data", "--mmlu-baseline", str(baseline), "--mmlu-update-baseline")
     result.assert_outcomes(passed=1)
     # The summary wraps at 100 columns: the note may span lines.
-    assert f"pytest-mmlu: wrote baseline {baseline}: 1 evaluations from 1 tests" in " ".join(result.stdout.str().split())
+    assert f"pytest-mmlu: wrote baseline {baseline}: 1 evaluations from 1 tests" in " ".join(
+        result.stdout.str().split()
+    )
     stored = json.loads(baseline.read_text())
     assert stored["schema"] == 1 and stored["tests"][0]["evaluations"][0]["accuracy"] > 0.7
 
@@ -61,32 +68,61 @@ def test_baseline_gate_end_to_end(pytester, world):
     # A deliberately degraded release fails with the McNemar line.
     result = run(pytester, world, "degraded", "data", "--mmlu-baseline", str(baseline))
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["MMLU regression vs baseline: 0.* -> 0.* (n=60; * lost, * gained; McNemar p=0.0* < 0.05)"])
+    result.stdout.fnmatch_lines(
+        ["MMLU regression vs baseline: 0.* -> 0.* (n=60; * lost, * gained; McNemar p=0.0* < 0.05)"]
+    )
 
     # Other data: refused, saying how to refresh the baseline.
     result = run(pytester, world, "good", "other_data", "--mmlu-baseline", str(baseline))
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*was made on other data (fingerprint differs); create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"])
+    result.stdout.fnmatch_lines(
+        [
+            "*was made on other data (fingerprint differs); create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"
+        ]
+    )
 
     # A failing run never updates the baseline.
     before = baseline.read_text()
-    result = run(pytester, world, "degraded", "data", "--mmlu-baseline", str(baseline), "--mmlu-update-baseline",
-                 "-k", "nothing_matches_so_no_tests_run")
-    result = run(pytester, world, "good", "data", "--mmlu-baseline", str(baseline), "--mmlu-update-baseline",
-                 "--mmlu-batch-size", "0")
+    result = run(
+        pytester,
+        world,
+        "degraded",
+        "data",
+        "--mmlu-baseline",
+        str(baseline),
+        "--mmlu-update-baseline",
+        "-k",
+        "nothing_matches_so_no_tests_run",
+    )
+    result = run(
+        pytester,
+        world,
+        "good",
+        "data",
+        "--mmlu-baseline",
+        str(baseline),
+        "--mmlu-update-baseline",
+        "--mmlu-batch-size",
+        "0",
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    pytester.makepyfile(test_extra='import pytest\n@pytest.mark.mmlu(subjects="anatomy", shots=0, limit=5)\n'
-                                   '@pytest.mark.mmlu_accuracy_floor(0.99)\ndef test_floor(mmlu_result):\n    pass\n')
+    pytester.makepyfile(
+        test_extra='import pytest\n@pytest.mark.mmlu(subjects="anatomy", shots=0, limit=5)\n'
+        "@pytest.mark.mmlu_accuracy_floor(0.99)\ndef test_floor(mmlu_result):\n    pass\n"
+    )
     result = run(pytester, world, "degraded", "data", "--mmlu-baseline", str(baseline), "--mmlu-update-baseline")
-    assert (f"pytest-mmlu: baseline NOT written to {baseline}: the run did not pass (exit status 1)"
-            in " ".join(result.stdout.str().split()))  # the summary wraps at 100 columns
+    assert f"pytest-mmlu: baseline NOT written to {baseline}: the run did not pass (exit status 1)" in " ".join(
+        result.stdout.str().split()
+    )  # the summary wraps at 100 columns
     assert baseline.read_text() == before
 
 
 def test_missing_entry_and_stale_baseline(pytester, world):
     pytester.makepyfile(test_gate=SUITE)
     baseline = pytester.path / "degraded.json"
-    run(pytester, world, "degraded", "data", "--mmlu-baseline", str(baseline), "--mmlu-update-baseline").assert_outcomes(passed=1)
+    run(
+        pytester, world, "degraded", "data", "--mmlu-baseline", str(baseline), "--mmlu-update-baseline"
+    ).assert_outcomes(passed=1)
 
     result = run(pytester, world, "good", "data", "--mmlu-baseline", str(baseline))
     result.assert_outcomes(passed=1)
@@ -95,7 +131,11 @@ def test_missing_entry_and_stale_baseline(pytester, world):
     pytester.makepyfile(test_gate=SUITE.replace("test_no_regression", "test_renamed"))
     result = run(pytester, world, "good", "data", "--mmlu-baseline", str(baseline))
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["MMLU baseline * has no entry for *test_gate.py::test_renamed (anatomy,*, 2-shot, limit 10); create or refresh it*"])
+    result.stdout.fnmatch_lines(
+        [
+            "MMLU baseline * has no entry for *test_gate.py::test_renamed (anatomy,*, 2-shot, limit 10); create or refresh it*"
+        ]
+    )
 
 
 def test_result_cache(pytester, world, tmp_path, monkeypatch):
@@ -134,15 +174,29 @@ def test_github_summary_chart_and_compare(pytester, world, monkeypatch):
     summary, chart = pytester.path / "summary.md", pytester.path / "chart.png"
     run(pytester, world, "good", "data", "--mmlu-baseline", str(base), "--mmlu-update-baseline")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    run(pytester, world, "degraded", "data", "--mmlu-baseline", str(base), "--mmlu-report", str(new),
-        "--mmlu-chart", str(chart)).assert_outcomes(failed=1)
+    run(
+        pytester,
+        world,
+        "degraded",
+        "data",
+        "--mmlu-baseline",
+        str(base),
+        "--mmlu-report",
+        str(new),
+        "--mmlu-chart",
+        str(chart),
+    ).assert_outcomes(failed=1)
     text = summary.read_text()
-    assert "| test | subjects | shots | n | accuracy | 95% CI | floor | vs baseline | peak / budget (GiB) | verdict |" in text
+    assert (
+        "| test | subjects | shots | n | accuracy | 95% CI | floor | vs baseline | peak / budget (GiB) | verdict |"
+        in text
+    )
     assert "(regressed)" in text and "❌ MMLU regression vs baseline" in text
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    out = subprocess.run([sys.executable, "-m", "pytest_mmlu.cli", "compare", str(base), str(new)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_mmlu.cli", "compare", str(base), str(new)], capture_output=True, text=True
+    )
     assert out.returncode == 1
     assert "subject" in out.stdout and "anatomy" in out.stdout
     assert "REGRESSED" in out.stdout and "McNemar p(worse)=" in out.stdout
@@ -152,7 +206,9 @@ def test_chart_without_matplotlib_says_how(pytester, world, monkeypatch):
     pytester.makepyfile(test_gate=SUITE.replace("@pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.05)\n", ""))
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = run(pytester, world, "good", "data", "--mmlu-chart", str(pytester.path / "c.png"))
-    result.stdout.fnmatch_lines(["pytest-mmlu: chart not written: --mmlu-chart needs matplotlib: pip install 'pytest-mmlu[chart]'"])
+    result.stdout.fnmatch_lines(
+        ["pytest-mmlu: chart not written: --mmlu-chart needs matplotlib: pip install 'pytest-mmlu[chart]'"]
+    )
 
 
 def test_foreign_baseline_file_is_a_usage_error(pytester, world):
@@ -161,7 +217,11 @@ def test_foreign_baseline_file_is_a_usage_error(pytester, world):
     bad.write_text('{"schema": 7, "tests": []}')
     result = run(pytester, world, "good", "data", "--mmlu-baseline", str(bad))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*baseline from command line --mmlu-baseline: *report schema 7 is not supported; this pytest-mmlu reads schema 1*"])
+    result.stderr.fnmatch_lines(
+        [
+            "*baseline from command line --mmlu-baseline: *report schema 7 is not supported; this pytest-mmlu reads schema 1*"
+        ]
+    )
 
 
 def test_old_or_foreign_reports_fail_clearly(tmp_path):
@@ -183,9 +243,17 @@ def test_cache_lives_in_pytest_cache_and_cache_clear_empties_it(pytester, world)
 
     def from_cache(*extra):
         # --rootdir: .pytest_cache lives in the test project, as in a real one
-        pytester.runpytest_inprocess("--mmlu-model", str(world["good"]), "--mmlu-data", str(world["data"]),
-                                     "--mmlu-report", str(report), "--rootdir", str(pytester.path),
-                                     *extra).assert_outcomes(passed=1)
+        pytester.runpytest_inprocess(
+            "--mmlu-model",
+            str(world["good"]),
+            "--mmlu-data",
+            str(world["data"]),
+            "--mmlu-report",
+            str(report),
+            "--rootdir",
+            str(pytester.path),
+            *extra,
+        ).assert_outcomes(passed=1)
         return json.loads(report.read_text())["tests"][0]["evaluations"][0]["from_cache"]
 
     assert not from_cache()

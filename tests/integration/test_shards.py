@@ -13,7 +13,7 @@ from factories import save_answer_a_model, write_mmlu_csvs
 from pytest_mmlu.mmlu.shards import Shard, ShardedData, parse_shard, shard_of
 
 SUBJECTS = ["anatomy", "virology", "marketing", "nutrition", "sociology", "philosophy"]
-SUITE = '''
+SUITE = """
 import pytest
 
 @pytest.mark.mmlu(subjects=["anatomy", "virology", "marketing", "nutrition", "sociology", "philosophy"],
@@ -37,7 +37,7 @@ def test_floor_met(mmlu_result):
 def test_fixture_style(mmlu):
     mmlu.evaluate(subjects="anatomy", shots=0, limit=1)  # one question: one shard has none of it
     mmlu.evaluate(subjects=["nutrition", "sociology"], shots=0, limit=7)
-'''
+"""
 
 
 # -- assignment ---------------------------------------------------------------------------------
@@ -54,15 +54,21 @@ def test_shards_partition_every_evaluation_and_are_stable_when_subjects_are_adde
     few, more = _Data(["anatomy", "virology"], 50), _Data(["anatomy", "virology", "marketing", "law"], 50)
     for count in (1, 2, 3, 5):
         for subject in ("anatomy", "virology"):
-            parts = [[q.index for q in ShardedData(few, Shard(i, count)).test_questions(subject, None)]
-                     for i in range(1, count + 1)]
+            parts = [
+                [q.index for q in ShardedData(few, Shard(i, count)).test_questions(subject, None)]
+                for i in range(1, count + 1)
+            ]
             assert sorted(i for p in parts for i in p) == list(range(50))  # each question exactly once
             # Adding subjects moves no question: the same shard holds the same questions.
-            assert parts == [[q.index for q in ShardedData(more, Shard(i, count)).test_questions(subject, None)]
-                             for i in range(1, count + 1)]
+            assert parts == [
+                [q.index for q in ShardedData(more, Shard(i, count)).test_questions(subject, None)]
+                for i in range(1, count + 1)
+            ]
             # A limit takes a prefix of the subject and keeps each question in its shard.
-            limited = [[q.index for q in ShardedData(few, Shard(i, count)).test_questions(subject, 20)]
-                       for i in range(1, count + 1)]
+            limited = [
+                [q.index for q in ShardedData(few, Shard(i, count)).test_questions(subject, 20)]
+                for i in range(1, count + 1)
+            ]
             assert limited == [[i for i in p if i < 20] for p in parts]
     sizes = [sum(shard_of(s, i, 3) == k for s in SUBJECTS for i in range(100)) for k in (1, 2, 3)]
     assert min(sizes) > 150  # 600 questions spread over 3 shards, not piled into one
@@ -87,25 +93,40 @@ def world(tmp_path_factory):
 
 
 def run(pytester, world, model, *extra):
-    return pytester.runpytest_inprocess("--mmlu-model", str(world[model]), "--mmlu-data", str(world["data"]),
-                                        "-p", "no:cacheprovider", "--mmlu-no-cache", *extra)
+    return pytester.runpytest_inprocess(
+        "--mmlu-model",
+        str(world[model]),
+        "--mmlu-data",
+        str(world["data"]),
+        "-p",
+        "no:cacheprovider",
+        "--mmlu-no-cache",
+        *extra,
+    )
 
 
 def merge(*args):
-    return subprocess.run([sys.executable, "-m", "pytest_mmlu.cli", "merge", *map(str, args)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_mmlu.cli", "merge", *map(str, args)], capture_output=True, text=True
+    )
 
 
 def per_question(report):
-    return {(t["nodeid"], i): [(q["subject"], q["index"], q["target"], q["prediction"], q["loglikelihoods"])
-                               for q in ev["questions"]]
-            for t in report["tests"] for i, ev in enumerate(t["evaluations"])}
+    return {
+        (t["nodeid"], i): [
+            (q["subject"], q["index"], q["target"], q["prediction"], q["loglikelihoods"]) for q in ev["questions"]
+        ]
+        for t in report["tests"]
+        for i, ev in enumerate(t["evaluations"])
+    }
 
 
 def verdicts(report):
-    return {(t["nodeid"], i): (ev["n"], ev["accuracy"], sorted(ev["breaches"]),
-                               (ev.get("regression") or {}).get("verdict"))
-            for t in report["tests"] for i, ev in enumerate(t["evaluations"])}
+    return {
+        (t["nodeid"], i): (ev["n"], ev["accuracy"], sorted(ev["breaches"]), (ev.get("regression") or {}).get("verdict"))
+        for t in report["tests"]
+        for i, ev in enumerate(t["evaluations"])
+    }
 
 
 def test_two_shards_plus_merge_equal_one_unsharded_run(pytester, world):
@@ -118,15 +139,15 @@ def test_two_shards_plus_merge_equal_one_unsharded_run(pytester, world):
     whole = pytester.path / "whole.json"
     result = run(pytester, world, "degraded", "--mmlu-baseline", baseline, "--mmlu-report", whole)
     result.assert_outcomes(passed=1, failed=3)
-    whole_summary = result.stdout.lines[result.stdout.lines.index(
-        next(ln for ln in result.stdout.lines if "MMLU summary" in ln)) + 1:]
+    whole_summary = result.stdout.lines[
+        result.stdout.lines.index(next(ln for ln in result.stdout.lines if "MMLU summary" in ln)) + 1 :
+    ]
 
     shards = [pytester.path / f"shard-{i}.json" for i in (1, 2)]
     for i, path in enumerate(shards, start=1):
         result = run(pytester, world, "degraded", "--mmlu-shard", f"{i}/2", "--mmlu-report", path)
         result.assert_outcomes(passed=4)  # floors and no-regression wait for the whole
-        result.stdout.fnmatch_lines(["*test_gate.py::test_floor_missed_on_the_whole",
-                                     "*anatomy,virology*at merge"])
+        result.stdout.fnmatch_lines(["*test_gate.py::test_floor_missed_on_the_whole", "*anatomy,virology*at merge"])
         data = json.loads(path.read_text())
         assert data["shard"] == {"index": i, "count": 2}
         n = sum(ev["n"] for t in data["tests"] for ev in t["evaluations"])
@@ -156,8 +177,9 @@ def test_two_shards_plus_merge_equal_one_unsharded_run(pytester, world):
     assert gist(merged_lines) == gist(whole_summary)
     # 100 columns, except a path longer than a line, which is never broken: it stands alone
     # (pytest's tmp paths under xdist run past 100 characters).
-    assert all(len(line) <= 100 or len(line.split()) == 1 for line in merged_lines), \
-        [line for line in merged_lines if len(line) > 100]
+    assert all(len(line) <= 100 or len(line.split()) == 1 for line in merged_lines), [
+        line for line in merged_lines if len(line) > 100
+    ]
 
 
 def test_merge_refuses_what_it_cannot_join(pytester, world):
@@ -172,9 +194,15 @@ def test_merge_refuses_what_it_cannot_join(pytester, world):
     cases = [
         ([paths["s1"]], "incomplete set of shards: missing 2/2 (have 1/2 from *s1.json)"),
         ([paths["s1"], paths["s1"]], "shard 1/2 given twice: *"),
-        ([paths["s1"], paths["s2_batch"]], "shards made with different settings (batch_size): batch_size is "
-                                           "'auto' in *s1.json (shard 1/2), 2 in *s2_batch.json (shard 2/2)"),
-        ([paths["s1"], paths["s2_model"]], "shards made with different models: model is '*good' in *, '*degraded' in *"),
+        (
+            [paths["s1"], paths["s2_batch"]],
+            "shards made with different settings (batch_size): batch_size is "
+            "'auto' in *s1.json (shard 1/2), 2 in *s2_batch.json (shard 2/2)",
+        ),
+        (
+            [paths["s1"], paths["s2_model"]],
+            "shards made with different models: model is '*good' in *, '*degraded' in *",
+        ),
         ([paths["s1"], paths["whole"]], "*whole.json: not a shard report (it was not made with --mmlu-shard I/N)"),
     ]
     for args, message in cases:

@@ -21,8 +21,9 @@ WORKFLOW = ROOT / "examples" / "github-workflow.yml"
 def schema_check(path: Path) -> subprocess.CompletedProcess:
     tool = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which("check-jsonschema")
     assert tool, "check-jsonschema is a dev dependency (pip install -e '.[dev]')"
-    return subprocess.run([tool, "--builtin-schema", "vendor.github-workflows", str(path)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [tool, "--builtin-schema", "vendor.github-workflows", str(path)], capture_output=True, text=True
+    )
 
 
 def test_the_workflow_validates_against_github_s_schema(tmp_path):
@@ -30,8 +31,11 @@ def test_the_workflow_validates_against_github_s_schema(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     # The check can fail: a job without runs-on, a misspelt key.
     broken = tmp_path / "broken.yml"
-    broken.write_text(WORKFLOW.read_text().replace("    runs-on: ubuntu-latest\n    timeout-minutes: 15\n",
-                                                   "    timeout-minutes: 15\n"))
+    broken.write_text(
+        WORKFLOW.read_text().replace(
+            "    runs-on: ubuntu-latest\n    timeout-minutes: 15\n", "    timeout-minutes: 15\n"
+        )
+    )
     assert schema_check(broken).returncode != 0
     broken.write_text(WORKFLOW.read_text().replace("strategy:", "stratgy:"))
     assert schema_check(broken).returncode != 0
@@ -79,8 +83,10 @@ def test_the_merge_command_of_the_workflow_runs(tmp_path, monkeypatch, capsys):
     (merge_command,) = [r for r in runs(flow["jobs"]["merge"]) if r.startswith("pytest-mmlu merge")]
     monkeypatch.chdir(tmp_path)
     for i in (1, 2):
-        write_json_atomic(tmp_path / f"mmlu-shard-{i}.json", {
-            "schema": 1, "shard": {"index": i, "count": 3}, "settings": {}, "tests": []})
+        write_json_atomic(
+            tmp_path / f"mmlu-shard-{i}.json",
+            {"schema": 1, "shard": {"index": i, "count": 3}, "settings": {}, "tests": []},
+        )
     argv = []
     for word in shlex.split(merge_command)[1:]:
         argv.extend(sorted(str(p.name) for p in tmp_path.glob(word)) if "*" in word else [word])

@@ -22,19 +22,48 @@ from pytest_mmlu.reports.lm_eval_write import write_lm_eval
 
 RULE = NoRegression(0.02, 0.05)
 HOW = "create or refresh it with --mmlu-baseline PATH --mmlu-update-baseline"
-TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-            "{% if add_generation_prompt %}<assistant>{% endif %}")
+TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 
 
 def entry(data: MmluData, right=(True, True, True), prompt_format=None) -> dict:
-    questions = [QuestionResult.scored("anatomy", i, 0, (-0.1, -2.0, -3.0, -4.0) if ok else (-2.0, -0.1, -3.0, -4.0))
-                 for i, ok in enumerate(right)]
-    result = EvaluationResult(("anatomy",), 1, len(right), "anatomy", questions, 0, None, 1, [1], 0.0, 0, "cpu",
-                              "float32", data_fingerprint=data.fingerprint(["anatomy"]), prompt_format=prompt_format)
+    questions = [
+        QuestionResult.scored("anatomy", i, 0, (-0.1, -2.0, -3.0, -4.0) if ok else (-2.0, -0.1, -3.0, -4.0))
+        for i, ok in enumerate(right)
+    ]
+    result = EvaluationResult(
+        ("anatomy",),
+        1,
+        len(right),
+        "anatomy",
+        questions,
+        0,
+        None,
+        1,
+        [1],
+        0.0,
+        0,
+        "cpu",
+        "float32",
+        data_fingerprint=data.fingerprint(["anatomy"]),
+        prompt_format=prompt_format,
+    )
     result.identity = evaluation_identity(
-        model="sha256:m", quantization="none", adapter=None, merge_adapter=False, dtype="float32", device="cpu",
-        prompt_format=prompt_format, data=data.fingerprint(["anatomy"]),
-        questions=[("anatomy", i) for i in range(len(right))], shots=1, scoring=1, software={})
+        model="sha256:m",
+        quantization="none",
+        adapter=None,
+        merge_adapter=False,
+        dtype="float32",
+        device="cpu",
+        prompt_format=prompt_format,
+        data=data.fingerprint(["anatomy"]),
+        questions=[("anatomy", i) for i in range(len(right))],
+        shots=1,
+        scoring=1,
+        software={},
+    )
     return result.to_dict()
 
 
@@ -49,8 +78,12 @@ def datas(tmp_path_factory):
 
 
 def lm_eval_files(tmp_path, data, ev, tokenizer=None) -> str:
-    write_lm_eval(tmp_path, {"tests": [{"nodeid": "t", "evaluations": [ev]}], "model": {"model": "m"},
-                             "data": data.spec}, data, tokenizer)
+    write_lm_eval(
+        tmp_path,
+        {"tests": [{"nodeid": "t", "evaluations": [ev]}], "model": {"model": "m"}, "data": data.spec},
+        data,
+        tokenizer,
+    )
     return str(next(tmp_path.rglob("results_*.json")))
 
 
@@ -62,8 +95,10 @@ def test_an_lm_eval_run_checked_on_other_data_is_never_compared_as_this_runs(tmp
     baseline = LmEvalBaseline.load(path, b)
     verdict = regression("t", entry(a), RULE, baseline)
     assert verdict.kind == "missing-baseline"
-    assert verdict.line == f"MMLU baseline entry for t (anatomy, 1-shot, limit 3) was made on other data " \
-                           f"(fingerprint differs); {HOW}"
+    assert (
+        verdict.line == f"MMLU baseline entry for t (anatomy, 1-shot, limit 3) was made on other data "
+        f"(fingerprint differs); {HOW}"
+    )
     assert regression("t", entry(b), RULE, LmEvalBaseline.load(path, b)).kind == "unchanged"
 
 
@@ -73,13 +108,18 @@ def test_an_lm_eval_chat_run_with_other_few_shot_examples_cannot_serve(tmp_path,
     a, b = datas
     tokenizer = make_tokenizer()
     tokenizer.chat_template = TEMPLATE
-    chat = {"chat_template": True, "chat_template_sha256": hashlib.sha256(TEMPLATE.encode()).hexdigest(),
-            "fewshot_as_multiturn": True, "system_instruction": None}
+    chat = {
+        "chat_template": True,
+        "chat_template_sha256": hashlib.sha256(TEMPLATE.encode()).hexdigest(),
+        "fewshot_as_multiturn": True,
+        "system_instruction": None,
+    }
     path = lm_eval_files(tmp_path, b, entry(b, prompt_format=chat), tokenizer)
     other = regression("t", entry(a, prompt_format=chat), RULE, LmEvalBaseline.load(path, a, lambda: tokenizer))
     assert other.kind == "missing-baseline"
-    assert other.line.endswith("lm-eval's prompt for anatomy#0 differs from this run's (other few-shot examples "
-                               "or template)")
+    assert other.line.endswith(
+        "lm-eval's prompt for anatomy#0 differs from this run's (other few-shot examples or template)"
+    )
     same = regression("t", entry(b, prompt_format=chat), RULE, LmEvalBaseline.load(path, b, lambda: tokenizer))
     assert same.kind == "unchanged"
     no_tokenizer = regression("t", entry(b, prompt_format=chat), RULE, LmEvalBaseline.load(path, b))
@@ -91,8 +131,10 @@ def test_a_baseline_whose_scores_are_not_finite_cannot_serve(tmp_path, datas):
     nan = entry(a)
     nan["questions"][1]["loglikelihoods"][0] = math.nan  # NaN > x is False: an argmax would answer A
     ours = regression("t", entry(a), RULE, Baseline({"tests": [{"nodeid": "t", "evaluations": [nan]}]}, "b.json"))
-    assert ours.line == (f"MMLU baseline entry for t (anatomy, 1-shot, limit 3) has scores that are not finite for "
-                         f"1 questions (anatomy#1); {HOW}")
+    assert ours.line == (
+        f"MMLU baseline entry for t (anatomy, 1-shot, limit 3) has scores that are not finite for "
+        f"1 questions (anatomy#1); {HOW}"
+    )
     path = lm_eval_files(tmp_path, a, entry(a))
     samples = next(tmp_path.rglob("samples_*.jsonl"))
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
@@ -106,23 +148,52 @@ def test_a_variant_s_entry_is_never_the_full_model_s_baseline():
     from pytest_mmlu.identity import with_questions
 
     def ev(variant, right):
-        e = {"subjects": ["anatomy"], "label": "anatomy", "shots": 0, "limit": 4, "n": 4, "variant": variant,
-             "per_subject": {}, "dtype": "float32", "data_fingerprint": "d",
-             "questions": [{"subject": "anatomy", "index": i, "target": 0, "prediction": 0 if ok else 1,
-                            "loglikelihoods": [0.0] * 4} for i, ok in enumerate(right)]}
-        e["identity"] = with_questions({"quantization": "none" if variant == "full" else variant, "adapter": None,
-                                        "merge_adapter": False, "dtype": "float32", "prompt": None, "data": "d",
-                                        "shots": 0}, [("anatomy", i) for i in range(4)])
+        e = {
+            "subjects": ["anatomy"],
+            "label": "anatomy",
+            "shots": 0,
+            "limit": 4,
+            "n": 4,
+            "variant": variant,
+            "per_subject": {},
+            "dtype": "float32",
+            "data_fingerprint": "d",
+            "questions": [
+                {
+                    "subject": "anatomy",
+                    "index": i,
+                    "target": 0,
+                    "prediction": 0 if ok else 1,
+                    "loglikelihoods": [0.0] * 4,
+                }
+                for i, ok in enumerate(right)
+            ],
+        }
+        e["identity"] = with_questions(
+            {
+                "quantization": "none" if variant == "full" else variant,
+                "adapter": None,
+                "merge_adapter": False,
+                "dtype": "float32",
+                "prompt": None,
+                "data": "d",
+                "shots": 0,
+            },
+            [("anatomy", i) for i in range(4)],
+        )
         return e
 
-    baseline = Baseline({"tests": [{"nodeid": "t", "evaluations": [ev("int8", [False] * 4), ev("full", [True] * 4)]}]},
-                        "b.json")
+    baseline = Baseline(
+        {"tests": [{"nodeid": "t", "evaluations": [ev("int8", [False] * 4), ev("full", [True] * 4)]}]}, "b.json"
+    )
     assert regression("t", ev("full", [True] * 4), NoRegression(0.02, 0.5), baseline).kind == "unchanged"
     assert regression("t", ev("int8", [False] * 4), NoRegression(0.02, 0.5), baseline).kind == "unchanged"
     only_int8 = Baseline({"tests": [{"nodeid": "t", "evaluations": [ev("int8", [True] * 4)]}]}, "b.json")
     line = regression("t", ev("full", [True] * 4), RULE, only_int8).line
-    assert line == ("MMLU baseline entry for t (anatomy, 0-shot, limit 4) was made with another quantization "
-                    f"(int8 in baseline, none in this run); {HOW}")
+    assert line == (
+        "MMLU baseline entry for t (anatomy, 0-shot, limit 4) was made with another quantization "
+        f"(int8 in baseline, none in this run); {HOW}"
+    )
 
 
 def test_updating_the_baseline_never_records_a_regression(pytester, tmp_path):
@@ -130,19 +201,28 @@ def test_updating_the_baseline_never_records_a_regression(pytester, tmp_path):
     data = write_mmlu_csvs(root / "data", ["anatomy", "virology"], n_test=10, n_dev=2, seed=3, a_share=0.8)
     good = save_answer_a_model(root / "good", boost=8.0)
     degraded = save_answer_a_model(root / "degraded", boost=0.0, noise=0.05)
-    pytester.makepyfile(test_gate='''
+    pytester.makepyfile(
+        test_gate="""
 import pytest
 
 @pytest.mark.mmlu(subjects=["anatomy", "virology"], shots=1, limit=10)
 @pytest.mark.mmlu_no_regression()
 def test_gate(mmlu_result):
     pass
-''')
+"""
+    )
     baseline = pytester.path / "baseline.json"
 
     def run(model):
-        return pytester.runpytest_inprocess(f"--mmlu-model={model}", f"--mmlu-data={data}", "-p", "no:cacheprovider",
-                                            "--mmlu-no-cache", f"--mmlu-baseline={baseline}", "--mmlu-update-baseline")
+        return pytester.runpytest_inprocess(
+            f"--mmlu-model={model}",
+            f"--mmlu-data={data}",
+            "-p",
+            "no:cacheprovider",
+            "--mmlu-no-cache",
+            f"--mmlu-baseline={baseline}",
+            "--mmlu-update-baseline",
+        )
 
     run(good).assert_outcomes(passed=1)
     written = baseline.read_text()
@@ -155,8 +235,10 @@ def test_gate(mmlu_result):
 def test_compare_checks_its_thresholds_as_the_marker_does(tmp_path, capsys):
     from pytest_mmlu.cli import main
 
-    for args, message in ((["--max-drop", "2"], "--max-drop must be in [0, 1], got 2"),
-                          (["--alpha", "0"], "--alpha must be strictly between 0 and 1, got 0")):
+    for args, message in (
+        (["--max-drop", "2"], "--max-drop must be in [0, 1], got 2"),
+        (["--alpha", "0"], "--alpha must be strictly between 0 and 1, got 0"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), *args])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
@@ -178,11 +260,29 @@ def test_updating_the_baseline_keeps_the_other_variants_entries(tmp_path):
 
     def report(variant):
         quantization = "none" if variant == "full" else variant
-        identity = with_questions({"quantization": quantization, "adapter": None, "merge_adapter": False,
-                                   "dtype": "float32", "prompt": None, "data": "d", "shots": 0}, [("anatomy", 0)])
-        ev = {"subjects": ["anatomy"], "shots": 0, "limit": 1, "n": 1, "variant": variant, "identity": identity,
-              "questions": [{"subject": "anatomy", "index": 0, "target": 0, "prediction": 0,
-                             "loglikelihoods": [0.0] * 4}]}
+        identity = with_questions(
+            {
+                "quantization": quantization,
+                "adapter": None,
+                "merge_adapter": False,
+                "dtype": "float32",
+                "prompt": None,
+                "data": "d",
+                "shots": 0,
+            },
+            [("anatomy", 0)],
+        )
+        ev = {
+            "subjects": ["anatomy"],
+            "shots": 0,
+            "limit": 1,
+            "n": 1,
+            "variant": variant,
+            "identity": identity,
+            "questions": [
+                {"subject": "anatomy", "index": 0, "target": 0, "prediction": 0, "loglikelihoods": [0.0] * 4}
+            ],
+        }
         return {"schema": 1, "tests": [{"nodeid": "t", "evaluations": [ev]}]}
 
     path = str(tmp_path / "b.json")
@@ -198,16 +298,42 @@ def test_compare_judges_only_the_evaluations_old_has_with_its_own_rule(pytester,
     from pytest_mmlu.reports.report import write_json_atomic
 
     def ev(subject):
-        return {"subjects": [subject], "label": subject, "shots": 0, "limit": 2, "n": 2, "accuracy": 1.0,
-                "per_subject": {subject: {"accuracy": 1.0, "n": 2}}, "data_fingerprint": "f",
-                "questions": [{"subject": subject, "index": i, "target": 0, "prediction": 0,
-                               "loglikelihoods": [0.0] * 4} for i in range(2)]}
+        return {
+            "subjects": [subject],
+            "label": subject,
+            "shots": 0,
+            "limit": 2,
+            "n": 2,
+            "accuracy": 1.0,
+            "per_subject": {subject: {"accuracy": 1.0, "n": 2}},
+            "data_fingerprint": "f",
+            "questions": [
+                {"subject": subject, "index": i, "target": 0, "prediction": 0, "loglikelihoods": [0.0] * 4}
+                for i in range(2)
+            ],
+        }
 
     old, new, skipped = tmp_path / "old.json", tmp_path / "new.json", tmp_path / "skipped.json"
-    write_json_atomic(old, {"schema": 1, "tests": [{"nodeid": "t", "outcome": "passed", "evaluations": [ev("anatomy")]}]})
-    write_json_atomic(new, {"schema": 1, "tests": [{"nodeid": "t", "outcome": "passed",
-                                                    "evaluations": [ev("anatomy"), ev("virology")]}]})
+    write_json_atomic(
+        old, {"schema": 1, "tests": [{"nodeid": "t", "outcome": "passed", "evaluations": [ev("anatomy")]}]}
+    )
+    write_json_atomic(
+        new,
+        {"schema": 1, "tests": [{"nodeid": "t", "outcome": "passed", "evaluations": [ev("anatomy"), ev("virology")]}]},
+    )
     assert main(["compare", str(old), str(new)]) == 0  # virology: not in OLD, not compared, no gate
-    write_json_atomic(skipped, {"schema": 1, "tests": [{"nodeid": "t", "outcome": "skipped", "evaluations": [],
-                                                        "gates": {"floor": {"min": 0.5, "per_subject": {}}}}]})
+    write_json_atomic(
+        skipped,
+        {
+            "schema": 1,
+            "tests": [
+                {
+                    "nodeid": "t",
+                    "outcome": "skipped",
+                    "evaluations": [],
+                    "gates": {"floor": {"min": 0.5, "per_subject": {}}},
+                }
+            ],
+        },
+    )
     assert main(["compare", str(old), str(skipped)]) == 2  # nothing compared, nothing judged

@@ -36,8 +36,9 @@ def model_dir(tiny_model_dir, tmp_path):
 
 
 def session(tmp_path: Path, model: str | Path, data: Path, **settings) -> MmluSession:
-    return MmluSession(CONFIG, Settings(model=str(model), data=str(data),
-                                        cache_dir=str(tmp_path / "cache"), **settings))
+    return MmluSession(
+        CONFIG, Settings(model=str(model), data=str(data), cache_dir=str(tmp_path / "cache"), **settings)
+    )
 
 
 def key(tmp_path, model, data, spec=SPEC, budget=None, variant=None, **settings) -> str:
@@ -54,10 +55,24 @@ def test_remote_code_files_are_part_of_the_model_content(tmp_path, model_dir, mm
     assert len({before, added, edited}) == 3
 
 
-@pytest.mark.parametrize("package", ["torch", "transformers", "tokenizers", "accelerate", "torchao",
-                                     "bitsandbytes", "peft", "jinja2", "lm_eval", "pytest_mmlu"])
-def test_each_library_that_can_change_a_score_is_part_of_the_key(tmp_path, model_dir, mmlu_csv_dir,
-                                                                   monkeypatch, package):
+@pytest.mark.parametrize(
+    "package",
+    [
+        "torch",
+        "transformers",
+        "tokenizers",
+        "accelerate",
+        "torchao",
+        "bitsandbytes",
+        "peft",
+        "jinja2",
+        "lm_eval",
+        "pytest_mmlu",
+    ],
+)
+def test_each_library_that_can_change_a_score_is_part_of_the_key(
+    tmp_path, model_dir, mmlu_csv_dir, monkeypatch, package
+):
     import torch
 
     import pytest_mmlu
@@ -136,13 +151,37 @@ def test_every_setting_and_the_data_are_part_of_the_key(tmp_path, model_dir, mml
 def cached_result():
     from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
 
-    return EvaluationResult(("anatomy",), 0, 2, "anatomy", [QuestionResult("anatomy", 0, 0, 0, (0.0, -1.0, -2.0, -3.0))],
-                            1, None, 1, [1], 0.1, 10, "cpu", "float32")
+    return EvaluationResult(
+        ("anatomy",),
+        0,
+        2,
+        "anatomy",
+        [QuestionResult("anatomy", 0, 0, 0, (0.0, -1.0, -2.0, -3.0))],
+        1,
+        None,
+        1,
+        [1],
+        0.1,
+        10,
+        "cpu",
+        "float32",
+    )
 
 
 IDENTITY = identity.evaluation_identity(
-    model="sha256:m", quantization="none", adapter=None, merge_adapter=False, dtype="float32", device="cpu",
-    prompt_format=None, data="d", questions=[("anatomy", 0)], shots=0, scoring=1, software={"torch": "2"})
+    model="sha256:m",
+    quantization="none",
+    adapter=None,
+    merge_adapter=False,
+    dtype="float32",
+    device="cpu",
+    prompt_format=None,
+    data="d",
+    questions=[("anatomy", 0)],
+    shots=0,
+    scoring=1,
+    software={"torch": "2"},
+)
 CONDITIONS = {"budget": None, "batch_size": "auto"}
 
 
@@ -349,13 +388,13 @@ def test_an_edit_in_a_subpackage_of_pytest_mmlu_changes_the_source_digest(tmp_pa
     assert software.source_digest(str(copy)) != before
 
 
-SUITE = '''
+SUITE = """
 import pytest
 
 @pytest.mark.mmlu(subjects=["anatomy"], shots=1, limit=3)
 def test_gate(mmlu_result):
     pass
-'''
+"""
 
 
 def test_a_new_torch_misses_end_to_end(pytester, tiny_model_dir, mmlu_csv_dir, tmp_path, monkeypatch):
@@ -365,10 +404,20 @@ def test_a_new_torch_misses_end_to_end(pytester, tiny_model_dir, mmlu_csv_dir, t
     report = pytester.path / "r.json"
 
     def from_cache() -> bool:
-        pytester.runpytest_inprocess("--mmlu-model", str(tiny_model_dir), "--mmlu-data", str(mmlu_csv_dir),
-                                     "--mmlu-device", "cpu", "--mmlu-cache-dir", str(tmp_path / "c"),
-                                     "--mmlu-report", str(report), "-p", "no:cacheprovider",
-                                     ).assert_outcomes(passed=1)
+        pytester.runpytest_inprocess(
+            "--mmlu-model",
+            str(tiny_model_dir),
+            "--mmlu-data",
+            str(mmlu_csv_dir),
+            "--mmlu-device",
+            "cpu",
+            "--mmlu-cache-dir",
+            str(tmp_path / "c"),
+            "--mmlu-report",
+            str(report),
+            "-p",
+            "no:cacheprovider",
+        ).assert_outcomes(passed=1)
         return json.loads(report.read_text())["tests"][0]["evaluations"][0]["from_cache"]
 
     assert not from_cache()

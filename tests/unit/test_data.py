@@ -36,8 +36,14 @@ def test_parquet_copy_of_the_hub_dataset(mmlu_csv_dir, tmp_path):
     for split in ("dev", "test"):
         rows = csv_src.split("virology", split)
         (tmp_path / "virology").mkdir(exist_ok=True)
-        table = pa.table({"question": [q.question for q in rows], "subject": ["virology"] * len(rows),
-                          "choices": [list(q.choices) for q in rows], "answer": [q.answer for q in rows]})
+        table = pa.table(
+            {
+                "question": [q.question for q in rows],
+                "subject": ["virology"] * len(rows),
+                "choices": [list(q.choices) for q in rows],
+                "answer": [q.answer for q in rows],
+            }
+        )
         pq.write_table(table, tmp_path / "virology" / f"{split}-00000-of-00001.parquet")
     pq_src = MmluData(str(tmp_path))
     assert pq_src.test_questions("virology", None) == csv_src.test_questions("virology", None)

@@ -22,14 +22,29 @@ def result(correct_by_subject, peak=GiB, budget=None, dtype="bfloat16"):
     for subject, (correct, n) in correct_by_subject.items():
         for i in range(n):
             questions.append(QuestionResult(subject, i, 0, 0 if i < correct else 1, (0.0, -1.0, -2.0, -3.0)))
-    return EvaluationResult(tuple(correct_by_subject), 5, None, "stem", questions, peak, budget, 16, [16],
-                            1.0, 100, "cuda:0", dtype, weight_bytes=int(2.1 * GiB))
+    return EvaluationResult(
+        tuple(correct_by_subject),
+        5,
+        None,
+        "stem",
+        questions,
+        peak,
+        budget,
+        16,
+        [16],
+        1.0,
+        100,
+        "cuda:0",
+        dtype,
+        weight_bytes=int(2.1 * GiB),
+    )
 
 
 def test_budget_breach_line():
     r = result({"anatomy": (5, 10)}, peak=int(7.31 * GiB), budget=6 * GiB)
-    assert gates.budget(r).line == ("MMLU memory budget exceeded: peak 7.31 GiB > budget 6.00 GiB on cuda:0 "
-                                    "(weights 2.10 GiB, batch 16, 5-shot)")
+    assert gates.budget(r).line == (
+        "MMLU memory budget exceeded: peak 7.31 GiB > budget 6.00 GiB on cuda:0 (weights 2.10 GiB, batch 16, 5-shot)"
+    )
     assert gates.budget(r).kind == "budget" and gates.budget(r).fails
     assert gates.budget(result({"anatomy": (5, 10)}, peak=6 * GiB, budget=6 * GiB)) is None
 
@@ -62,47 +77,69 @@ def test_chart_handles_zero_and_full_accuracy(tmp_path):
 # -- non-finite scores ------------------------------------------------------------------------
 def with_scores(r, bad):
     """``r`` with the log-likelihoods of the questions at ``bad`` (position -> value) replaced."""
-    questions = [dataclasses.replace(q, loglikelihoods=(bad[i], -1.0, -2.0, -3.0)) if i in bad else q
-                 for i, q in enumerate(r.questions)]
+    questions = [
+        dataclasses.replace(q, loglikelihoods=(bad[i], -1.0, -2.0, -3.0)) if i in bad else q
+        for i, q in enumerate(r.questions)
+    ]
     return dataclasses.replace(r, questions=questions)
 
 
 def test_non_finite_line_names_questions_dtype_and_device():
-    r = with_scores(result({"anatomy": (10, 20), "virology": (5, 10)}, dtype="float16"),
-                    {3: math.nan, 7: math.nan, 21: math.nan})
+    r = with_scores(
+        result({"anatomy": (10, 20), "virology": (5, 10)}, dtype="float16"), {3: math.nan, 7: math.nan, 21: math.nan}
+    )
     v = gates.non_finite(r)
-    assert v.line == ("MMLU scores are not finite (NaN) for 3 of 30 questions: anatomy#3, anatomy#7, "
-                      "virology#1 (dtype float16, device cuda:0)")
+    assert v.line == (
+        "MMLU scores are not finite (NaN) for 3 of 30 questions: anatomy#3, anatomy#7, "
+        "virology#1 (dtype float16, device cuda:0)"
+    )
     assert v.kind == "non-finite" and v.fails
     assert v.detail["questions"] == ["anatomy#3", "anatomy#7", "virology#1"]
     assert gates.non_finite(result({"anatomy": (10, 20)})) is None
 
 
-@pytest.mark.parametrize("values,word", [((math.inf,), "inf"), ((-math.inf,), "inf"),
-                                         ((math.nan, math.inf), "NaN/inf")])
+@pytest.mark.parametrize(
+    "values,word", [((math.inf,), "inf"), ((-math.inf,), "inf"), ((math.nan, math.inf), "NaN/inf")]
+)
 def test_non_finite_says_which_values(values, word):
     r = with_scores(result({"anatomy": (5, 10)}), dict(enumerate(values)))
-    assert gates.non_finite(r).line.startswith(f"MMLU scores are not finite ({word}) for {len(values)} of 10 questions: ")
+    assert gates.non_finite(r).line.startswith(
+        f"MMLU scores are not finite ({word}) for {len(values)} of 10 questions: "
+    )
 
 
 def test_non_finite_lists_at_most_five_questions():
     r = with_scores(result({"anatomy": (5, 10)}), {i: math.nan for i in range(7)})
     assert gates.non_finite(r).line == (
         "MMLU scores are not finite (NaN) for 7 of 10 questions: anatomy#0, anatomy#1, anatomy#2, "
-        "anatomy#3, anatomy#4, ... (dtype bfloat16, device cuda:0)")
+        "anatomy#3, anatomy#4, ... (dtype bfloat16, device cuda:0)"
+    )
 
 
 def identity_of(r, quantization="none"):
     """An identity as a run records it (model, software and device made up, the same for all)."""
     from pytest_mmlu.identity import evaluation_identity
 
-    return evaluation_identity(model="sha256:m", quantization=quantization, adapter=None, merge_adapter=False,
-                               dtype=r.dtype, device="cpu", prompt_format=None, data="d",
-                               questions=[(q.subject, q.index) for q in r.questions], shots=r.shots, scoring=1,
-                               software={"torch": "2"})
+    return evaluation_identity(
+        model="sha256:m",
+        quantization=quantization,
+        adapter=None,
+        merge_adapter=False,
+        dtype=r.dtype,
+        device="cpu",
+        prompt_format=None,
+        data="d",
+        questions=[(q.subject, q.index) for q in r.questions],
+        shots=r.shots,
+        scoring=1,
+        software={"torch": "2"},
+    )
 
 
-def record(*results, marks=ItemMarks(spec=EvalSpec(("anatomy",))), nodeid="t.py::test_a", outcome="passed"):
+ANATOMY = ItemMarks(spec=EvalSpec(("anatomy",)))
+
+
+def record(*results, marks=ANATOMY, nodeid="t.py::test_a", outcome="passed"):
     """A test's record holding ``results`` (a result, or (result, role) for a reference)."""
     entries = []
     for r in results:
@@ -120,8 +157,15 @@ def test_a_non_finite_result_is_judged_by_nothing_else():
     assert [v.kind for v in judged.evaluations[0]] == ["non-finite"] and judged.test == ()
 
 
-@pytest.mark.parametrize("lls", [(math.nan, -1.0, -2.0, -3.0), (-1.0, math.nan, -2.0, -3.0),
-                                 (-1.0, math.inf, -2.0, -3.0), (-math.inf, -1.0, -2.0, -3.0)])
+@pytest.mark.parametrize(
+    "lls",
+    [
+        (math.nan, -1.0, -2.0, -3.0),
+        (-1.0, math.nan, -2.0, -3.0),
+        (-1.0, math.inf, -2.0, -3.0),
+        (-math.inf, -1.0, -2.0, -3.0),
+    ],
+)
 def test_predict_refuses_non_finite_scores(lls):
     # ``>`` is false against NaN: a NaN row used to answer A without a word.
     with pytest.raises(ValueError, match="non-finite"):
@@ -140,8 +184,7 @@ def test_a_question_with_non_finite_scores_has_no_answer():
 # -- judge and the other verdicts -------------------------------------------------------------
 def test_judge_orders_budget_floors_then_regression():
     r = result({"anatomy": (2, 10)}, peak=2 * GiB, budget=GiB)
-    marks = ItemMarks(spec=EvalSpec(("anatomy",)), budget_bytes=GiB, floor=Floor(0.5),
-                      no_regressions=(NoRegression(),))
+    marks = ItemMarks(spec=EvalSpec(("anatomy",)), budget_bytes=GiB, floor=Floor(0.5), no_regressions=(NoRegression(),))
     judged = judge.judge_record(record(r, marks=marks), Baseline(None, "b.json"))
     assert [v.kind for v in judged.evaluations[0]] == ["budget", "floor", "missing-baseline"]
     assert judge.judge_record(record(result({"anatomy": (9, 10)}))).failing == []
@@ -171,23 +214,33 @@ def test_a_gate_against_full_precision_compares_with_the_reference_recorded_besi
     assert verdicts[0].line.startswith("MMLU regression of int8 vs full precision: 1.000 -> 0.050")
     # No reference in the record (a report whose shards never evaluated it): missing, never a pass.
     (verdict,) = judge.judge_record(record(variant, marks=marks)).evaluations[0]
-    assert verdict.line == ("MMLU no-regression against full precision: the full-precision evaluation of "
-                            "stem, 5-shot did not run")
+    assert verdict.line == (
+        "MMLU no-regression against full precision: the full-precision evaluation of stem, 5-shot did not run"
+    )
     # A reference with NaN scores is no reference.
     nan = with_scores(full, {0: math.nan})
     (verdict,) = [v for v in judge.judge_record(record((nan, "reference"), variant, marks=marks)).evaluations if v][0]
-    assert verdict.kind == "non-finite" and verdict.line.startswith("MMLU full-precision reference scores are not finite")
+    assert verdict.kind == "non-finite" and verdict.line.startswith(
+        "MMLU full-precision reference scores are not finite"
+    )
 
 
-@pytest.mark.parametrize("outcome,cause", [
-    ("failed", "the test failed before it evaluated"), ("error", "the test errored before it evaluated"),
-    ("crashed", "its worker crashed"), ("not run", "the test did not run")])
+@pytest.mark.parametrize(
+    "outcome,cause",
+    [
+        ("failed", "the test failed before it evaluated"),
+        ("error", "the test errored before it evaluated"),
+        ("crashed", "its worker crashed"),
+        ("not run", "the test did not run"),
+    ],
+)
 def test_a_gate_never_evaluated_fails_saying_why(outcome, cause):
     marks = ItemMarks(spec=EvalSpec(("anatomy",), 0, 3, "anatomy"), floor=Floor(0.5))
     (verdict,) = judge.judge_record(record(marks=marks, outcome=outcome)).test
     assert verdict.kind == "never-evaluated" and verdict.fails
-    assert verdict.line == ("pytest-mmlu: MMLU evaluation anatomy 0-shot limit 3, accuracy floor 0.500 declared, "
-                            f"never evaluated: {cause}")
+    assert verdict.line == (
+        f"pytest-mmlu: MMLU evaluation anatomy 0-shot limit 3, accuracy floor 0.500 declared, never evaluated: {cause}"
+    )
     (skipped,) = judge.judge_record(record(marks=marks, outcome="skipped")).test
     assert skipped.kind == "skipped" and not skipped.fails
 
@@ -216,10 +269,19 @@ def test_errors_of_evaluations_that_could_not_run():
 def entry(right, fingerprint="f", label="anatomy"):
     """A report entry: question i is right where right[i]."""
     n = len(right)
-    return {"subjects": ["anatomy"], "label": label, "shots": 0, "limit": n, "n": n,
-            "data_fingerprint": fingerprint, "per_subject": {"anatomy": {"accuracy": sum(right) / n, "n": n}},
-            "questions": [{"subject": "anatomy", "index": i, "target": 0, "prediction": 0 if ok else 1,
-                           "loglikelihoods": [0.0] * 4} for i, ok in enumerate(right)]}
+    return {
+        "subjects": ["anatomy"],
+        "label": label,
+        "shots": 0,
+        "limit": n,
+        "n": n,
+        "data_fingerprint": fingerprint,
+        "per_subject": {"anatomy": {"accuracy": sum(right) / n, "n": n}},
+        "questions": [
+            {"subject": "anatomy", "index": i, "target": 0, "prediction": 0 if ok else 1, "loglikelihoods": [0.0] * 4}
+            for i, ok in enumerate(right)
+        ],
+    }
 
 
 def baseline_of(ev, nodeid="t.py::test_a"):
@@ -239,29 +301,48 @@ def test_regression_line_and_report_entry():
 
 
 def test_improvement_is_a_note_and_no_change_passes():
-    better = regression.regression("t.py::test_a", entry([True] * 40), RULE, baseline_of(entry([False] * 20 + [True] * 20)))
+    better = regression.regression(
+        "t.py::test_a", entry([True] * 40), RULE, baseline_of(entry([False] * 20 + [True] * 20))
+    )
     assert better.kind == "improved" and not better.fails
     assert better.line.startswith("MMLU improved significantly vs baseline (baseline is stale): 0.500 -> 1.000")
     same = regression.regression("t.py::test_a", entry([True] * 40), RULE, baseline_of(entry([True] * 40)))
-    assert (same.kind, same.fails, same.detail["verdict"], same.detail["line"]) == ("unchanged", False, "unchanged", None)
+    assert (same.kind, same.fails, same.detail["verdict"], same.detail["line"]) == (
+        "unchanged",
+        False,
+        "unchanged",
+        None,
+    )
 
 
-@pytest.mark.parametrize("case,line", [
-    ("no path", f"@pytest.mark.mmlu_no_regression needs --mmlu-baseline PATH; {HOW}"),
-    ("no file", f"MMLU baseline b.json does not exist; {HOW}"),
-    ("no entry", f"MMLU baseline b.json has no entry for t.py::test_a (anatomy, 0-shot, limit 4); {HOW}"),
-    ("other data", f"MMLU baseline entry for t.py::test_a (anatomy, 0-shot, limit 4) was made on other data "
-                   f"(fingerprint differs); {HOW}"),
-    ("other questions", f"MMLU baseline entry for t.py::test_a (anatomy, 0-shot, limit 4) covers other "
-                        f"questions; {HOW}"),
-])
+@pytest.mark.parametrize(
+    "case,line",
+    [
+        ("no path", f"@pytest.mark.mmlu_no_regression needs --mmlu-baseline PATH; {HOW}"),
+        ("no file", f"MMLU baseline b.json does not exist; {HOW}"),
+        ("no entry", f"MMLU baseline b.json has no entry for t.py::test_a (anatomy, 0-shot, limit 4); {HOW}"),
+        (
+            "other data",
+            f"MMLU baseline entry for t.py::test_a (anatomy, 0-shot, limit 4) was made on other data "
+            f"(fingerprint differs); {HOW}",
+        ),
+        (
+            "other questions",
+            f"MMLU baseline entry for t.py::test_a (anatomy, 0-shot, limit 4) covers other questions; {HOW}",
+        ),
+    ],
+)
 def test_a_baseline_that_cannot_answer_fails(case, line):
     ev = entry([True] * 4)
     other_questions = entry([True] * 4)
     other_questions["questions"][0]["index"] = 99
-    baseline = {"no path": Baseline(None, None), "no file": Baseline(None, "b.json"),
-                "no entry": baseline_of(ev, "t.py::test_other"), "other data": baseline_of(entry([True] * 4, "g")),
-                "other questions": baseline_of(other_questions)}[case]
+    baseline = {
+        "no path": Baseline(None, None),
+        "no file": Baseline(None, "b.json"),
+        "no entry": baseline_of(ev, "t.py::test_other"),
+        "other data": baseline_of(entry([True] * 4, "g")),
+        "other questions": baseline_of(other_questions),
+    }[case]
     v = regression.regression("t.py::test_a", ev, RULE, baseline)
     assert (v.kind, v.line, dict(v.detail)) == ("missing-baseline", line, {"verdict": "missing", "line": line})
 

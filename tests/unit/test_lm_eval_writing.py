@@ -15,8 +15,10 @@ from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
 from pytest_mmlu.reports.lm_eval_write import write_lm_eval
 from pytest_mmlu.reports.report import ReportError
 
-TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-            "{% if add_generation_prompt %}<assistant>{% endif %}")
+TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +27,23 @@ def data(tmp_path_factory):
 
 
 def report_of(data, *questions, prompt_format=None, omit_greedy=False):
-    ev = EvaluationResult(("anatomy",), 1, None, "anatomy", list(questions), 0, None, 1, [1], 0.0, 0, "cpu",
-                          "float32", data_fingerprint=data.fingerprint(["anatomy"]),
-                          prompt_format=prompt_format).to_dict()
+    ev = EvaluationResult(
+        ("anatomy",),
+        1,
+        None,
+        "anatomy",
+        list(questions),
+        0,
+        None,
+        1,
+        [1],
+        0.0,
+        0,
+        "cpu",
+        "float32",
+        data_fingerprint=data.fingerprint(["anatomy"]),
+        prompt_format=prompt_format,
+    ).to_dict()
     if omit_greedy:
         for q in ev["questions"]:
             q.pop("is_greedy", None)
@@ -46,7 +62,11 @@ def test_greedy_flags_are_kept_and_older_reports_still_read(data, tmp_path):
     assert EvaluationResult.from_dict(ev).questions[0] == scored  # the report round-trips
     write_lm_eval(tmp_path / "new", report_of(data, scored), data)
     assert samples(tmp_path / "new")[0]["filtered_resps"] == [
-        ["-0.1", "True"], ["-2.0", "False"], ["-3.0", "False"], ["-4.0", "False"]]
+        ["-0.1", "True"],
+        ["-2.0", "False"],
+        ["-3.0", "False"],
+        ["-4.0", "False"],
+    ]
 
     # A report written before the flags were kept: read as unknown, written as "None".
     old = report_of(data, scored, omit_greedy=True)
@@ -58,8 +78,12 @@ def test_greedy_flags_are_kept_and_older_reports_still_read(data, tmp_path):
 def test_chat_prompts_are_rendered_with_the_template_the_evaluation_used(data, tmp_path):
     tokenizer = make_tokenizer()
     tokenizer.chat_template = TEMPLATE
-    recorded = {"chat_template": True, "chat_template_sha256": hashlib.sha256(TEMPLATE.encode()).hexdigest(),
-                "fewshot_as_multiturn": True, "system_instruction": "Be brief."}
+    recorded = {
+        "chat_template": True,
+        "chat_template_sha256": hashlib.sha256(TEMPLATE.encode()).hexdigest(),
+        "fewshot_as_multiturn": True,
+        "system_instruction": "Be brief.",
+    }
     report = report_of(data, QuestionResult.scored("anatomy", 1, 0, (-1.0, -2.0, -3.0, -4.0)), prompt_format=recorded)
     write_lm_eval(tmp_path / "chat", report, data, tokenizer)
     (sample,) = samples(tmp_path / "chat")
@@ -69,13 +93,20 @@ def test_chat_prompts_are_rendered_with_the_template_the_evaluation_used(data, t
     assert sample["prompt_hash"] == hashlib.sha256(prompt.encode()).hexdigest()
     (results_path,) = (tmp_path / "chat").rglob("results_*.json")
     results = json.loads(results_path.read_text())
-    assert (results["chat_template"], results["chat_template_sha"], results["fewshot_as_multiturn"],
-            results["system_instruction"]) == (TEMPLATE, recorded["chat_template_sha256"], True, "Be brief.")
+    assert (
+        results["chat_template"],
+        results["chat_template_sha"],
+        results["fewshot_as_multiturn"],
+        results["system_instruction"],
+    ) == (TEMPLATE, recorded["chat_template_sha256"], True, "Be brief.")
 
     # A tokenizer holding another template cannot render the evaluation's prompts again.
     tokenizer.chat_template = TEMPLATE.replace("<assistant>", "<bot>")
-    with pytest.raises(ReportError, match=r"the tokenizer's template \(sha256 \w{12}\) is not the one the "
-                                          r"evaluations used \(sha256 " + recorded["chat_template_sha256"][:12]):
+    with pytest.raises(
+        ReportError,
+        match=r"the tokenizer's template \(sha256 \w{12}\) is not the one the "
+        r"evaluations used \(sha256 " + recorded["chat_template_sha256"][:12],
+    ):
         write_lm_eval(tmp_path / "other", report, data, tokenizer)
 
 
@@ -87,5 +118,6 @@ def test_files_are_written_from_the_data_the_evaluations_were_made_on(data, tmp_
         write_lm_eval(tmp_path / "out", report, other)
     smaller = MmluData(str(write_mmlu_csvs(tmp_path / "smaller", ["anatomy"], n_test=1, n_dev=2, seed=0)))
     with pytest.raises(ReportError, match="were not made on the data"):  # a line, not an IndexError
-        write_lm_eval(tmp_path / "out", report_of(data, QuestionResult.scored("anatomy", 2, 0, (-0.1, -2.0, -3.0, -4.0))),
-                      smaller)
+        write_lm_eval(
+            tmp_path / "out", report_of(data, QuestionResult.scored("anatomy", 2, 0, (-0.1, -2.0, -3.0, -4.0))), smaller
+        )

@@ -3,7 +3,7 @@ simulating the gate's own McNemar test."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ from pytest_mmlu.stats import binom_tail
 TRIALS = 20_000  # Monte Carlo standard error of a power near 0.8: 0.0028
 
 
-@lru_cache(maxsize=None)
+@cache
 def significant(lost: int, discordant: int, alpha: float) -> bool:
     return binom_tail(lost, discordant) < alpha  # the gate's test (stats.PairedComparison.p_worse)
 
@@ -29,8 +29,9 @@ def simulated_power(n: int, alpha: float, discordance: float, drop: float, seed:
     return float(np.mean([significant(int(lo), int(lo + ga), alpha) for lo, ga, _ in counts]))
 
 
-@pytest.mark.parametrize("n, alpha, discordance", [(60, 0.05, 0.10), (400, 0.05, 0.15), (1000, 0.01, 0.25),
-                                                    (200, 0.05, 0.0)])
+@pytest.mark.parametrize(
+    "n, alpha, discordance", [(60, 0.05, 0.10), (400, 0.05, 0.15), (1000, 0.01, 0.25), (200, 0.05, 0.0)]
+)
 def test_detectable_drop_has_80_percent_power_by_simulation(n, alpha, discordance):
     drop = detectable_drop(n, alpha, discordance)
     assert drop is not None and 0 < drop < 1
@@ -59,4 +60,5 @@ def test_the_gate_flags_itself_when_too_small_for_its_max_drop():
     assert not large["too_small"] and large["detectable_drop"] < 0.02
     assert "TOO SMALL" not in sensitivity_text({**large, "n": 14042})
     assert sensitivity_text({**large, "n": 14042}).startswith(
-        f"detects drops >= {large['detectable_drop']:.3f} at 80% power (n=14042, alpha 0.05")
+        f"detects drops >= {large['detectable_drop']:.3f} at 80% power (n=14042, alpha 0.05"
+    )

@@ -84,7 +84,7 @@ def test_no_merge_no_fallback_and_one_context_array_per_question(tiny_model_dir)
     assert stats.fallback_count == 0 and stats.split == 3
     assert_lm_eval_rule(tokenizer, group, requests, range(3))
     for q in range(3):
-        contexts = {id(r.context) for r in requests[4 * q: 4 * q + 4]}
+        contexts = {id(r.context) for r in requests[4 * q : 4 * q + 4]}
         assert len(contexts) == 1  # one array shared by the four choices
         assert requests[4 * q].context.dtype == np.int32
 
@@ -96,8 +96,9 @@ def test_trailing_whitespace_moves_to_the_continuation(tiny_model_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     shared = "system: the following are questions about alpha bravo.\nuser: "
-    group = Group([shared + f"{w} delta echo?\nassistant: \n" for w in ("golf", "hotel", "india")],
-                  ("A", "B", "C", "D"))
+    group = Group(
+        [shared + f"{w} delta echo?\nassistant: \n" for w in ("golf", "hotel", "india")], ("A", "B", "C", "D")
+    )
     requests, stats = RequestBuilder(tokenizer).build([group])
     assert stats.split == 3
     assert_lm_eval_rule(tokenizer, group, requests, range(3))
@@ -107,8 +108,10 @@ def _real_mmlu_sample_check(tokenizer, data, fmt: PromptFormat) -> None:
     from pytest_mmlu.mmlu.subjects import ALL_SUBJECTS
 
     renderer = PromptRenderer(fmt, tokenizer)
-    groups = [Group(renderer.contexts(s, data.shots(s, 5), data.test_questions(s, None)), fmt.continuations)
-              for s in ALL_SUBJECTS]
+    groups = [
+        Group(renderer.contexts(s, data.shots(s, 5), data.test_questions(s, None)), fmt.continuations)
+        for s in ALL_SUBJECTS
+    ]
     requests, stats = RequestBuilder(tokenizer).build(groups)
     fell_back = {i for i, _ in stats.fallbacks}
     assert stats.split + len(fell_back) == stats.questions == sum(len(g.contexts) for g in groups)
@@ -116,7 +119,7 @@ def _real_mmlu_sample_check(tokenizer, data, fmt: PromptFormat) -> None:
     for group in groups:
         n = len(group.contexts)
         sample = {0, 1, n - 1} | {i - first for i in fell_back if first <= i < first + n}
-        assert_lm_eval_rule(tokenizer, group, requests[4 * first: 4 * (first + n)], sorted(sample))
+        assert_lm_eval_rule(tokenizer, group, requests[4 * first : 4 * (first + n)], sorted(sample))
         first += n
 
 

@@ -65,8 +65,7 @@ def power_theory(n, p_base, p_lost, p_gained, alpha):
         if pm < 1e-15:
             continue
         r = q1 / d
-        total += pm * sum(comb(m, k) * r**k * (1 - r) ** (m - k)
-                          for k in range(m + 1) if binom_tail(k, m) < alpha)
+        total += pm * sum(comb(m, k) * r**k * (1 - r) ** (m - k) for k in range(m + 1) if binom_tail(k, m) < alpha)
     return total
 
 

@@ -30,9 +30,16 @@ def test_resolve_subjects():
         resolve_subjects("anatomyy")
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("6 GiB", 6 * 2**30), ("6GB", 6 * 10**9), ("6144 MiB", 6 * 2**30), (123, 123), ("1.5 GiB", 3 * 2**29),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("6 GiB", 6 * 2**30),
+        ("6GB", 6 * 10**9),
+        ("6144 MiB", 6 * 2**30),
+        (123, 123),
+        ("1.5 GiB", 3 * 2**29),
+    ],
+)
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
 

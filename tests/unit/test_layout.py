@@ -1,0 +1,62 @@
+"""The house rules (issue 18): the import graph, small modules, tests that stand alone."""
+
+from __future__ import annotations
+
+import ast
+
+from factories import ROOT, import_graph
+
+MAX_MODULE_LINES = 400  # one sitting
+
+
+def test_no_import_circle_no_upward_import_no_needless_deferred_import():
+    assert import_graph().breaches() == []
+
+
+def test_every_module_has_a_layer():
+    graph = import_graph()
+    for name in graph.modules():
+        graph.layer_of(name)  # raises naming the module
+
+
+def test_the_rules_catch_what_they_forbid(tmp_path, monkeypatch):
+    """The checker itself: an upward import, a circle, a deferred light import and a plugin
+    that loads a heavy library are found."""
+    graph = import_graph()
+    package = tmp_path / "pytest_mmlu"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text("from . import text\n\ndef f():\n    from . import sizes\n")
+    (package / "sizes.py").write_text("")
+    (package / "text.py").write_text("import numpy\n\nfrom . import plugin\n")
+    monkeypatch.setattr(graph, "PACKAGE", package)
+    found = "\n".join(graph.breaches())
+    assert "imports plugin (entry points) from a lower layer (base)" in found
+    assert "import circle" in found
+    assert "imports sizes inside a function, and it defers no heavy library" in found
+    assert "pytest_mmlu.plugin imports a heavy library when it loads (through text)" in found
+
+
+def test_modules_are_small():
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in (ROOT / "pytest_mmlu").rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in conftest.py, factories.py and fakes.py."""
+    crossing = []
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            crossing += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[-1].startswith("test_")]
+    assert crossing == []
