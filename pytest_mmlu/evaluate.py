@@ -56,17 +56,18 @@ def run_evaluation(
             variant = sess.variant_of(item_marks.variant)
         except ValueError as exc:  # e.g. merge_adapter=True with no adapter anywhere
             fail([gates.bad_variant(str(exc))])
+    request = None
     try:
         if any(r.against == "full" for r in item_marks.no_regressions) and not variant.is_full:
             if records.reference_for(record["evaluations"], spec.to_dict()) is None:
                 record["evaluations"].append(entry(sess, sess.full_result(spec), spec, records.REFERENCE))
-        result = sess.evaluate(spec, item_marks.budget_bytes, shown, variant=variant)
+        request = sess.request(spec, item_marks.budget_bytes, variant)
+        result = sess.evaluate(request, shown)
     except STOPPED as exc:
         verdict = gates.error(exc)
-        record["evaluations"].append(
-            records.failure_entry(  # a report row, not a gap
-                spec, item_marks.budget_bytes, verdict.kind, verdict.line, _identity_if_known(sess, spec, variant)
-            )
+        identity = request.identity if request is not None else _identity_if_known(sess, spec, variant)
+        record["evaluations"].append(  # a report row, not a gap
+            records.failure_entry(spec, item_marks.budget_bytes, verdict.kind, verdict.line, identity)
         )
         if verdict.kind == "error":
             fail([verdict])  # no model or no data: stop now (an error in setup, a failure in the body)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -27,19 +27,15 @@ from .mmlu.shards import ShardedData, empty_result
 from .models.content import MEMO_NAME, ContentHashes, model_content
 from .models.errors import ModelLoadError, where_model
 from .models.load import load_model
-from .models.plan import plan_load
+from .models.plan import LoadPlan, plan_load
 from .models.variants import FULL, Variant, make_variant, session_variant
 from .reports.baseline import Baseline, load_baseline
 from .reports.cache import ResultCache
 from .reports.report import joined_model_info
+from .request import EvalRequest
 from .settings import Settings
 from .software import device_kind, software_versions
 from .text import first_line
-
-if TYPE_CHECKING:
-    from .models.content import ContentHashes
-    from .models.plan import LoadPlan
-    from .reports.baseline import Baseline
 
 PAYLOAD_VERSION = 2  # what an xdist worker ships at its end; bump on a change of shape
 
@@ -277,17 +273,15 @@ class MmluSession:
         }
 
     # -- evaluations ----------------------------------------------------------------------------
-    def evaluate(
-        self,
-        spec: EvalSpec,
-        budget: int | None,
-        progress: Callable[[int, int], None] | None = None,
-        variant: Variant | None = None,
-    ) -> EvaluationResult:
-        """The result of ``spec`` under ``budget`` on ``variant`` (default: the session's): from
-        the result cache, else evaluated. Its ``identity`` says what it is."""
+    def request(self, spec: EvalSpec, budget: int | None, variant: Variant | None = None) -> EvalRequest:
+        """``spec`` under ``budget`` on ``variant`` (default: the session's), with its identity."""
         variant = self.variant if variant is None else variant
-        identity = self.identity(spec, variant)
+        return EvalRequest(spec, budget, variant, self.identity(spec, variant))
+
+    def evaluate(self, request: EvalRequest, progress: Callable[[int, int], None] | None = None) -> EvaluationResult:
+        """The result of ``request``: from the result cache, else evaluated. Its ``identity``
+        says what it is."""
+        spec, budget, variant, identity = request.spec, request.budget, request.variant, request.identity
         conditions = self.conditions(budget)
         result = self.cache.get(identity, conditions) if self.cache is not None else None
         if result is not None:  # the same questions, asked by this spec (another limit, order, label)
@@ -312,7 +306,7 @@ class MmluSession:
     def full_result(self, spec: EvalSpec) -> EvaluationResult:
         """The full-precision model's result on ``spec``: this session's, else evaluated now."""
         found = self.full_results.get(spec.key())
-        return found if found is not None else self.evaluate(spec, None, variant=FULL)
+        return found if found is not None else self.evaluate(self.request(spec, None, FULL))
 
     def unsharded_count(self, spec: EvalSpec) -> int | None:
         """In a CI shard, how many questions the whole evaluation has (merge checks them all)."""

@@ -1,15 +1,17 @@
 """The import graph of pytest_mmlu, and the rules it keeps (ARCHITECTURE.md).
 
     python scripts/import_graph.py          # the layers, each module's imports, and any breach
+    python scripts/import_graph.py --drawing  # the layers alone (ARCHITECTURE.md shows it)
     python scripts/import_graph.py --dot    # the graph in Graphviz's dot language
 
-Rules, checked by tests/unit/test_layout.py:
+Rules, checked by tests/unit/test_layout.py (and by CI, running this script):
 - every module sits in a layer (``LAYERS``); a module imports only from its own layer or
   lower ones (imports under ``if TYPE_CHECKING:`` are for type hints and do not count);
 - no import circle (through module-level and function-level imports alike);
 - a function-level import is there to defer a heavy library: either the library itself
   (``HEAVY``), a module of ours that imports one at module level, or an optional one
-  guarded by ``except ImportError``.
+  guarded by ``except ImportError``;
+- the plugin, loaded in every pytest run, imports nothing heavy when it loads.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     (
         "what is evaluated",
-        ["mmlu.chat", "mmlu.results", "mmlu.shards", "identity", "software", "markers", "models.workers"],
+        ["mmlu.chat", "mmlu.results", "mmlu.shards", "identity", "request", "software", "markers", "models.workers"],
     ),
     (
         "records, marks, models, memory, engine",
@@ -293,8 +295,31 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def drawing() -> list[str]:
+    """The layers, top first, each with its modules; a package whose modules all share one
+    layer is shown once as ``name/`` (package docstrings alone are not shown)."""
+    docstring_only = {m.lstrip("=") for _, members in LAYERS for m in members if m.startswith("=")}
+    shown = sorted(m for m in modules() if m not in docstring_only and m != "pytest_mmlu")
+    lines = []
+    for index in reversed(range(len(LAYERS))):
+        names: list[str] = []
+        for m in shown:
+            if layer_of(m) != index:
+                continue
+            package = m.split(".")[0]
+            family = [n for n in shown if n == package or n.startswith(package + ".")]
+            name = f"{package}/" if len(family) > 1 and {layer_of(n) for n in family} == {index} else m
+            if name not in names:
+                names.append(name)
+        lines.append(f"{index}  {LAYERS[index][0]:<40} {', '.join(names)}".rstrip())
+    return lines
+
+
 def main(argv: list[str]) -> int:
     found = imports()
+    if "--drawing" in argv:
+        print("\n".join(drawing()))
+        return 0
     if "--dot" in argv:
         print("digraph pytest_mmlu {\n  rankdir=BT;")
         for index, (title, _members) in enumerate(LAYERS):

@@ -37,6 +37,12 @@ def test_the_rules_catch_what_they_forbid(tmp_path, monkeypatch):
     assert "pytest_mmlu.plugin imports a heavy library when it loads (through text)" in found
 
 
+def test_architecture_shows_the_layers_as_they_are():
+    """ARCHITECTURE.md's drawing of the layers is the import graph's, never a stale copy."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    assert "\n".join(import_graph().drawing()) in text
+
+
 def test_modules_are_small():
     long = {
         str(path.relative_to(ROOT)): n
