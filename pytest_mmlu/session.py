@@ -10,7 +10,6 @@ collected, so that a test that never reported still has a record.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from .models.load import load_model
 from .models.plan import LoadPlan, plan_load
 from .models.variants import FULL, Variant, make_variant, session_variant
 from .reports.baseline import Baseline, load_baseline
-from .reports.cache import ResultCache
+from .reports.cache import ResultCache, as_asked
 from .reports.report import joined_model_info
 from .request import EvalRequest
 from .settings import Settings
@@ -38,22 +37,6 @@ from .software import device_kind, software_versions
 from .text import first_line
 
 PAYLOAD_VERSION = 2  # what an xdist worker ships at its end; bump on a change of shape
-
-
-def as_asked(result: EvaluationResult, spec: EvalSpec) -> EvaluationResult:
-    """A result of the same evaluation (the same questions: one identity) as ``spec`` asks for it:
-    its subjects in the spec's order, its limit and label (``limit=None`` and ``limit=50`` of a
-    20-question subject, say, are one evaluation)."""
-
-    order = {subject: i for i, subject in enumerate(spec.subjects)}
-    questions = sorted(result.questions, key=lambda q: (order.get(q.subject, len(order)), q.index))
-    return dataclasses.replace(
-        result,
-        subjects=spec.subjects,
-        limit=spec.limit,
-        label=spec.label or ",".join(spec.subjects),
-        questions=questions,
-    )
 
 
 class MmluSession:

@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "mmlu.data",
             "mmlu.prompts",
             "models.variants",
+            "prompt_identity",
             "models.errors",
             "memory.errors",
             "reports.report",

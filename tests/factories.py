@@ -59,86 +59,22 @@ WORDS = [
 ]
 
 # One small config per architecture family; vocab_size is filled in from the tokenizer.
+_SMALL_MHA = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=1024
+)
+_SMALL = dict(_SMALL_MHA, num_key_value_heads=2)  # grouped-query attention
 ARCH_CONFIGS: dict[str, dict] = {
-    "llama": dict(
-        model_type="llama",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-    ),
-    "qwen2": dict(
-        model_type="qwen2",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-    ),
-    "mistral": dict(
-        model_type="mistral",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        sliding_window=4096,
-    ),
-    "gemma": dict(
-        model_type="gemma",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=1024,
-    ),
-    "phi": dict(
-        model_type="phi",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=1024,
-    ),
+    "llama": dict(_SMALL, model_type="llama"),
+    "qwen2": dict(_SMALL, model_type="qwen2"),
+    "mistral": dict(_SMALL, model_type="mistral", sliding_window=4096),
+    "gemma": dict(_SMALL, model_type="gemma", head_dim=8),
+    "phi": dict(_SMALL_MHA, model_type="phi"),
     "gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=4, n_positions=1024),
-    "gpt_neox": dict(
-        model_type="gpt_neox",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=1024,
-    ),
+    "gpt_neox": dict(_SMALL_MHA, model_type="gpt_neox"),
     # Attention logit softcapping: shared-prefix attention takes its portable (matmul) path.
-    "gemma2": dict(
-        model_type="gemma2",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=1024,
-        sliding_window=4096,
-    ),
+    "gemma2": dict(_SMALL, model_type="gemma2", head_dim=8, sliding_window=4096),
     # Sliding window shorter than the prompts: the engine must fall back to plain batches.
-    "gemma2_sliding": dict(
-        model_type="gemma2",
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=1024,
-        sliding_window=24,
-    ),
+    "gemma2_sliding": dict(_SMALL, model_type="gemma2", head_dim=8, sliding_window=24),
 }
 
 
@@ -350,17 +286,8 @@ def save_remote_code_model(folder: Path, seed: int = 0, use_mask: bool = True) -
 
 # Every architecture the exactness tests cover, sized for real 5-shot MMLU rows (2,000+
 # tokens) with a real tokenizer's vocabulary. ALiBi models (bloom, mpt) have no positions.
-_LONG = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=4096,
-)
-_LONG_MHA = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=4096
-)
+_LONG_MHA = dict(_SMALL_MHA, max_position_embeddings=4096)
+_LONG = dict(_LONG_MHA, num_key_value_heads=2)
 LONG_ARCH_CONFIGS: dict[str, dict] = {
     "llama": _LONG,
     "qwen2": _LONG,
@@ -604,3 +531,50 @@ def import_graph():
     sys.modules.setdefault("import_graph", module)  # dataclasses look their module up
     spec.loader.exec_module(module)
     return sys.modules["import_graph"]
+
+
+# -- results and identities as a run records them (figures made up) -------------------------------
+def make_result(questions, *, shots=0, limit=None, label=None, subjects=None, **fields):
+    """An EvaluationResult of ``questions`` (QuestionResults); what is not given is made up:
+    fp32 on the CPU, one row per batch, no budget."""
+    from pytest_mmlu.mmlu.results import EvaluationResult
+
+    subjects = tuple(subjects or dict.fromkeys(q.subject for q in questions))
+    made_up = dict(
+        peak_memory_bytes=0,
+        budget_bytes=None,
+        batch_size=1,
+        batch_sizes=[1],
+        seconds=0.0,
+        tokens=0,
+        device="cpu",
+        dtype="float32",
+    )
+    return EvaluationResult(
+        subjects=subjects,
+        shots=shots,
+        limit=limit,
+        label=label or ",".join(subjects),
+        questions=list(questions),
+        **{**made_up, **fields},
+    )
+
+
+def made_up_identity(questions, shots, **fields):
+    """An evaluation's identity (``identity.evaluation_identity``) of these (subject, index)
+    questions; model, software and the rest made up, the same for every call."""
+    from pytest_mmlu.identity import evaluation_identity
+
+    made_up = dict(
+        model="sha256:m",
+        quantization="none",
+        adapter=None,
+        merge_adapter=False,
+        dtype="float32",
+        device="cpu",
+        prompt_format=None,
+        data="d",
+        scoring=1,
+        software={"torch": "2"},
+    )
+    return evaluation_identity(questions=list(questions), shots=shots, **{**made_up, **fields})

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..identity import prompt_difference, prompt_identity
+from ..prompt_identity import prompt_difference, prompt_identity
 from .data import LETTERS, Question
 from .prompts import CONTINUATIONS, FEWSHOT_DELIMITER, description, fewshot_text, question_text
 

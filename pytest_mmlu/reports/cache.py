@@ -11,11 +11,13 @@ model whose commit cannot be resolved) is neither served nor stored.
 
 Entries are JSON files named by the hash; an entry that does not parse, or whose identity
 or conditions differ, is ignored and overwritten. Results with NaN or inf scores are never
-stored nor served.
+stored nor served. A result served is given back as the spec that asked for it asks
+(:func:`as_asked`): the same questions under another limit, order or label.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..identity import CACHE, FIELDS, difference
+from ..markers import EvalSpec
 from ..mmlu.results import EvaluationResult
 from .report import write_json_atomic
 
@@ -77,3 +80,19 @@ class ResultCache:
     def clear(self) -> None:
         for path in self.root.glob("*.json"):
             os.unlink(path)
+
+
+def as_asked(result: EvaluationResult, spec: EvalSpec) -> EvaluationResult:
+    """A result of the same evaluation (the same questions: one identity) as ``spec`` asks for it:
+    its subjects in the spec's order, its limit and label (``limit=None`` and ``limit=50`` of a
+    20-question subject, say, are one evaluation)."""
+
+    order = {subject: i for i, subject in enumerate(spec.subjects)}
+    questions = sorted(result.questions, key=lambda q: (order.get(q.subject, len(order)), q.index))
+    return dataclasses.replace(
+        result,
+        subjects=spec.subjects,
+        limit=spec.limit,
+        label=spec.label or ",".join(spec.subjects),
+        questions=questions,
+    )

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 # lm-eval's lm_eval.utils.hash_string is the sha256 the report records a chat template by: one function.
-from ..identity import of_entry, prompt_difference, prompt_identity, with_questions
+from ..identity import of_entry, with_questions
 from ..mmlu.data import MmluData
+from ..prompt_identity import prompt_difference, prompt_identity
 from .lm_eval_format import DEFAULT_TEMPLATE
 from .report import ReportError
 

@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from factories import save_answer_a_model, write_mmlu_csvs
+from factories import make_result, save_answer_a_model, write_mmlu_csvs
 
-from pytest_mmlu.identity import prompt_identity
 from pytest_mmlu.markers import NoRegression
 from pytest_mmlu.mmlu.chat import format_difference
-from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
+from pytest_mmlu.mmlu.results import QuestionResult
+from pytest_mmlu.prompt_identity import prompt_identity
 from pytest_mmlu.regression import regression
 from pytest_mmlu.reports.baseline import Baseline
 
@@ -28,23 +28,7 @@ RULE = NoRegression(0.02, 0.05)
 
 def entry(prompt_format=None, omit=False):
     questions = [QuestionResult("anatomy", i, 0, 0 if i < 7 else 1, (0.0, -1.0, -2.0, -3.0)) for i in range(10)]
-    ev = EvaluationResult(
-        ("anatomy",),
-        0,
-        None,
-        "anatomy",
-        questions,
-        0,
-        None,
-        1,
-        [1],
-        0.0,
-        0,
-        "cpu",
-        "float32",
-        data_fingerprint="d",
-        prompt_format=prompt_format,
-    ).to_dict()
+    ev = make_result(questions, data_fingerprint="d", prompt_format=prompt_format).to_dict()
     if omit:
         del ev["prompt_format"]  # a report written before prompt formats were recorded
     return ev

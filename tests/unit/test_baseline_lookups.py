@@ -9,12 +9,11 @@ import json
 import math
 
 import pytest
-from factories import make_tokenizer, save_answer_a_model, write_mmlu_csvs
+from factories import made_up_identity, make_result, make_tokenizer, save_answer_a_model, write_mmlu_csvs
 
-from pytest_mmlu.identity import evaluation_identity
 from pytest_mmlu.markers import NoRegression
 from pytest_mmlu.mmlu.data import MmluData
-from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
+from pytest_mmlu.mmlu.results import QuestionResult
 from pytest_mmlu.regression import regression
 from pytest_mmlu.reports.baseline import Baseline
 from pytest_mmlu.reports.lm_eval_read import LmEvalBaseline
@@ -33,36 +32,12 @@ def entry(data: MmluData, right=(True, True, True), prompt_format=None) -> dict:
         QuestionResult.scored("anatomy", i, 0, (-0.1, -2.0, -3.0, -4.0) if ok else (-2.0, -0.1, -3.0, -4.0))
         for i, ok in enumerate(right)
     ]
-    result = EvaluationResult(
-        ("anatomy",),
-        1,
-        len(right),
-        "anatomy",
-        questions,
-        0,
-        None,
-        1,
-        [1],
-        0.0,
-        0,
-        "cpu",
-        "float32",
-        data_fingerprint=data.fingerprint(["anatomy"]),
-        prompt_format=prompt_format,
+    fingerprint = data.fingerprint(["anatomy"])
+    result = make_result(
+        questions, shots=1, limit=len(right), data_fingerprint=fingerprint, prompt_format=prompt_format
     )
-    result.identity = evaluation_identity(
-        model="sha256:m",
-        quantization="none",
-        adapter=None,
-        merge_adapter=False,
-        dtype="float32",
-        device="cpu",
-        prompt_format=prompt_format,
-        data=data.fingerprint(["anatomy"]),
-        questions=[("anatomy", i) for i in range(len(right))],
-        shots=1,
-        scoring=1,
-        software={},
+    result.identity = made_up_identity(
+        [("anatomy", i) for i in range(len(right))], 1, prompt_format=prompt_format, data=fingerprint, software={}
     )
     return result.to_dict()
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from factories import write_mmlu_csvs
+from factories import made_up_identity, make_result, write_mmlu_csvs
 
-from pytest_mmlu import identity, software
+from pytest_mmlu import software
 from pytest_mmlu.markers import EvalSpec
 from pytest_mmlu.models import content
 from pytest_mmlu.models.variants import Variant
@@ -149,39 +149,12 @@ def test_every_setting_and_the_data_are_part_of_the_key(tmp_path, model_dir, mml
 
 # -- the cache decides by identity, not by the file's name ---------------------------------------
 def cached_result():
-    from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
+    from pytest_mmlu.mmlu.results import QuestionResult
 
-    return EvaluationResult(
-        ("anatomy",),
-        0,
-        2,
-        "anatomy",
-        [QuestionResult("anatomy", 0, 0, 0, (0.0, -1.0, -2.0, -3.0))],
-        1,
-        None,
-        1,
-        [1],
-        0.1,
-        10,
-        "cpu",
-        "float32",
-    )
+    return make_result([QuestionResult("anatomy", 0, 0, 0, (0.0, -1.0, -2.0, -3.0))], limit=2, peak_memory_bytes=1)
 
 
-IDENTITY = identity.evaluation_identity(
-    model="sha256:m",
-    quantization="none",
-    adapter=None,
-    merge_adapter=False,
-    dtype="float32",
-    device="cpu",
-    prompt_format=None,
-    data="d",
-    questions=[("anatomy", 0)],
-    shots=0,
-    scoring=1,
-    software={"torch": "2"},
-)
+IDENTITY = made_up_identity([("anatomy", 0)], 0)
 CONDITIONS = {"budget": None, "batch_size": "auto"}
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 import pytest
+from factories import made_up_identity
 
 from pytest_mmlu import gates, judge, regression
 from pytest_mmlu.gates import Verdict
@@ -118,21 +119,8 @@ def test_non_finite_lists_at_most_five_questions():
 
 def identity_of(r, quantization="none"):
     """An identity as a run records it (model, software and device made up, the same for all)."""
-    from pytest_mmlu.identity import evaluation_identity
-
-    return evaluation_identity(
-        model="sha256:m",
-        quantization=quantization,
-        adapter=None,
-        merge_adapter=False,
-        dtype=r.dtype,
-        device="cpu",
-        prompt_format=None,
-        data="d",
-        questions=[(q.subject, q.index) for q in r.questions],
-        shots=r.shots,
-        scoring=1,
-        software={"torch": "2"},
+    return made_up_identity(
+        [(q.subject, q.index) for q in r.questions], r.shots, quantization=quantization, dtype=r.dtype
     )
 
 

@@ -8,7 +8,7 @@ import hashlib
 import json
 
 import pytest
-from factories import make_tokenizer, write_mmlu_csvs
+from factories import make_result, make_tokenizer, write_mmlu_csvs
 
 from pytest_mmlu.mmlu.data import MmluData
 from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult
@@ -27,20 +27,10 @@ def data(tmp_path_factory):
 
 
 def report_of(data, *questions, prompt_format=None, omit_greedy=False):
-    ev = EvaluationResult(
-        ("anatomy",),
-        1,
-        None,
-        "anatomy",
-        list(questions),
-        0,
-        None,
-        1,
-        [1],
-        0.0,
-        0,
-        "cpu",
-        "float32",
+    ev = make_result(
+        questions,
+        subjects=["anatomy"],
+        shots=1,
         data_fingerprint=data.fingerprint(["anatomy"]),
         prompt_format=prompt_format,
     ).to_dict()
