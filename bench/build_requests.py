@@ -11,7 +11,7 @@ HF backend; MMLU contexts end in "Answer:", so no whitespace moves), which is wh
 SmolLM2-135M-Instruct's tokenizer (byte-level BPE) and a SentencePiece-style llama
 tokenizer that adds BOS (``tests/factories.py``, trained here on MMLU's dev questions).
 
-The new way: ``Evaluator.requests`` (``pytest_mmlu/requests.py``): each subject's shared
+The new way: ``Evaluator.requests`` (``pytest_mmlu/mmlu/requests.py``): each subject's shared
 text encoded once, the questions' own parts in one batched call per subject.
 """
 

@@ -20,12 +20,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .compare import EXPECTED_FAILURES, FAILED_OUTCOMES, compare_reports, details, heading
+from .compare import EXPECTED_FAILURES, FAILED_OUTCOMES, compare_reports, heading
 from .judge import record_failing
 from .markers import NoRegression
 from .outputs.github import github_summary
 from .outputs.summary import improved_lines, summary_lines, wrapped
+from .records import regression_details
 from .reports.baseline import Baseline, load_baseline
+from .reports.lm_eval_write import report_tokenizer, write_lm_eval
 from .reports.merge import MergeError, judge_merged, load_shards, merge_shards
 from .reports.report import ReportError, load_report, write_json_atomic
 from .text import table
@@ -51,9 +53,9 @@ def compare(old_path: str, new_path: str, max_drop: float, alpha: float) -> int:
     for test in result.tests:
         for ev in test.evaluations:
             print(f"\n{heading(test.nodeid, ev)}")
-            for c in details(ev):
+            for c in regression_details(ev, compared=True):
                 _print_comparison(ev, c)
-            if not details(ev) and ev.get("n") and not ev.get("breaches"):
+            if not regression_details(ev, compared=True) and ev.get("n") and not ev.get("breaches"):
                 print(f"  not compared: {old_path} has no evaluation of this test, subjects, shots and limit")
             for line in ev.get("breaches", []):
                 print(f"  BREACH {line}")
@@ -146,8 +148,6 @@ def merge(
             notes.append(f"pytest-mmlu merge: report NOT written to {output}: {exc.strerror or exc}")
             written = False
     if lm_eval_dir:
-        from .reports.lm_eval_write import write_lm_eval
-
         try:
             written_files = write_lm_eval(lm_eval_dir, merged, data or merged.get("data"))
             notes.append(f"pytest-mmlu merge: lm-eval results written under {lm_eval_dir} ({len(written_files)} files)")
@@ -177,7 +177,6 @@ def _merge_baseline(path: str | None, data: str | None, merged: dict[str, Any]) 
 
     if not Path(path).exists():
         return Baseline(None, path)
-    from .reports.lm_eval_write import report_tokenizer
 
     return load_baseline(path, data, lambda: report_tokenizer(merged))
 
@@ -214,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     cmp_parser = sub.add_parser("compare", help="compare two JSON reports question by question")
     cmp_parser.add_argument("old")
     cmp_parser.add_argument("new")
-    cmp_parser.add_argument("--max-drop", type=_fraction("--max-drop"), default=0.02)
-    cmp_parser.add_argument("--alpha", type=_fraction("--alpha", low_open=True), default=0.05)
+    cmp_parser.add_argument("--max-drop", type=_fraction("--max-drop"), default=NoRegression.max_drop)
+    cmp_parser.add_argument("--alpha", type=_fraction("--alpha", low_open=True), default=NoRegression.alpha)
     merge_parser = sub.add_parser("merge", help="join --mmlu-shard reports and judge the whole")
     merge_parser.add_argument("shards", nargs="+", metavar="SHARD.json")
     merge_parser.add_argument("-o", "--output", metavar="MERGED.json", help="write the merged report")

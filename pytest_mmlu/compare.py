@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .gates import OUTCOME_CAUSES
 from .judge import Judgement, apply, judge_record, record_failing, record_failing_kinds
 from .markers import ItemMarks, NoRegression
-from .records import gates_of, own_evaluations
+from .records import gates_of, own_evaluations, regression_details
 from .regression import describe
 from .reports.baseline import Baseline, evaluation_key
 
-FAILED_OUTCOMES = ("failed", "error", "crashed", "not run")
+FAILED_OUTCOMES = tuple(OUTCOME_CAUSES)  # a test that ended so: its declared gates fail
 EXPECTED_FAILURES = ("xfailed", "xpassed")  # a test marked xfail: its gates may fail, as pytest allows
 
 
@@ -64,7 +65,7 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], old_path: str, rul
             judged_any = judged_any or _judged(triage_judgement)
         judged_any = judged_any or _judged(judgement)
         entries = [e for r in records for e in own_evaluations(r)]
-        compared += sum("base_accuracy" in c for e in entries for c in details(e))
+        compared += sum("base_accuracy" in c for e in entries for c in regression_details(e, compared=True))
         failing = any(record_failing(r) for r in records)
         outcome = test.get("outcome")
         if outcome in EXPECTED_FAILURES:
@@ -84,11 +85,6 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], old_path: str, rul
 
 def _judged(judgement: Judgement) -> bool:
     return any(v.kind != "skipped" for vs in (*judgement.evaluations, judgement.test) for v in vs)
-
-
-def details(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """An entry's no-regression verdicts that compared (against OLD or the full model)."""
-    return [c for c in entry.get("regressions") or [entry.get("regression") or {}] if "base_accuracy" in c]
 
 
 def heading(nodeid: str, entry: dict[str, Any]) -> str:

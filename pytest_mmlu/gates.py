@@ -178,7 +178,6 @@ def floor_uncovered(evaluated_subjects: Sequence[Sequence[str]], floor: Floor | 
 # -- evaluations that could not run, and misused gates ------------------------------------------
 def error(exc: Exception) -> Verdict:
     """An evaluation that could not run: a budget below batch 1, a model or data error."""
-
     if isinstance(exc, (BudgetTooSmall, OutOfMemory)):
         return Verdict("budget", str(exc))
     prefix = "MMLU data error: " if isinstance(exc, DataError) else ""

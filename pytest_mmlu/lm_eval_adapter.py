@@ -24,6 +24,7 @@ from .mmlu.evaluation import build_engine
 from .mmlu.prompts import LmEvalTokenizer, TokenRequest
 from .models.load import load_model
 from .models.variants import FULL, make_variant
+from .options import DEFAULTS, says_true
 from .settings import Settings
 from .sizes import parse_size
 
@@ -33,22 +34,22 @@ class PytestMmluLM(TemplateLM):
     def __init__(
         self,
         pretrained: str,
-        revision: str | None = None,
-        dtype: str = "auto",
-        device: str = "auto",
-        batch_size: str | int = "auto",
+        revision: str | None = DEFAULTS["revision"],
+        dtype: str = DEFAULTS["dtype"],
+        device: str = DEFAULTS["device"],
+        batch_size: str | int = DEFAULTS["batch_size"],
         memory_budget: str | int | None = None,
-        trust_remote_code: bool = False,
-        quantization: str = "none",
-        adapter: str | None = None,
-        merge_adapter: bool = False,
-        device_map: str = "fit",
+        trust_remote_code: bool = DEFAULTS["trust_remote_code"],
+        quantization: str = DEFAULTS["quantization"],
+        adapter: str | None = DEFAULTS["adapter"],
+        merge_adapter: bool = DEFAULTS["merge_adapter"],
+        device_map: str = DEFAULTS["device_map"],
         **_ignored: Any,
     ) -> None:
         super().__init__()
         batch = batch_size if batch_size == "auto" else int(batch_size)
         # model_args arrive as strings ("merge_adapter=True"): the variant parses them as the options do
-        variant = make_variant(FULL, quantization, adapter, str(merge_adapter).lower() in ("1", "true", "yes"))
+        variant = make_variant(FULL, quantization, adapter, says_true(merge_adapter))
         settings = Settings(
             model=pretrained,
             revision=revision,
@@ -107,7 +108,7 @@ class PytestMmluLM(TemplateLM):
 def mmlu_tasks(data: Any, subjects: list[str]) -> dict[str, Any]:
     """lm-eval's own ``mmlu_<subject>`` tasks (its YAML), fed from local data instead of the hub.
 
-    ``data`` is a :class:`pytest_mmlu.data.MmluData`; handy for running lm-eval's MMLU offline
+    ``data`` is a :class:`pytest_mmlu.mmlu.data.MmluData`; handy for running lm-eval's MMLU offline
     and for comparing its numbers with ours on the same questions.
     """
 

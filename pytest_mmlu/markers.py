@@ -69,6 +69,11 @@ def marker_docs() -> list[str]:
     return docs
 
 
+def defaults_of(marker: Callable[..., None]) -> dict[str, Any]:
+    """A marker's default arguments: what the values below default to, written once."""
+    return {p.name: p.default for p in inspect.signature(marker).parameters.values() if p.default is not p.empty}
+
+
 class MarkerError(ValueError):
     pass
 
@@ -79,19 +84,24 @@ class EvalSpec:
     """What to evaluate: resolved subjects, number of shots, per-subject question limit."""
 
     subjects: tuple[str, ...]
-    shots: int = 5
-    limit: int | None = None
+    shots: int = defaults_of(mmlu)["shots"]
+    limit: int | None = defaults_of(mmlu)["limit"]
     label: str = ""
 
     def key(self) -> tuple:
         return (self.subjects, self.shots, self.limit)
+
+    @property
+    def shown_label(self) -> str:
+        """The label a result carries: the category or subject asked for, else the subjects."""
+        return self.label or ",".join(self.subjects)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "subjects": list(self.subjects),
             "shots": self.shots,
             "limit": self.limit,
-            "label": self.label or ",".join(self.subjects),
+            "label": self.shown_label,
         }
 
     @classmethod
@@ -114,16 +124,16 @@ class Floor:
 
 @dataclass(frozen=True)
 class NoRegression:
-    max_drop: float = 0.02
-    alpha: float = 0.05
-    against: str = "baseline"  # or "full": the full-precision model in the same session
+    max_drop: float = defaults_of(mmlu_no_regression)["max_drop"]
+    alpha: float = defaults_of(mmlu_no_regression)["alpha"]
+    against: str = defaults_of(mmlu_no_regression)["against"]  # or "full": the full model, this session
 
     def to_dict(self) -> dict[str, Any]:
         return {"max_drop": self.max_drop, "alpha": self.alpha, "against": self.against}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NoRegression:
-        return cls(d["max_drop"], d["alpha"], d.get("against", "baseline"))
+        return cls(d["max_drop"], d["alpha"], d.get("against", cls.against))
 
 
 @dataclass(frozen=True)

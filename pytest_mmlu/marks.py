@@ -40,7 +40,7 @@ def _bind(signature_of: Callable[..., None], mark: pytest.Mark) -> dict[str, Any
     return dict(bound.arguments)
 
 
-def make_eval_spec(subjects: Any, shots: Any = 5, limit: Any = None) -> EvalSpec:
+def make_eval_spec(subjects: Any, shots: Any = EvalSpec.shots, limit: Any = EvalSpec.limit) -> EvalSpec:
     try:
         resolved = resolve_subjects(subjects)
     except UnknownSubject as exc:
@@ -172,7 +172,6 @@ def _every_rule(values: list[tuple[Any, pytest.Mark, NoRegression]]) -> tuple[No
 
 
 def _parse_variant(mark: pytest.Mark) -> VariantMark:
-
     args = _bind(mmlu_variant, mark)
     try:  # each argument checked as the options are; merge_adapter's adapter may be the session's
         if args["quantization"] is not None:

@@ -16,9 +16,12 @@ from .models.variants import parse_adapter, parse_quantization
 from .sources import looks_like_path
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
-
-
 FALSE_WORDS = {"0", "false", "no", "off"}
+
+
+def says_true(value: Any) -> bool:
+    """A flag given as text (an option, an lm-eval model argument) that says yes."""
+    return str(value).strip().lower() in TRUE_WORDS
 
 
 def _flag(raw: str) -> bool:
@@ -88,7 +91,6 @@ def _chat_template(raw: str) -> bool | str | None:
 
 
 def _shard(raw: str) -> Any:
-
     return parse_shard(raw)
 
 
@@ -268,3 +270,4 @@ OPTIONS: tuple[Option, ...] = (
         verbatim=True,
     ),
 )
+DEFAULTS: dict[str, Any] = {opt.name: opt.default for opt in OPTIONS}  # Settings' field defaults

@@ -22,7 +22,7 @@ from .mmlu.results import EvaluationResult
 from .models.errors import ModelLoadError
 from .models.variants import FULL
 from .outputs.finish import finish
-from .outputs.header import header_lines  # torch: the device and its meter
+from .outputs.header import header_lines
 from .outputs.summary import summary_lines
 from .session import MmluSession
 from .text import wrapped
@@ -136,7 +136,7 @@ def mmlu_model(request: pytest.FixtureRequest) -> Any:
 
 
 class MmluFixture:
-    """``mmlu.evaluate(subjects=..., shots=5, limit=None)``; the test's budget and floor apply."""
+    """``mmlu.evaluate(subjects, shots, limit)`` from a test body; the test's budget and floor apply."""
 
     def __init__(self, item: pytest.Item) -> None:
         self._item = item
@@ -144,8 +144,8 @@ class MmluFixture:
     def evaluate(
         self,
         subjects: Any = "all",
-        shots: int = 5,
-        limit: int | None = None,
+        shots: int = markers.EvalSpec.shots,
+        limit: int | None = markers.EvalSpec.limit,
         *,
         quantization: str | None = None,
         adapter: Any = None,

@@ -43,7 +43,6 @@ def detectable_drop(n: int, alpha: float, discordance: float, power: float = POW
 
 def power_at(n: int, alpha: float, discordance: float, drop: float) -> float:
     """P(the test rejects) when the true drop is ``drop`` (exact, see the module docstring)."""
-
     d = min(1.0, max(discordance, drop))
     if d <= 0.0:
         return 0.0  # no discordant question: nothing can be significant

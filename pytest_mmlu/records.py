@@ -104,3 +104,11 @@ def union_by_nodeid(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str,
 def own_evaluations(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A record's evaluations, less the references they were compared with."""
     return [e for e in record.get("evaluations", []) if not is_reference(e)]
+
+
+def regression_details(entry: Mapping[str, Any], compared: bool = False) -> list[dict[str, Any]]:
+    """The details of every no-regression verdict on a judged entry (``regressions`` with
+    several rules, else ``regression``); ``compared``: only those that found something to
+    compare with."""
+    found = entry.get("regressions") or ([entry["regression"]] if entry.get("regression") else [])
+    return [d for d in found if "base_accuracy" in d] if compared else list(found)

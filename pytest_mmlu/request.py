@@ -1,9 +1,13 @@
 """One evaluation as it is asked for: the questions (``EvalSpec``), the memory budget, the
 model variant, and the identity those make in this job (``identity.py``). A test's marks and
-the session make it once (``MmluSession.request``); the cache, the evaluator and the record
-all take this one value, so none of them can pair a spec with another evaluation's identity.
+the session make it once (``MmluSession.request``) and ``MmluSession.evaluate`` takes it
+whole: the identity the cache is asked with, the model loaded, the spec and budget evaluated
+and the identity the result is stamped with all come from this one value, so that no step
+can pair a spec with another evaluation's identity or variant.
 
-The scoring engine below the evaluator sees none of it: it takes token requests and a budget.
+Below the session the parts go their own ways: the evaluator takes the spec and the budget
+(``mmlu.evaluation.Evaluator``, also used alone by benchmarks), and the scoring engine only
+token requests and a budget.
 """
 
 from __future__ import annotations

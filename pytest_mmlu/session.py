@@ -20,6 +20,7 @@ from . import SCORING_VERSION
 from .identity import CACHE, Identity, difference, evaluation_identity, with_questions
 from .markers import EvalSpec
 from .memory.allocator import release_memory
+from .mmlu.chat import ChatTemplateError, prompt_format_of
 from .mmlu.data import MmluData
 from .mmlu.results import EvaluationResult
 from .mmlu.shards import ShardedData, empty_result
@@ -86,7 +87,6 @@ class MmluSession:
 
     def load_plan(self, variant: Variant | None = None) -> LoadPlan:
         """Where and in what dtype ``variant`` loads, decided once (``models.plan.plan_load``)."""
-
         variant = self.variant if variant is None else variant
         if variant in self._load_errors:
             raise ModelLoadError(self._load_errors[variant])
@@ -125,7 +125,6 @@ class MmluSession:
 
     def release_model(self) -> None:
         """Drop the loaded model (and its evaluator) and give its memory back."""
-
         if self._loaded is not None:
             device = self._loaded.device
             self._loaded = self._evaluator = None
@@ -144,7 +143,6 @@ class MmluSession:
             return None
 
     def data(self) -> Any:
-
         if self._data is None:
             self._data = MmluData(self.settings.data)
         return self._data
@@ -154,8 +152,6 @@ class MmluSession:
 
         loaded = self.loaded_model(variant)
         if self._evaluator is None or self._evaluator.loaded is not loaded:
-            from .mmlu.chat import prompt_format_of
-
             self._evaluator = Evaluator(
                 loaded, self.evaluated_data(), self.settings.batch_size, prompt_format_of(self.settings)
             )
@@ -163,21 +159,18 @@ class MmluSession:
 
     def evaluated_data(self) -> Any:
         """The questions this job evaluates: all of them, or its shard's (``--mmlu-shard``)."""
-
         shard = self.settings.shard
         return self.data() if shard is None else ShardedData(self.data(), shard)
 
     # -- identity: what an evaluation is --------------------------------------------------------
     @property
     def hashes(self) -> ContentHashes:
-
         if self._hashes is None:
             self._hashes = ContentHashes(self._memo_path)
         return self._hashes
 
     def model_content(self) -> str | None:
         """The model's content (``content.py``), found once; None where it cannot be known."""
-
         if self._model_content is None:
             self._model_content = model_content(str(self.settings.model), self.settings.revision, self.hashes)
             if self._model_content.note:  # e.g. the hub was unreachable: the local snapshot
@@ -187,7 +180,6 @@ class MmluSession:
     def prompt_format(self) -> dict[str, Any] | None:
         """The prompt format as recorded (``PromptFormat.describe``): a chat template by its
         text's sha256, read from the tokenizer without loading the model."""
-        from .mmlu.chat import ChatTemplateError, prompt_format_of
 
         if self._prompt is False:
             fmt = prompt_format_of(self.settings)
@@ -199,7 +191,6 @@ class MmluSession:
         return self._prompt
 
     def tokenizer(self) -> Any:
-
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
@@ -216,7 +207,6 @@ class MmluSession:
         return self._tokenizer
 
     def software(self) -> dict[str, Any]:
-
         if self._software is None:
             self._software = software_versions()
         return self._software
@@ -298,7 +288,6 @@ class MmluSession:
 
     def baseline(self) -> Baseline:
         """The baseline this run compares with (read once), or why there is none."""
-
         if self._baseline is None:
             path = self.settings.baseline
             if path and Path(path).exists():

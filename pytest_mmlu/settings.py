@@ -17,38 +17,42 @@ from typing import Any
 import pytest
 
 from .contradictions import CONTRADICTIONS
-from .options import OPTIONS, TRUE_WORDS
+from .options import DEFAULTS, OPTIONS, says_true
 from .reports.baseline import check_baseline
 from .reports.report import ReportError
 
 
 @dataclass(frozen=True)
 class Settings:
-    model: str | None = None
-    revision: str | None = None
-    data: str = "cais/mmlu"
-    dtype: str = "auto"
-    device: str = "auto"
-    batch_size: str | int = "auto"
-    report: str | None = None
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-    baseline: str | None = None
-    update_baseline: bool = False
-    cache_dir: str | None = None
-    no_cache: bool = False
-    chart: str | None = None
-    require_model: bool = False  # effective: --mmlu-allow-skip already applied
-    allow_skip: bool = False
-    shard: Any = None  # shards.Shard
-    report_lm_eval: str | None = None
-    quantization: str = "none"
-    adapter: str | None = None
-    merge_adapter: bool = False
-    device_map: str = "fit"
-    chat_template: bool | str | None = None  # None: plain prompts
-    fewshot_as_multiturn: bool | None = None  # None: on with a chat template (lm-eval's default)
-    system_instruction: str | None = None
+    """Every setting, resolved once (CLI > env > ini > default); the defaults are the option
+    table's (``options.OPTIONS``)."""
+
+    model: str | None = DEFAULTS["model"]
+    revision: str | None = DEFAULTS["revision"]
+    data: str = DEFAULTS["data"]
+    dtype: str = DEFAULTS["dtype"]
+    device: str = DEFAULTS["device"]
+    batch_size: str | int = DEFAULTS["batch_size"]
+    report: str | None = DEFAULTS["report"]
+    trust_remote_code: bool = DEFAULTS["trust_remote_code"]
+    allow_pickle: bool = DEFAULTS["allow_pickle"]
+    baseline: str | None = DEFAULTS["baseline"]
+    update_baseline: bool = DEFAULTS["update_baseline"]
+    cache_dir: str | None = DEFAULTS["cache_dir"]
+    no_cache: bool = DEFAULTS["no_cache"]
+    chart: str | None = DEFAULTS["chart"]
+    require_model: bool = DEFAULTS["require_model"]  # effective: --mmlu-allow-skip already applied
+    allow_skip: bool = DEFAULTS["allow_skip"]
+    shard: Any = DEFAULTS["shard"]  # shards.Shard
+    report_lm_eval: str | None = DEFAULTS["report_lm_eval"]
+    quantization: str = DEFAULTS["quantization"]
+    adapter: str | None = DEFAULTS["adapter"]
+    merge_adapter: bool = DEFAULTS["merge_adapter"]
+    device_map: str = DEFAULTS["device_map"]
+    chat_template: bool | str | None = DEFAULTS["chat_template"]  # None: plain prompts
+    # None: few-shot examples as turns with a chat template (lm-eval's default)
+    fewshot_as_multiturn: bool | None = DEFAULTS["fewshot_as_multiturn"]
+    system_instruction: str | None = DEFAULTS["system_instruction"]
     # Where each non-default value came from, for messages ("--mmlu-dtype", "PYTEST_MMLU_DTYPE"...).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -103,7 +107,7 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
         except ValueError as exc:
             raise pytest.UsageError(f"pytest-mmlu: bad value {raw!r} from {where}: {exc}") from None
         sources[opt.name] = where
-    if "require_model" not in sources and environ.get("CI", "").strip().lower() in TRUE_WORDS:
+    if "require_model" not in sources and says_true(environ.get("CI", "")):
         # A CI job whose model variable is unset must not pass by skipping every gate.
         values["require_model"], sources["require_model"] = True, "environment variable CI"
     settings = Settings(**values, sources=sources)

@@ -4,7 +4,6 @@ change a score, pytest-mmlu's own source, and the kind of device (never its inde
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
 import os
@@ -72,7 +71,6 @@ def software_versions() -> dict[str, Any]:
     return versions
 
 
-@functools.cache  # pytest-mmlu's source does not change during a run
 def source_digest(root: str = "") -> str:
     """sha256 of pytest-mmlu's own modules (or those under ``root``), subpackages (the
     engine) included."""

@@ -40,7 +40,7 @@ class RowCost:
         )
 
     def row_bytes(self, prefix: int, suffix: int, scored: int, shared: bool = False) -> int:
-        """Bytes one row adds; ``shared``: packed after a prefix kept once (attention.py),
+        """Bytes one row adds; ``shared``: packed after a prefix kept once (``engine/attention``),
         so a row holds only its own keys and values, and attention is tiled."""
         if shared:
             return (self.kv_per_token + self.act_per_token) * suffix + self.logit_bytes * scored

@@ -109,12 +109,12 @@ class _ParquetTree:
             try:
                 table = pq.read_table(file, columns=["question", "choices", "answer"]).to_pylist()
             except Exception as exc:  # noqa: BLE001 - any reader failure is a data error
-                raise DataError(f"{file}: cannot read parquet ({exc})") from None
+                raise DataError(f"{file}: cannot read parquet ({first_line(exc)})") from None
             for offset, rec in enumerate(table):
                 choices, answer = rec["choices"], rec["answer"]
-                if not isinstance(choices, list) or len(choices) != 4:
-                    raise DataError(f"{file}: row {offset}: expected 4 choices, found {choices!r}")
-                if answer not in (0, 1, 2, 3):
+                if not isinstance(choices, list) or len(choices) != len(LETTERS):
+                    raise DataError(f"{file}: row {offset}: expected {len(LETTERS)} choices, found {choices!r}")
+                if answer not in range(len(LETTERS)):
                     raise DataError(f"{file}: row {offset}: answer must be 0-3, found {answer!r}")
                 rows.append(Question(subject, len(rows), rec["question"], tuple(choices), answer))
         if not rows:

@@ -12,7 +12,7 @@ from ..memory.allocator import HEAP_TRIM_THRESHOLD, release_memory
 from ..memory.meters import make_meter
 from ..models.load import LoadedModel
 from .chat import PromptFormat, PromptRenderer
-from .data import MmluData, Question
+from .data import LETTERS, MmluData, Question
 from .prompts import TokenRequest
 from .requests import Group, RequestBuilder
 from .results import EvaluationResult, QuestionResult
@@ -100,11 +100,12 @@ class Evaluator:
         build_seconds = time.perf_counter() - start
         engine = self.engine(budget_bytes)
         total = len(questions)
-        on_progress = None if progress is None else (lambda done: progress(done // 4, total))
+        width = len(LETTERS)  # one request per choice
+        on_progress = None if progress is None else (lambda done: progress(done // width, total))
         scores = engine.score(requests, progress=on_progress)
         results = []
         for i, q in enumerate(questions):
-            own = scores[4 * i : 4 * i + 4]
+            own = scores[width * i : width * (i + 1)]
             results.append(
                 QuestionResult.scored(
                     q.subject, q.index, q.answer, tuple(s.loglikelihood for s in own), tuple(s.is_greedy for s in own)
@@ -115,7 +116,7 @@ class Evaluator:
             subjects=spec.subjects,
             shots=spec.shots,
             limit=spec.limit,
-            label=spec.label or ",".join(spec.subjects),
+            label=spec.shown_label,
             questions=results,
             peak_memory_bytes=stats.peak_bytes,
             budget_bytes=budget_bytes,

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .data import LETTERS, Question
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
@@ -32,8 +33,8 @@ def description(subject: str) -> str:
 
 
 def question_text(q: Question) -> str:
-    c = q.choices
-    return f"{q.question.strip()}\nA. {c[0]}\nB. {c[1]}\nC. {c[2]}\nD. {c[3]}\nAnswer:"
+    choices = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, q.choices))
+    return f"{q.question.strip()}{choices}\nAnswer:"
 
 
 def fewshot_text(examples: Sequence[tuple[str, str]]) -> str:

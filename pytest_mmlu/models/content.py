@@ -28,6 +28,7 @@ from typing import Any
 from filelock import FileLock
 
 from ..reports.report import write_json_atomic
+from ..sources import looks_like_path
 from ..text import first_line
 
 # Files in a model folder that are never loaded; anything else counts as model content.
@@ -181,8 +182,9 @@ def hub_content(repo_id: str, revision: str | None) -> ModelContent:
 
 
 def model_content(model: str, revision: str | None, hashes: ContentHashes) -> ModelContent:
-    """A local folder by the content of its files; a hub id by its commit."""
-    path = Path(model)
-    if path.is_dir():
-        return ModelContent(hashes.folder(path))
+    """A local folder by the content of its files; a hub id by its commit; a local path that
+    is no folder by nothing (it cannot load either)."""
+    if looks_like_path(model):
+        path = Path(model)
+        return ModelContent(hashes.folder(path) if path.is_dir() else None)
     return hub_content(model, revision)

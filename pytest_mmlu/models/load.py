@@ -258,5 +258,4 @@ def _copy_out_of_checkpoint(model: Any) -> None:
 
 
 def _plain(tensor: Any) -> Any:
-
     return plain_tensors(tensor)

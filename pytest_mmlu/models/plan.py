@@ -113,7 +113,6 @@ class LoadPlan:
 
 def plan_load(settings: Settings, variant: Variant | None = None) -> LoadPlan:
     """The load plan of the settings' model as ``variant``; ModelLoadError with one line."""
-
     variant = session_variant(settings) if variant is None else variant
     workers = Workers.of_this_process()
     device = resolve_device(settings.device, workers)

@@ -39,7 +39,7 @@ class QuantizationUnavailable(Exception):
 class Method:
     name: str
     library: str  # the Python package that quantizes
-    what: str  # what the weights become, for the README and the header
+    what: str  # what the weights become
     devices: tuple[str, ...]
     min_capability: tuple[int, int] | None = None  # CUDA compute capability needed
 

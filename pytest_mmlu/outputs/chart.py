@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..mmlu.results import wilson_interval
 from ..records import own_evaluations
 from ..reports.report import ReportError
 from .summary import shown
-
-if TYPE_CHECKING:
-    pass
 
 
 def write_chart(path: str, records: list[dict[str, Any]]) -> None:

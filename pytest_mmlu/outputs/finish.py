@@ -5,15 +5,15 @@ summary, the chart and the notes. A file that cannot be written becomes a note, 
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
-from .. import SCORING_VERSION, __version__
 from ..gates import output_not_written
 from ..judge import record_failing
 from ..records import own_evaluations
 from ..reports.baseline import BaselineWriteError, write_baseline
-from ..reports.report import ReportError, result_settings, write_json_atomic
+from ..reports.lm_eval_write import write_lm_eval
+from ..reports.report import ReportError, report_header, result_settings, write_json_atomic
+from ..text import first_line
 from .chart import write_chart
 from .github import github_summary
 from .summary import improved_lines
@@ -34,10 +34,7 @@ def report(sess: MmluSession) -> dict[str, Any]:
     """The JSON report (schema in ``reports/report.py``)."""
     model = sess.model_info or {"model": sess.settings.model, "revision": sess.settings.revision, "loaded": False}
     return {
-        "schema": 1,
-        "pytest_mmlu_version": __version__,
-        "scoring_version": SCORING_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **report_header(),
         "model": model,
         "data": sess.settings.data,
         "settings": result_settings(sess.settings),
@@ -59,8 +56,6 @@ def finish(sess: MmluSession, exitstatus: int) -> bool:
             notes.append(output_not_written("report", settings.report, _why(exc)))
             written = False
     if settings.report_lm_eval and records:
-        from ..reports.lm_eval_write import write_lm_eval
-
         try:
             files = write_lm_eval(settings.report_lm_eval, report(sess), sess.data())
             notes.append(f"pytest-mmlu: lm-eval results written under {settings.report_lm_eval} ({len(files)} files)")
@@ -107,5 +102,5 @@ def finish(sess: MmluSession, exitstatus: int) -> bool:
         except ReportError as exc:
             notes.append(f"pytest-mmlu: chart not written: {exc}")
         except Exception as exc:  # noqa: BLE001 - a chart must never turn a gate's verdict into a crash
-            notes.append(f"pytest-mmlu: chart not written: {type(exc).__name__}: {exc}")
+            notes.append(f"pytest-mmlu: chart not written: {type(exc).__name__}: {first_line(exc)}")
     return written

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..mmlu.results import EvaluationResult
-
-if TYPE_CHECKING:
-    pass
 
 
 def junit_properties(result: EvaluationResult) -> list[tuple[str, Any]]:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from ..text import middle_cut
-
-if TYPE_CHECKING:
-    pass
-
 
 # -- during the run -----------------------------------------------------------------------------
 TERMINAL_EVERY_S = 0.5  # a terminal line is redrawn in place: cheap, so often
@@ -81,7 +77,6 @@ class Progress:
         reporter.currentfspath = where
 
     def _around_capture(self) -> Any:
-
         return nullcontext() if self._capture is None else self._capture.global_and_fixture_disabled()
 
 

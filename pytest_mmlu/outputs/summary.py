@@ -4,15 +4,12 @@ no-regression gates can see, and every breach in full; no line wider than ``text
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..judge import record_failing
-from ..records import own_evaluations
+from ..records import own_evaluations, regression_details
 from ..regression import sensitivity_text
 from ..text import WIDTH, column_widths, middle_cut, shorten, table_line, wrapped
-
-if TYPE_CHECKING:
-    pass
 
 
 def _gib(n: int | None) -> str:
@@ -46,25 +43,31 @@ def verdict_word(ev: dict[str, Any]) -> str:
     return "at merge" if ev.get("judged_at_merge") else "ok"
 
 
-def _cells(ev: dict[str, Any]) -> list[str]:
+def evaluation_cells(ev: dict[str, Any]) -> dict[str, str]:
+    """An evaluation entry's cells as text, by column (``HEADERS``): the terminal summary and
+    the GitHub summary show the same figures the same way."""
     floor = ev.get("floor") or {}
     floor_text = "-" if floor.get("min") is None else f"{floor['min']:.3f}"
     if floor.get("per_subject"):
         floor_text = ("" if floor.get("min") is None else floor_text) + f"+{len(floor['per_subject'])}"
     label, acc, ci = _figures(ev)
-    budget = f"{_gib(ev['peak_memory_bytes'])}/{_gib(ev['budget_bytes'])}"
-    return [
-        label,
-        "-" if ev["shots"] is None else str(ev["shots"]),
-        str(ev["n"]),
-        acc,
-        ci,
-        floor_text,
-        budget,
-        str(ev["batch_size"]),
-        "cache" if ev.get("from_cache") else f"{ev['seconds']:.1f}",
-        verdict_word(ev),
-    ]
+    return {
+        "subjects": label,
+        "shots": "-" if ev["shots"] is None else str(ev["shots"]),
+        "n": str(ev["n"]),
+        "acc": acc,
+        "95% CI": ci,
+        "floor": floor_text,
+        "peak/budget": f"{_gib(ev['peak_memory_bytes'])}/{_gib(ev['budget_bytes'])}",
+        "batch": str(ev["batch_size"]),
+        "s": "cache" if ev.get("from_cache") else f"{ev['seconds']:.1f}",
+        "verdict": verdict_word(ev),
+    }
+
+
+def _cells(ev: dict[str, Any]) -> list[str]:
+    cells = evaluation_cells(ev)
+    return [cells[h] for h in HEADERS]
 
 
 def improved_lines(records: list[dict[str, Any]]) -> list[str]:
@@ -73,7 +76,7 @@ def improved_lines(records: list[dict[str, Any]]) -> list[str]:
         reg["line"]
         for r in records
         for e in r["evaluations"]
-        for reg in e.get("regressions") or [e.get("regression") or {}]
+        for reg in regression_details(e)
         if reg.get("verdict") == "improved"
     ]
 
@@ -125,12 +128,7 @@ def summary_lines(records: list[dict[str, Any]]) -> list[str]:
                     f"{ev.get('engine_mode_reason') or 'the model cannot share a prefix'}"
                 )
             )
-    seen = [
-        (nodeid, reg)
-        for nodeid, ev in ordered
-        for reg in ev.get("regressions") or [ev.get("regression") or {}]
-        if "base_accuracy" in reg
-    ]
+    seen = [(nodeid, reg) for nodeid, ev in ordered for reg in regression_details(ev, compared=True)]
     if seen:
         lines.append("no-regression gates (smallest drop detectable at 80% power):")
         for nodeid, reg in seen:

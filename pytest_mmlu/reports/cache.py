@@ -93,6 +93,6 @@ def as_asked(result: EvaluationResult, spec: EvalSpec) -> EvaluationResult:
         result,
         subjects=spec.subjects,
         limit=spec.limit,
-        label=spec.label or ",".join(spec.subjects),
+        label=spec.shown_label,
         questions=questions,
     )

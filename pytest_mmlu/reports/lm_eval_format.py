@@ -16,9 +16,7 @@ import re
 from pathlib import Path
 
 from ..mmlu.data import LETTERS
-
-# lm-eval's lm_eval.utils.hash_string is the sha256 the report records a chat template by: one function.
-
+from ..mmlu.prompts import FEWSHOT_DELIMITER, TARGET_DELIMITER
 
 # lm-eval's default MMLU task (lm_eval/tasks/mmlu/default/_default_template_yaml).
 DOC_TO_TEXT = (
@@ -30,8 +28,8 @@ DEFAULT_TEMPLATE = {
     "doc_to_text": DOC_TO_TEXT,
     "doc_to_choice": list(LETTERS),
     "doc_to_target": "answer",
-    "target_delimiter": " ",
-    "fewshot_delimiter": "\n\n",
+    "target_delimiter": TARGET_DELIMITER,
+    "fewshot_delimiter": FEWSHOT_DELIMITER,
     "output_type": "multiple_choice",
 }
 

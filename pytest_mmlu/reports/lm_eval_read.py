@@ -14,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# lm-eval's lm_eval.utils.hash_string is the sha256 the report records a chat template by: one function.
 from ..identity import of_entry, with_questions
+from ..mmlu.chat import PromptFormat, PromptRenderer
 from ..mmlu.data import MmluData
+from ..options import says_true
 from ..prompt_identity import prompt_difference, prompt_identity
+from ..text import first_line
 from .lm_eval_format import DEFAULT_TEMPLATE
 from .report import ReportError
 
@@ -78,7 +80,7 @@ class LmEvalRun:
         found: dict[str, Any] = {
             "quantization": _lm_eval_quantization(args),
             "adapter": "unknown content (an lm-eval run)" if args.get("peft") or args.get("adapter") else None,
-            "merge_adapter": str(args.get("merge_adapter", "")).lower() in ("1", "true", "yes", "on"),
+            "merge_adapter": says_true(args.get("merge_adapter", "")),
             "prompt": prompt_identity(
                 {
                     "chat_template": True if results.get("chat_template") else None,
@@ -139,7 +141,7 @@ class LmEvalBaseline:
             try:
                 data = MmluData(data)
             except Exception as exc:  # noqa: BLE001 - any reason the data cannot be opened
-                data, why = None, f"the MMLU data cannot be read to check its questions ({exc})"
+                data, why = None, f"the MMLU data cannot be read to check its questions ({first_line(exc)})"
         if data is None and why is None:
             why = "no MMLU data to check its questions against"
         return cls(run, path, data, why, tokenizer)
@@ -256,7 +258,6 @@ class LmEvalBaseline:
     def _render(self, subject: str, examples: Any, question: Any) -> str:
         """Our prompt for ``question`` as the lm-eval run's format renders it: plain, or with
         its chat template (its text, recorded in the results file) through our tokenizer."""
-        from ..mmlu.chat import PromptFormat, PromptRenderer
 
         if self._renderer is None:
             results = self.run.results
@@ -271,7 +272,8 @@ class LmEvalBaseline:
                     tokenizer = self._tokenizer() if self._tokenizer is not None else None
                 except Exception as exc:  # noqa: BLE001 - any reason the tokenizer cannot load
                     raise ReportError(
-                        f"cannot render this run's prompts with the lm-eval run's chat template to compare them: {exc}"
+                        "cannot render this run's prompts with the lm-eval run's chat template to compare "
+                        f"them: {first_line(exc)}"
                     ) from None
                 if tokenizer is None:
                     raise ReportError(
@@ -297,9 +299,9 @@ def _lm_eval_quantization(args: dict[str, Any]) -> str:
     or the hf backend's bitsandbytes flags."""
     if args.get("quantization"):
         return str(args["quantization"])
-    if str(args.get("load_in_8bit", "")).lower() in ("true", "1"):
+    if says_true(args.get("load_in_8bit", "")):
         return "bnb-int8"
-    if str(args.get("load_in_4bit", "")).lower() in ("true", "1"):
+    if says_true(args.get("load_in_4bit", "")):
         kind = str(args.get("bnb_4bit_quant_type") or "fp4")
         return "nf4" if kind == "nf4" else f"bnb-{kind}"
     return "none"

@@ -15,10 +15,9 @@ from typing import Any
 
 from .. import __version__
 from ..identity import LM_EVAL_RUN, of_entry, run_key
-
-# lm-eval's lm_eval.utils.hash_string is the sha256 the report records a chat template by: one function.
-from ..mmlu.chat import sha256 as hash_string
-from ..mmlu.data import LETTERS, DataError, MmluData
+from ..mmlu.chat import ChatTemplateError, PromptFormat, PromptRenderer
+from ..mmlu.chat import sha256 as hash_string  # lm-eval's hash_string: the sha256 of a text
+from ..mmlu.data import DataError, MmluData
 from ..mmlu.prompts import description
 from ..records import own_evaluations
 from ..text import first_line
@@ -44,7 +43,7 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
         try:
             data = MmluData(str(data))
         except DataError as exc:
-            raise ReportError(f"cannot read the MMLU data for the samples: {exc}") from None
+            raise ReportError(f"cannot read the MMLU data for the samples: {first_line(exc)}") from None
     runs = _runs_of(report)
     for run in runs:  # the docs and prompts written are the data's: it must be the evaluations' data
         for subjects, recorded in run.fingerprints:
@@ -98,7 +97,6 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
                 "test_split": "test",
                 "fewshot_split": "dev",
                 **DEFAULT_TEMPLATE,
-                "doc_to_choice": list(LETTERS),
                 "description": description(subject),
                 "fewshot_config": {"sampler": "first_n", "split": "dev"},
                 "num_fewshot": shots,
@@ -209,8 +207,6 @@ def _runs_of(report: dict[str, Any]) -> list[_Run]:
 
 def _renderer(recorded: dict[str, Any] | None, report: dict[str, Any], tokenizer: Any) -> Any:
     """The renderer of the prompts an evaluation recorded (``prompt_format``; None: plain)."""
-    from ..mmlu.chat import ChatTemplateError, PromptFormat, PromptRenderer
-
     recorded = recorded or {}
     fmt = PromptFormat(
         recorded.get("chat_template"), bool(recorded.get("fewshot_as_multiturn")), recorded.get("system_instruction")

@@ -16,16 +16,14 @@ never evaluated.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from .. import SCORING_VERSION, __version__
 from ..identity import MERGE, difference, of_entry, with_questions
 from ..judge import apply, judge_record, record_failing
 from ..mmlu.results import EvaluationResult
 from ..records import is_reference
-from .report import SCHEMA_VERSION, ReportError, joined_model_info, load_report
+from .report import ReportError, joined_model_info, load_report, report_header
 
 
 class MergeError(Exception):
@@ -112,10 +110,7 @@ def merge_shards(named: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     for part in loaded:
         model = joined_model_info(model, part)
     return {
-        "schema": SCHEMA_VERSION,
-        "pytest_mmlu_version": __version__,
-        "scoring_version": SCORING_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **report_header(),
         "model": model or first.get("model"),
         "data": first.get("data"),
         "settings": first.get("settings"),
@@ -162,7 +157,7 @@ def _merge_test(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> dict[st
     return merged
 
 
-SEVERITY = ("crashed", "error", "failed", "not run")
+SEVERITY = ("crashed", "error", "failed", "not run")  # gates.OUTCOME_CAUSES, worst first
 
 
 def _outcome(outcomes: list[str | None]) -> str:
@@ -179,7 +174,6 @@ SAME_IN_EVERY_SHARD = ("subjects", "shots", "limit", "budget_bytes", "role", "va
 
 
 def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-
     (first_name, first), rest = parts[0], parts[1:]
     for name, ev in rest:
         for key in SAME_IN_EVERY_SHARD:
@@ -261,7 +255,6 @@ def _stored_verdicts(ev: dict[str, Any]) -> list[dict[str, Any]]:
 
 def judge_merged(report: dict[str, Any], baseline: Any) -> dict[str, Any]:
     """Every gate declared in the tests, judged by the one judge on the merged whole."""
-
     report["tests"] = [apply(test, judge_record(test, baseline)) for test in report["tests"]]
     for test in report["tests"]:
         if record_failing(test) and test.get("outcome") in ("passed", "xpassed"):

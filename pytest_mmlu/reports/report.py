@@ -62,11 +62,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from .. import SCORING_VERSION, __version__
+
 SCHEMA_VERSION = 1
+
+
+def report_header() -> dict[str, Any]:
+    """What every report starts with, a run's or a merge's: the schema, the versions, the time."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "pytest_mmlu_version": __version__,
+        "scoring_version": SCORING_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:

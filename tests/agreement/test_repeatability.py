@@ -31,7 +31,7 @@ import json, sys
 from pytest_mmlu.mmlu.data import MmluData
 from pytest_mmlu.mmlu.evaluation import Evaluator
 from pytest_mmlu.models.load import load_model
-from pytest_mmlu.markers import make_eval_spec
+from pytest_mmlu.marks import make_eval_spec
 from pytest_mmlu.settings import Settings
 model, data, subjects, limit = sys.argv[1], sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
 evaluator = Evaluator(load_model(Settings(model=model)), MmluData(data))

@@ -72,8 +72,7 @@ def test_bf16_scores_under_a_lower_cpu_capability_than_the_cpu_has():
         pytest.skip("this CPU's bf16 flash kernel runs under ATEN_CPU_CAPABILITY=default")
     script = (
         "import sys; sys.path.insert(0, 'tests'); import torch\n"
-        "from factories import make_model, make_tokenizer\n"
-        "from test_engine import make_engine, mmlu_like_requests\n"
+        "from factories import make_engine, make_model, make_tokenizer, mmlu_like_requests\n"
         "tok = make_tokenizer(); model = make_model('llama', len(tok)).to(torch.bfloat16)\n"
         "scores = make_engine(model).score(mmlu_like_requests(len(tok), prefix_len=300))\n"
         "print(len(scores))\n"

@@ -9,7 +9,7 @@ import json
 import pytest
 from factories import save_answer_a_model, save_head_adapter, write_mmlu_csvs
 
-from pytest_mmlu import session as loading  # where the session loads each variant
+from pytest_mmlu import session as session_module  # where the session loads each variant
 
 pytest.importorskip("torchao", reason="needs the quant extra: pip install 'pytest-mmlu[quant]'")
 peft = pytest.importorskip("peft", reason="needs the peft extra: pip install 'pytest-mmlu[peft]'")
@@ -33,14 +33,14 @@ def world(tmp_path_factory):
 def loads(monkeypatch):
     """Every model load of the run, as the variant's label."""
     seen: list[str] = []
-    real = loading.load_model
+    real = session_module.load_model
 
     def counting(settings, variant=None, load_plan=None):
         loaded = real(settings, variant, load_plan)
         seen.append(loaded.variant.label)
         return loaded
 
-    monkeypatch.setattr(loading, "load_model", counting)
+    monkeypatch.setattr(session_module, "load_model", counting)
     return seen
 
 

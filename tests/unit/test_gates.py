@@ -13,6 +13,8 @@ from pytest_mmlu import gates, judge, regression
 from pytest_mmlu.gates import Verdict
 from pytest_mmlu.markers import EvalSpec, Floor, ItemMarks, NoRegression
 from pytest_mmlu.mmlu.results import EvaluationResult, QuestionResult, predict, wilson_interval
+from pytest_mmlu.outputs.github import github_summary
+from pytest_mmlu.outputs.summary import summary_lines
 from pytest_mmlu.reports.baseline import Baseline
 
 GiB = 2**30
@@ -191,6 +193,11 @@ def test_every_no_regression_mark_is_its_own_gate():
     (entry,) = applied["evaluations"]
     assert [r["verdict"] for r in entry["regressions"]] == ["unchanged", "regressed"]
     assert entry["breaches"] == [verdicts[1].line]
+    # Every output shows both gates, not the first alone.
+    markdown = github_summary([applied])
+    assert "-0.100 (unchanged)" in markdown and "-0.100 (regressed)" in markdown
+    seen = [line for line in summary_lines([applied]) if line.startswith("  test_a: 1.000 -> 0.900")]
+    assert len(seen) == 2
 
 
 def test_a_gate_against_full_precision_compares_with_the_reference_recorded_beside_it():

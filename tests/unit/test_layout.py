@@ -6,7 +6,7 @@ import ast
 
 from factories import ROOT, import_graph
 
-MAX_MODULE_LINES = 400  # one sitting
+MAX_MODULE_LINES = 330  # one sitting (the issue: none much over 300)
 
 
 def test_no_import_circle_no_upward_import_no_needless_deferred_import():
@@ -66,3 +66,19 @@ def test_no_test_module_imports_another():
             )
             crossing += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[-1].startswith("test_")]
     assert crossing == []
+
+
+def test_the_failed_outcomes_are_one_list():
+    from pytest_mmlu.gates import OUTCOME_CAUSES
+    from pytest_mmlu.reports.merge import SEVERITY
+
+    assert sorted(SEVERITY) == sorted(OUTCOME_CAUSES)
+
+
+def test_the_readme_shows_each_marker_as_it_is_declared():
+    """The README's marker list quotes each marker's signature (``markers.marker_docs``)."""
+    from pytest_mmlu.markers import marker_docs
+
+    readme = (ROOT / "README.md").read_text()
+    signatures = [doc.split("): ", 1)[0] + ")" for doc in marker_docs()]
+    assert [s for s in signatures if f"`@pytest.mark.{s}`" not in readme] == []

@@ -8,8 +8,6 @@ compares every request of all of MMLU.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from factories import real_mmlu_zip, save_llama_sentencepiece_tokenizer
@@ -145,22 +143,3 @@ def test_every_subject_of_real_mmlu_with_a_sentencepiece_llama_tokenizer(tmp_pat
     tokenizer = AutoTokenizer.from_pretrained(save_llama_sentencepiece_tokenizer(tmp_path, zip_path))
     assert tokenizer("x")["input_ids"][0] == tokenizer.bos_token_id  # it adds BOS
     _real_mmlu_sample_check(tokenizer, MmluData(str(zip_path)), PromptFormat())
-
-
-def test_evaluation_seconds_include_building_the_requests(tiny_model_dir, mmlu_csv_dir, monkeypatch):
-    from pytest_mmlu.marks import make_eval_spec
-    from pytest_mmlu.mmlu.data import MmluData
-    from pytest_mmlu.mmlu.evaluation import Evaluator
-    from pytest_mmlu.models.load import load_model
-    from pytest_mmlu.settings import Settings
-
-    evaluator = Evaluator(load_model(Settings(model=str(tiny_model_dir))), MmluData(str(mmlu_csv_dir)))
-    build = evaluator.builder.build
-
-    def slow_build(groups):
-        time.sleep(0.5)
-        return build(groups)
-
-    monkeypatch.setattr(evaluator.builder, "build", slow_build)
-    result = evaluator.evaluate(make_eval_spec(["anatomy"], 5, 2))
-    assert result.seconds >= 0.5

@@ -75,7 +75,6 @@ def backends_in_order() -> list[Any]:
 
 @functools.cache
 def _backends() -> tuple[Any, ...]:
-
     found = [
         importlib.import_module(f"{backends.__name__}.{info.name}") for info in pkgutil.iter_modules(backends.__path__)
     ]
