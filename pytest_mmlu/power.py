@@ -95,16 +95,15 @@ def _upper_tail(count: int, q: float, k: int) -> float:
     return float(np.exp(_log_binom(count, ks) + ks * math.log(q) + (count - ks) * math.log1p(-q)).sum())
 
 
-_LOG_FACTORIALS: list = []  # one numpy table, grown on demand
+@cache
+def _log_factorials(size: int):
+    """log k! for k < size (a pure function of size: one table per power of two)."""
+    import numpy as np
+
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, size, dtype=np.float64)))])
 
 
 def _log_binom(n: int, ks):
     """log C(n, k) for an array of k, from a table of log-factorials."""
-    import numpy as np
-
-    if not _LOG_FACTORIALS or len(_LOG_FACTORIALS[0]) <= n:
-        size = max(n + 1, 2 * len(_LOG_FACTORIALS[0]) if _LOG_FACTORIALS else 1024)
-        table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, size, dtype=np.float64)))])
-        _LOG_FACTORIALS[:] = [table]
-    table = _LOG_FACTORIALS[0]
+    table = _log_factorials(max(1024, 1 << n.bit_length()))  # longer than n
     return table[n] - table[ks] - table[n - ks]

@@ -40,24 +40,32 @@ def test_portable_path_scales_before_the_half_precision_product(causal):
     assert out.abs().max() <= v.float().abs().max() + 1e-3
 
 
+@pytest.fixture
+def fresh_probe():
+    """The kernel's answer per dtype is asked once per process: ask a faked kernel afresh,
+    and leave no faked answer behind."""
+    cpu_flash.refuses.cache_clear()
+    yield
+    cpu_flash.refuses.cache_clear()
+
+
 def _refusing_bf16(*args, **kwargs):
     if args[0].dtype == torch.bfloat16:
         raise RuntimeError("pack_vnni2 is only supported when avx512 is supported")
     return _refusing_bf16.kernel(*args, **kwargs)
 
 
-def test_a_dtype_the_cpu_flash_kernel_refuses_takes_the_portable_path(monkeypatch):
+def test_a_dtype_the_cpu_flash_kernel_refuses_takes_the_portable_path(monkeypatch, fresh_probe):
     """torch built for a lower ATEN_CPU_CAPABILITY than the CPU has refuses bf16 in its flash
     kernel: the engine must score on, with the same numbers, instead of crashing."""
     _refusing_bf16.kernel = cpu_flash.KERNEL
     monkeypatch.setattr(cpu_flash, "KERNEL", _refusing_bf16)
-    monkeypatch.setattr(cpu_flash, "REFUSED", set())
     tok = make_tokenizer()
     model = make_model("qwen2", len(tok)).to(torch.bfloat16)
     reqs = mmlu_like_requests(len(tok))
     got = [s.loglikelihood for s in make_engine(model).score(reqs)]
     truth = truth_loglikelihoods(model, reqs, 1024)
-    assert torch.bfloat16 in cpu_flash.REFUSED
+    assert cpu_flash.refuses(torch.bfloat16) and not cpu_flash.refuses(torch.float32)
     assert max(abs(a - b) for a, b in zip(got, truth)) <= 5e-3
 
 
@@ -98,13 +106,12 @@ def test_debug_mode_checks_every_attention_call_against_float64(arch, monkeypatc
         make_engine(model).score(reqs)
 
 
-def test_only_a_refused_dtype_falls_back_other_kernel_errors_propagate(monkeypatch):
+def test_only_a_refused_dtype_falls_back_other_kernel_errors_propagate(monkeypatch, fresh_probe):
     def broken(*args, **kwargs):
         raise RuntimeError("Expected query, key and value to have the same batch size")
 
     monkeypatch.setattr(cpu_flash, "KERNEL", broken)
-    monkeypatch.setattr(cpu_flash, "REFUSED", set())
     q = torch.zeros((2, 8, 16))
     with pytest.raises(RuntimeError, match="same batch size"):
         cpu_flash.part(q, q, q, 0.25, causal=True)
-    assert not cpu_flash.REFUSED
+    assert cpu_flash.refuses.cache_info().currsize == 0  # nothing learned from a real error
