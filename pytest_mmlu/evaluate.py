@@ -30,6 +30,13 @@ MMLU_FIXTURES = {"mmlu", "mmlu_result", "mmlu_model"}
 STOPPED = (BudgetTooSmall, OutOfMemory, MeterUnavailable, DataError, ModelLoadError)
 
 
+def runs_tests(config: pytest.Config) -> bool:
+    """False for --collect-only, --setup-plan and --setup-only: no test body runs, so no
+    verdict is judged, printed or written (a report left from a real run stays as it is)."""
+    option = config.option
+    return not (option.collectonly or getattr(option, "setuponly", False) or getattr(option, "setupplan", False))
+
+
 def is_mmlu(item: pytest.Item) -> bool:
     """A test that declares an MMLU mark or asks for an MMLU fixture: it has a record."""
     return item.stash[MARKS].uses_mmlu or bool(MMLU_FIXTURES & set(getattr(item, "fixturenames", ())))

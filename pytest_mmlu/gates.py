@@ -213,6 +213,15 @@ def bad_variant(why: str) -> Verdict:
     return Verdict("error", f"pytest-mmlu: model variant: {why}")
 
 
+def late_marks(names: list[str]) -> Verdict:
+    shown = ", ".join(f"@pytest.mark.{name}" for name in names)
+    return Verdict(
+        "error",
+        f"pytest-mmlu: {shown} applied while the test ran (request.applymarker): MMLU marks are read "
+        "when tests are collected; declare it on the test, its class or its module",
+    )
+
+
 def bad_evaluate_call(why: str) -> Verdict:
     return Verdict("error", f"pytest-mmlu: mmlu.evaluate(): {why}")
 

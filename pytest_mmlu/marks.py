@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from .markers import (
+    MARKERS,
     EvalSpec,
     Floor,
     ItemMarks,
@@ -69,6 +70,12 @@ def _level(node: Any) -> str:
     return {"Function": "on the function", "Class": f"on class {node.name}", "Module": f"in module {node.name}"}.get(
         kind, f"on {node.name}"
     )
+
+
+def marks_on(item: pytest.Item) -> tuple[str, ...]:
+    """The names of the MMLU marks a test carries now, at every level: read again after set-up
+    and after the body, a mark applied while the test ran (``request.applymarker``) shows."""
+    return tuple(mark.name for mark in item.iter_markers() if mark.name in MARKERS)
 
 
 def read_item_marks(item: pytest.Item) -> ItemMarks:

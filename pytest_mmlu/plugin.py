@@ -27,6 +27,7 @@ from .outputs.summary import summary_lines
 from .session import MmluSession
 from .text import wrapped
 
+MARKS_SEEN = pytest.StashKey[tuple[str, ...]]()  # the MMLU marks' names at collection
 NEEDS_MODEL = pytest.StashKey[bool]()  # an MMLU test collected without a model
 REQUIRED = pytest.StashKey[str]()  # xdist worker: the missing-model error its MMLU tests fail with
 SKIP_REASON = (
@@ -65,6 +66,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         item_marks = marks.read_item_marks(item)
         item.stash[MARKS] = item_marks
+        item.stash[MARKS_SEEN] = marks.marks_on(item)
         fixturenames = getattr(item, "fixturenames", [])
         if item_marks.spec is not None and "mmlu_result" not in fixturenames:
             fixturenames.append("mmlu_result")  # the marker alone declares the evaluation
@@ -97,7 +99,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     sess.manifest = {
         item.nodeid: item.stash[MARKS].to_dict() for item in session.items if MARKS in item.stash and is_mmlu(item)
     }
-    if not sess.settings.require_model or session.config.option.collectonly:
+    if not sess.settings.require_model or not evaluate.runs_tests(session.config):
         return
     n = sum(item.stash.get(NEEDS_MODEL, False) for item in session.items)
     if not n:
@@ -192,16 +194,28 @@ def mmlu_result(request: pytest.FixtureRequest) -> EvaluationResult | None:
 # -- test phases --------------------------------------------------------------------------------
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
+    _no_late_marks(item)  # applied by a fixture
     deferred = item.stash.get(DEFERRED, [])
     if deferred:
         fail(deferred)
     result = yield
+    _no_late_marks(item)  # applied in the body
     record = item.stash.get(RECORD, None)
     if record is not None:  # the test's own gates: one never evaluated, a floor left uncovered
         failing = [v for v in evaluate.judged(item, record).test if v.fails]
         if failing:
             fail(failing)
     return result
+
+
+def _no_late_marks(item: pytest.Item) -> None:
+    seen = item.stash.get(MARKS_SEEN, ())
+    late = list(marks.marks_on(item))
+    for name in seen:
+        if name in late:
+            late.remove(name)
+    if late:
+        fail([gates.late_marks(sorted(set(late)))])
 
 
 @pytest.hookimpl(wrapper=True)
@@ -233,6 +247,8 @@ class Records:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     sess = config.stash[SESSION]
+    if not evaluate.runs_tests(config):
+        return
     lines = summary_lines(list(sess.records.values()))
     # Counted from the reporter's reports, so that an xdist controller counts its workers' skips.
     skipped = sum(_skipped_for_want_of_model(r) for r in terminalreporter.stats.get("skipped", []))
@@ -255,7 +271,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if xdist.is_worker(config):
         xdist.ship_payload(config, sess)
         return
-    if config.option.collectonly or exitstatus == pytest.ExitCode.USAGE_ERROR:
+    if not evaluate.runs_tests(config) or exitstatus == pytest.ExitCode.USAGE_ERROR:
         return  # nothing was meant to run: no verdict to write
     for nodeid in sess.manifest:  # every MMLU test has a record, one that never ran too
         if nodeid not in sess.records:

@@ -10,6 +10,7 @@ p-value for "worse now" is P(X >= lost).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from math import comb
 
 
@@ -51,11 +52,16 @@ class PairedComparison:
     def p_better(self) -> float:
         return binom_tail(self.gained, self.lost + self.gained)
 
+    def _beyond(self, change: int, max_drop: float) -> bool:
+        """change / n > max_drop, exactly: ``max_drop`` as the decimal written (0.02 is 1/50),
+        never a float subtraction that lands a hair above it (0.55 - 0.30 > 0.25)."""
+        return self.n > 0 and Fraction(change, self.n) > Fraction(repr(max_drop))
+
     def regressed(self, max_drop: float, alpha: float) -> bool:
-        return self.drop > max_drop and self.p_worse < alpha
+        return self._beyond(self.base_correct - self.new_correct, max_drop) and self.p_worse < alpha
 
     def improved(self, max_drop: float, alpha: float) -> bool:
-        return -self.drop > max_drop and self.p_better < alpha
+        return self._beyond(self.new_correct - self.base_correct, max_drop) and self.p_better < alpha
 
 
 def compare_paired(base: list[bool], new: list[bool]) -> PairedComparison:

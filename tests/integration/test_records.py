@@ -409,12 +409,15 @@ def test_x(mmlu_result, later):
     result.stdout.fnmatch_lines(["*MMLU accuracy * < floor 0.990*"])
 
 
-def test_collect_only_writes_no_verdict(pytester, tiny_model_dir, mmlu_csv_dir):
+@pytest.mark.parametrize("mode", ["--collect-only", "--setup-plan", "--setup-only"])
+def test_a_run_of_no_test_body_writes_no_verdict(pytester, tiny_model_dir, mmlu_csv_dir, mode):
+    """A report left by a real run (CI's PYTEST_MMLU_REPORT) is not replaced by the verdicts of
+    tests that never ran."""
     pytester.makepyfile(test_gate=OUTCOMES)
     report = pytester.path / "r.json"
     report.write_text("{}")
-    result = run(pytester, tiny_model_dir, mmlu_csv_dir, f"--mmlu-report={report}", "--collect-only")
-    assert result.ret == 0 and "BREACH" not in result.stdout.str()
+    result = run(pytester, tiny_model_dir, mmlu_csv_dir, f"--mmlu-report={report}", mode)
+    assert "BREACH" not in result.stdout.str() and "MMLU summary" not in result.stdout.str()
     assert report.read_text() == "{}"
 
 
@@ -448,3 +451,41 @@ def test_dropping_the_session_s_merged_adapter_is_no_error(tmp_path):
     assert make_variant(session, quantization="int8") == Variant("int8", str(adapter.resolve()), True)
     with pytest.raises(ValueError, match="merge_adapter=True needs an adapter"):
         make_variant(session, adapter=False, merge_adapter=True)
+
+
+LATE_MARKS = """
+import pytest
+
+
+@pytest.fixture
+def release_bar(request):
+    request.applymarker(pytest.mark.mmlu_accuracy_floor(0.99))
+
+
+@pytest.mark.mmlu(subjects="anatomy", shots=0, limit=3)
+def test_by_a_fixture(release_bar, mmlu_result):
+    pass
+
+
+@pytest.mark.mmlu(subjects="anatomy", shots=0, limit=3)
+def test_in_the_body(request, mmlu_result):
+    request.applymarker(pytest.mark.mmlu_memory_budget("1 TiB"))
+
+
+def test_no_mmlu_at_collection(release_bar):
+    pass
+
+
+@pytest.mark.mmlu(subjects="anatomy", shots=0, limit=3)
+def test_nothing_late(request, mmlu_result):
+    request.applymarker(pytest.mark.slow)
+"""
+
+
+def test_a_late_mark_applied_while_the_test_runs_is_an_error_never_ignored(pytester, tiny_model_dir, mmlu_csv_dir):
+    """Marks are read at collection: a floor applied by a fixture must not pass unjudged."""
+    pytester.makepyfile(test_late=LATE_MARKS)
+    result = run(pytester, tiny_model_dir, mmlu_csv_dir)
+    result.assert_outcomes(passed=1, failed=3)
+    result.stdout.fnmatch_lines(["*@pytest.mark.mmlu_accuracy_floor applied while the test ran (request.applymarker)*"])
+    result.stdout.fnmatch_lines(["*@pytest.mark.mmlu_memory_budget applied while the test ran*"])

@@ -85,3 +85,16 @@ def test_max_drop_guards_small_but_significant_drops():
     assert c.p_worse < 0.001 and c.drop == pytest.approx(0.0075)
     assert not c.regressed(max_drop=0.02, alpha=0.05)
     assert c.regressed(max_drop=0.005, alpha=0.05)
+
+
+def test_a_drop_of_exactly_max_drop_is_not_more_than_it():
+    """11/20 -> 6/20 drops by 0.25 exactly; as floats 0.55 - 0.30 = 0.25000000000000006."""
+    from pytest_mmlu.stats import compare_paired
+
+    base = [i < 11 for i in range(20)]
+    new = [i < 6 for i in range(20)]
+    assert compare_paired(base, new).p_worse < 0.05  # significant: only the size decides
+    assert not compare_paired(base, new).regressed(0.25, 0.05)
+    assert not compare_paired(new, base).improved(0.25, 0.05)
+    assert compare_paired(base, new).regressed(0.249, 0.05)
+    assert compare_paired(base, [i < 5 for i in range(20)]).regressed(0.25, 0.05)
