@@ -12,6 +12,11 @@ from typing import Any
 
 import pytest
 
+try:  # what pytest itself decides of a test's xfail marks (their conditions, raises=...)
+    from _pytest.skipping import evaluate_xfail_marks
+except ImportError:  # pragma: no cover - pytest moved it: the closest mark is read instead
+    evaluate_xfail_marks = None  # type: ignore[assignment]
+
 from . import gates, judge, markers, records
 from .memory.errors import BudgetTooSmall, MeterUnavailable, OutOfMemory
 from .mmlu.data import DataError
@@ -177,9 +182,28 @@ def track(item: pytest.Item, report: pytest.TestReport) -> None:
         report.outcome, report.wasxfail = "passed", str(report.longrepr).removeprefix("[XPASS(strict)] ")
         record["strict_xfail"] = True
     record["outcome"] = outcome(report, record["outcome"])
+    if record["outcome"] in ("xfailed", "xpassed") and "xfail_excuses_gates" not in record:
+        record["xfail_excuses_gates"] = xfail_excuses_gates(item)  # merge and compare ask
     if report.when == "teardown":
         record["outcome"] = record["outcome"] or "passed"
         report.pytest_mmlu_record = judge.apply(record, judged(item, record))  # type: ignore[attr-defined]
+
+
+def xfail_excuses_gates(item: pytest.Item) -> bool:
+    """Whether the test's xfail takes a failing gate as its expected failure, as it would in an
+    unsharded run: it names no exception, or one that a gate's failure (``pytest.fail``) is."""
+    if evaluate_xfail_marks is not None:
+        xfailed = evaluate_xfail_marks(item)
+        raises = None if xfailed is None else xfailed.raises
+    else:
+        mark = item.get_closest_marker("xfail")
+        raises = None if mark is None else mark.kwargs.get("raises")
+    if raises is None:
+        return True
+    gate_failure = pytest.fail.Exception("a gate", pytrace=False)
+    if isinstance(raises, (type, tuple)):
+        return isinstance(gate_failure, raises)
+    return bool(raises.matches(gate_failure))  # pytest.RaisesExc
 
 
 def unfinished(sess: MmluSession, nodeid: str, what: str) -> dict[str, Any]:

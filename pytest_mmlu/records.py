@@ -4,9 +4,13 @@ A test that declares an MMLU evaluation or gate, or asks for an MMLU fixture, ha
 whatever happens to it (passed, failed before evaluating, errored in set-up, skipped, crashed
 in an xdist worker, never run)::
 
-    {"nodeid": str, "outcome": "passed" | "failed" | "error" | "skipped" | "crashed" | "not run",
+    {"nodeid": str, "outcome": "passed" | "failed" | "error" | "skipped" | "xfailed" | "xpassed"
+                | "crashed" | "not run",
      "gates": {"evaluation", "budget_bytes", "floor", "no_regression": [rule...], "variant"},
-     "evaluations": [entry...], "verdicts": [...], "breaches": [str], "cause": str (optional)}
+     "evaluations": [entry...], "verdicts": [...], "breaches": [str], "cause": str (optional),
+     "strict_xfail": bool (optional: a shard's strict xfail passed for want of deferred gates),
+     "xfail_excuses_gates": bool (marked xfail: would a failing gate be its expected failure,
+                                  i.e. its raises= names no exception or pytest.fail's)}
 
 An evaluation entry is ``EvaluationResult.to_dict()`` (its ``identity`` included) with what
 the judge wrote (``judge.apply``). ``role: "reference"`` marks the full-precision evaluation

@@ -138,6 +138,8 @@ def _merge_test(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> dict[st
     }
     if any(t.get("strict_xfail") for _, t in parts):
         merged["strict_xfail"] = True
+    if any(t.get("xfail_excuses_gates") is False for _, t in parts):
+        merged["xfail_excuses_gates"] = False
     lengths = [len(t["evaluations"]) for _, t in parts]
     if len(set(lengths)) > 1:
         # Some shard stopped before an evaluation (it failed, errored, skipped or crashed there):
@@ -258,8 +260,10 @@ def judge_merged(report: dict[str, Any], baseline: Any) -> dict[str, Any]:
     report["tests"] = [apply(test, judge_record(test, baseline)) for test in report["tests"]]
     for test in report["tests"]:
         if record_failing(test) and test.get("outcome") in ("passed", "xpassed"):
-            # as the unsharded run's test fails on its gate (an expected failure, if marked xfail)
-            test["outcome"] = "failed" if test["outcome"] == "passed" else "xfailed"
+            # as the unsharded run's test fails on its gate (an expected failure, if marked xfail
+            # with no raises= that leaves a gate's failure out)
+            excused = test["outcome"] == "xpassed" and test.get("xfail_excuses_gates", True)
+            test["outcome"] = "xfailed" if excused else "failed"
         elif test.get("strict_xfail") and test.get("outcome") == "xpassed":
             test["outcome"] = "failed"  # its gates held on the whole: a strict xfail that passed
     return report

@@ -389,6 +389,35 @@ def test_a_strict_xfail_gets_the_unsharded_verdict_at_merge(pytester, tiny_model
     assert records(pytester.path / "m.json")["test_known_to_fail"]["outcome"] == "xfailed"
 
 
+XFAIL_RAISES = """
+import pytest
+
+@pytest.mark.mmlu(subjects=["anatomy", "virology"], shots=0, limit=6)
+@pytest.mark.mmlu_accuracy_floor(0.99)
+@pytest.mark.xfail(raises={raises}, reason="excuses only this")
+def test_known_flaky(mmlu_result):
+    pass
+"""
+
+
+@pytest.mark.parametrize("raises, unsharded", [("RuntimeError", "failed"), ("pytest.fail.Exception", "xfailed")])
+def test_an_xfail_that_names_its_exception_excuses_a_gate_as_pytest_would(
+    pytester, tiny_model_dir, mmlu_csv_dir, raises, unsharded
+):
+    """xfail(raises=RuntimeError) does not take a breached floor as its expected failure: the
+    merged shards and compare say what the unsharded run says."""
+    pytester.makepyfile(test_gate=XFAIL_RAISES.format(raises=raises))
+    plain = pytester.path / "plain.json"
+    run(pytester, tiny_model_dir, mmlu_csv_dir, f"--mmlu-report={plain}")
+    assert records(plain)["test_known_flaky"]["outcome"] == unsharded
+    shards = [pytester.path / f"s{i}.json" for i in (1, 2)]
+    for i, path in enumerate(shards, start=1):
+        run(pytester, tiny_model_dir, mmlu_csv_dir, f"--mmlu-shard={i}/2", f"--mmlu-report={path}")
+    out = merge(*shards, "-o", pytester.path / "m.json")
+    assert records(pytester.path / "m.json")["test_known_flaky"]["outcome"] == unsharded
+    assert out.returncode == (1 if unsharded == "failed" else 0), out.stdout
+
+
 def test_a_breach_in_set_up_stands_when_a_later_fixture_skips(pytester, tiny_model_dir, mmlu_csv_dir):
     pytester.makepyfile(
         test_gate="""

@@ -267,3 +267,32 @@ def test_compare_judges_only_the_evaluations_old_has_with_its_own_rule(tmp_path)
         },
     )
     assert main(["compare", str(old), str(skipped)]) == 2  # nothing compared, nothing judged
+
+
+@pytest.mark.parametrize("excused, code", [(True, 0), (False, 1)])
+def test_compare_excuses_an_xfail_test_s_gate_only_as_its_raises_allows(tmp_path, capsys, excused, code):
+    """A test marked xfail(raises=RuntimeError) that regressed is a failure, as pytest says."""
+    from pytest_mmlu.cli import main
+    from pytest_mmlu.reports.report import write_json_atomic
+
+    def report(right, **test):
+        questions = [
+            {
+                "subject": "anatomy",
+                "index": i,
+                "target": 0,
+                "prediction": 0 if right else 1,
+                "loglikelihoods": [0.0] * 4,
+            }
+            for i in range(20)
+        ]
+        ev = {"subjects": ["anatomy"], "label": "anatomy", "shots": 0, "limit": None, "n": 20}
+        ev.update(accuracy=float(right), data_fingerprint="f", questions=questions)
+        ev["per_subject"] = {"anatomy": {"accuracy": float(right), "n": 20}}
+        return {"schema": 1, "tests": [{"nodeid": "t", "evaluations": [ev], **test}]}
+
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    write_json_atomic(old, report(True, outcome="passed"))
+    write_json_atomic(new, report(False, outcome="xpassed", xfail_excuses_gates=excused))
+    assert main(["compare", str(old), str(new)]) == code
+    assert ("xfailed" if excused else "FAILED") in capsys.readouterr().out
