@@ -191,13 +191,19 @@ def track(item: pytest.Item, report: pytest.TestReport) -> None:
 
 def xfail_excuses_gates(item: pytest.Item) -> bool:
     """Whether the test's xfail takes a failing gate as its expected failure, as it would in an
-    unsharded run: it names no exception, or one that a gate's failure (``pytest.fail``) is."""
+    unsharded run: an xfail mark that names no exception, or one that a gate's failure
+    (``pytest.fail``) is. Not an imperative ``pytest.xfail()`` in the body: unsharded, the
+    gate fails the test before its body runs."""
     if evaluate_xfail_marks is not None:
         xfailed = evaluate_xfail_marks(item)
-        raises = None if xfailed is None else xfailed.raises
+        if xfailed is None:
+            return False
+        raises = xfailed.raises
     else:
         mark = item.get_closest_marker("xfail")
-        raises = None if mark is None else mark.kwargs.get("raises")
+        if mark is None:
+            return False
+        raises = mark.kwargs.get("raises")
     if raises is None:
         return True
     gate_failure = pytest.fail.Exception("a gate", pytrace=False)

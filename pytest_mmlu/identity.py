@@ -9,6 +9,8 @@ every report entry, cache entry, xdist record and lm-eval file we write):
 ``quantization``  ``none``, ``int8``, ``int4``, ``fp8``, ``nf4``, ``bnb-int8`` (a checkpoint
                 saved quantized is ``none``: its quantization is in its content)
 ``adapter``     the PEFT adapter's content (``sha256:<hex>``), or None: no adapter
+``adapter_name``  the adapter's folder name, or None: which fine-tune it is (its content may
+                change from release to release; one test may gate several)
 ``merge_adapter``  the adapter merged into the weights
 ``dtype``       the activations' dtype as loaded
 ``device``      ``cpu``, or ``cuda:<GPU model>`` (the kind, never the index)
@@ -50,6 +52,7 @@ FIELDS = (
     "model",
     "quantization",
     "adapter",
+    "adapter_name",
     "merge_adapter",
     "dtype",
     "device",
@@ -89,19 +92,25 @@ MERGE = Lookup("shard", _fields(but=("questions",)))  # the shards' questions pa
 
 BASELINE = Lookup(
     "baseline",
-    _fields("quantization", "adapter", "merge_adapter", "dtype", "prompt", "data", "questions", "shots"),
+    _fields(
+        "quantization", "adapter", "adapter_name", "merge_adapter", "dtype", "prompt", "data", "questions", "shots"
+    ),
     presence=frozenset({"adapter"}),
 )
 
 
-FULL = Lookup("full-precision reference", _fields(but=("quantization", "adapter", "merge_adapter", "dtype")))
+FULL = Lookup(
+    "full-precision reference", _fields(but=("quantization", "adapter", "adapter_name", "merge_adapter", "dtype"))
+)
 
 
 LM_EVAL_RUN = Lookup("lm-eval run", _fields(but=("data", "questions")))  # one run holds many subjects
 
 
 # A baseline update replaces the entry of the same variant, and keeps the other variants'.
-VARIANT = Lookup("variant", _fields("quantization", "adapter", "merge_adapter"), presence=frozenset({"adapter"}))
+VARIANT = Lookup(
+    "variant", _fields("quantization", "adapter", "adapter_name", "merge_adapter"), presence=frozenset({"adapter"})
+)
 
 
 LOOKUPS = {lookup.name: lookup for lookup in (CACHE, MERGE, BASELINE, FULL, LM_EVAL_RUN, VARIANT)}
@@ -145,6 +154,7 @@ class Difference:
 
 PLAIN_NAMES = {
     "model": "model content",
+    "adapter_name": "adapter",
     "merge_adapter": "adapter merge",
     "shots": "number of shots",
     "scoring": "scoring version",
@@ -224,6 +234,8 @@ def _words(name: str, value: Any) -> str:
         return prompt_words(value)
     if name == "adapter":
         return "no adapter" if value is None else f"adapter {str(value)[:19]}"
+    if name == "adapter_name":
+        return "no adapter" if value is None else str(value)
     if name in ("model", "data") and isinstance(value, str) and len(value) > 24:
         return value[:19] if value.startswith(("sha256:", "hub:")) else value[:12]
     if name == "merge_adapter":
@@ -253,6 +265,7 @@ def evaluation_identity(
     dtype: str,
     device: str,
     prompt_format: Mapping[str, Any] | None,
+    adapter_name: str | None = None,
     data: str,
     questions: Iterable[tuple[str, int]],
     shots: int,
@@ -263,6 +276,7 @@ def evaluation_identity(
     identity: Identity = {
         "quantization": quantization,
         "adapter": adapter,
+        "adapter_name": adapter_name if adapter is not None else None,
         "merge_adapter": bool(merge_adapter and adapter is not None),
         "dtype": dtype,
         "device": device,
@@ -281,10 +295,11 @@ def of_entry(entry: Mapping[str, Any]) -> Identity:
     """The identity of a report entry: recorded, or for an entry written before identities
     were recorded, what its own fields say (model, device and software stay unknown)."""
     recorded = entry.get("identity")
-    if recorded is not None:
-        return dict(recorded)
-
     label = str(entry.get("variant") or "full")
+    if recorded is not None:
+        # recorded before adapters were named in identities: the name its variant label gives
+        return {"adapter_name": _adapter_name_in(label), **recorded}
+
     first = label.split(" + ")[0]
     legacy: Identity = {
         "quantization": first if first in QUANTIZATIONS else "none",
@@ -297,4 +312,13 @@ def of_entry(entry: Mapping[str, Any]) -> Identity:
     }
     # An old entry names its adapter, not its content: known to be there, of unknown content.
     legacy["adapter"] = "unknown content (recorded before identities)" if "adapter " in label else None
+    legacy["adapter_name"] = _adapter_name_in(label)
     return with_questions(legacy, ((q["subject"], q["index"]) for q in entry.get("questions", [])))
+
+
+def _adapter_name_in(label: str) -> str | None:
+    """The adapter a variant label names (``"int8 + adapter lora-a (merged)"``: ``lora-a``)."""
+    for part in label.split(" + "):
+        if part.startswith("adapter "):
+            return part.removeprefix("adapter ").removesuffix(" (merged)")
+    return None

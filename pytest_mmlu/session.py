@@ -222,6 +222,7 @@ class MmluSession:
             model=self.model_content(),
             quantization=variant.quantization,
             adapter=None if variant.adapter is None else self.hashes.folder(Path(variant.adapter)),
+            adapter_name=None if variant.adapter is None else Path(variant.adapter).name,
             merge_adapter=variant.merge_adapter,
             dtype=plan.dtype,
             device=device_kind(plan.device),

@@ -77,9 +77,11 @@ class LmEvalRun:
             return dict(ours)
         config = results.get("config") or {}
         args = _model_args(config.get("model_args"))
+        adapter = args.get("peft") or args.get("adapter")
         found: dict[str, Any] = {
             "quantization": _lm_eval_quantization(args),
-            "adapter": "unknown content (an lm-eval run)" if args.get("peft") or args.get("adapter") else None,
+            "adapter": "unknown content (an lm-eval run)" if adapter else None,
+            "adapter_name": Path(str(adapter).rstrip("/")).name if adapter else None,
             "merge_adapter": says_true(args.get("merge_adapter", "")),
             "prompt": prompt_identity(
                 {

@@ -259,10 +259,11 @@ def judge_merged(report: dict[str, Any], baseline: Any) -> dict[str, Any]:
     """Every gate declared in the tests, judged by the one judge on the merged whole."""
     report["tests"] = [apply(test, judge_record(test, baseline)) for test in report["tests"]]
     for test in report["tests"]:
-        if record_failing(test) and test.get("outcome") in ("passed", "xpassed"):
+        if record_failing(test) and test.get("outcome") in ("passed", "xpassed", "xfailed"):
             # as the unsharded run's test fails on its gate (an expected failure, if marked xfail
-            # with no raises= that leaves a gate's failure out)
-            excused = test["outcome"] == "xpassed" and test.get("xfail_excuses_gates", True)
+            # with no raises= that leaves a gate's failure out; never a pytest.xfail() in the body,
+            # which the unsharded run's gate failure comes before)
+            excused = test["outcome"] != "passed" and test.get("xfail_excuses_gates", True)
             test["outcome"] = "xfailed" if excused else "failed"
         elif test.get("strict_xfail") and test.get("outcome") == "xpassed":
             test["outcome"] = "failed"  # its gates held on the whole: a strict xfail that passed

@@ -283,6 +283,7 @@ CHANGES = {
     "model": ("weights", True),  # another release of the model: what a baseline is for
     "quantization": (["--mmlu-quantization=int8"], False),
     "adapter": ("adapter", True),  # another fine-tune in the same folder: its presence counts
+    "adapter_name": ("adapter_name", False),  # another fine-tune beside it: not the baseline's
     "merge_adapter": (["--mmlu-merge-adapter"], False),
     "dtype": (["--mmlu-dtype=bfloat16"], False),
     "prompt": (["--mmlu-system-instruction=Be brief."], False),
@@ -343,6 +344,8 @@ def test_an_evaluation_that_differs_in_one_field_is_never_served_compared_or_mer
                 shutil.copy(world["root"] / "good-2" / "model.safetensors", model / "model.safetensors")
             elif change == "adapter":
                 shutil.copy(world["degraded"] / "adapter_model.safetensors", adapter / "adapter_model.safetensors")
+            elif change == "adapter_name":
+                args = [f"--mmlu-adapter={shutil.copytree(adapter, tmp_path / 'other-fine-tune')}"]
             elif change == "data":
                 kwargs["data"] = other_data
             elif change == "scoring":

@@ -394,19 +394,28 @@ import pytest
 
 @pytest.mark.mmlu(subjects=["anatomy", "virology"], shots=0, limit=6)
 @pytest.mark.mmlu_accuracy_floor(0.99)
-@pytest.mark.xfail(raises={raises}, reason="excuses only this")
+{xfail}
 def test_known_flaky(mmlu_result):
-    pass
+    {body}
 """
 
 
-@pytest.mark.parametrize("raises, unsharded", [("RuntimeError", "failed"), ("pytest.fail.Exception", "xfailed")])
-def test_an_xfail_that_names_its_exception_excuses_a_gate_as_pytest_would(
-    pytester, tiny_model_dir, mmlu_csv_dir, raises, unsharded
+@pytest.mark.parametrize(
+    "xfail, body, unsharded",
+    [
+        ('@pytest.mark.xfail(raises=RuntimeError, reason="excuses only this")', "pass", "failed"),
+        ('@pytest.mark.xfail(raises=pytest.fail.Exception, reason="a gate")', "pass", "xfailed"),
+        ("", 'pytest.xfail("imperative: reached only when the gates held")', "failed"),
+    ],
+    ids=["raises-other", "raises-a-gate-failure", "imperative"],
+)
+def test_an_xfail_excuses_a_gate_as_pytest_would_unsharded(
+    pytester, tiny_model_dir, mmlu_csv_dir, xfail, body, unsharded
 ):
-    """xfail(raises=RuntimeError) does not take a breached floor as its expected failure: the
-    merged shards and compare say what the unsharded run says."""
-    pytester.makepyfile(test_gate=XFAIL_RAISES.format(raises=raises))
+    """xfail(raises=RuntimeError) does not take a breached floor as its expected failure, nor a
+    pytest.xfail() in the body that the unsharded gate failure comes before: the merged shards
+    say what the unsharded run says."""
+    pytester.makepyfile(test_gate=XFAIL_RAISES.format(xfail=xfail, body=body))
     plain = pytester.path / "plain.json"
     run(pytester, tiny_model_dir, mmlu_csv_dir, f"--mmlu-report={plain}")
     assert records(plain)["test_known_flaky"]["outcome"] == unsharded

@@ -296,3 +296,30 @@ def test_compare_excuses_an_xfail_test_s_gate_only_as_its_raises_allows(tmp_path
     write_json_atomic(new, report(False, outcome="xpassed", xfail_excuses_gates=excused))
     assert main(["compare", str(old), str(new)]) == code
     assert ("xfailed" if excused else "FAILED") in capsys.readouterr().out
+
+
+def test_each_fine_tune_has_its_own_baseline_entry(tmp_path):
+    """Two adapters gated by one test, or by one job each updating one file: each is compared
+    with its own entry (by its folder's name), never with the other fine-tune's."""
+    from pytest_mmlu.reports.baseline import Baseline, write_baseline
+
+    def entry(name, content, right):
+        ev = make_result(
+            [QuestionResult("anatomy", i, 0, 0 if right else 1, (0.0, -1.0, -2.0, -3.0)) for i in range(4)],
+            variant=f"adapter {name}",
+        ).to_dict()
+        ev["identity"] = made_up_identity([("anatomy", i) for i in range(4)], 0, adapter=content, adapter_name=name)
+        return ev
+
+    def report(*entries):
+        return {"schema": 1, "tests": [{"nodeid": "t", "evaluations": list(entries)}]}
+
+    both = Baseline(report(entry("ft_code", "sha256:c", False), entry("ft_chat", "sha256:h", True)), "b.json")
+    assert both.entry("t", entry("ft_chat", "sha256:h2", True))["variant"] == "adapter ft_chat"  # retrained
+    assert both.entry("t", entry("ft_code", "sha256:c", True))["variant"] == "adapter ft_code"
+
+    path = str(tmp_path / "b.json")
+    write_baseline(path, report(entry("ft_chat", "sha256:h", True)))
+    write_baseline(path, report(entry("ft_code", "sha256:c", False)))  # another job, the same file
+    (test,) = json.loads((tmp_path / "b.json").read_text())["tests"]
+    assert sorted(e["variant"] for e in test["evaluations"]) == ["adapter ft_chat", "adapter ft_code"]
