@@ -36,9 +36,11 @@ def _versus(ev: dict[str, Any]) -> str:
     return "<br>".join(shown_gates) or "-"
 
 
-def _verdict(ev: dict[str, Any]) -> str:
+def _verdict(ev: dict[str, Any], outcome: str | None) -> str:
     if ev.get("breaches"):
         return "❌ " + "; ".join(ev["breaches"])
+    if outcome in ("failed", "error"):  # its gates held; the test itself did not (an assert in its body)
+        return f"❌ gates held, the test {outcome}"
     return "⏳ judged at merge" if ev.get("judged_at_merge") else "✅ ok"
 
 
@@ -52,6 +54,6 @@ def github_summary(records: list[dict[str, Any]]) -> str:
             lines.append(_row([test, *["-"] * (len(COLUMNS) - 1), "❌ " + "; ".join(rec["breaches"])]))
         for ev in own_evaluations(rec):
             cells = evaluation_cells(ev)
-            made = {"vs baseline": _versus(ev), "verdict": _verdict(ev)}
+            made = {"vs baseline": _versus(ev), "verdict": _verdict(ev, rec.get("outcome"))}
             lines.append(_row([test, *(cells[c] if c else made[h] for h, c in COLUMNS)]))
     return "\n".join(lines) + "\n"

@@ -200,6 +200,13 @@ def test_every_no_regression_mark_is_its_own_gate():
     assert len(seen) == 2
 
 
+def test_the_github_summary_says_a_test_failed_where_its_gates_held():
+    """An assert in the body failed the test (and the job): its row is no green tick."""
+    held = judge.apply(record(result({"anatomy": (40, 40)})), judge.judge_record(record(result({"anatomy": (40, 40)}))))
+    assert "✅ ok" in github_summary([held])
+    assert "❌ gates held, the test failed" in github_summary([{**held, "outcome": "failed"}])
+
+
 def test_a_gate_against_full_precision_compares_with_the_reference_recorded_beside_it():
     marks = ItemMarks(spec=EvalSpec(("anatomy",)), no_regressions=(NoRegression(0.02, 0.05, "full"),))
     variant = dataclasses.replace(result({"anatomy": (2, 40)}), variant="int8")
