@@ -128,6 +128,8 @@ def lm_eval_batch(model, tokenizer, data, batch: int, device: str) -> dict:
     first batch is its largest: the device's peak for this batch size, or the OOM."""
     import torch
     from lm_eval import simple_evaluate
+
+    from pytest_mmlu.lm_eval_adapter import bare_task_manager
     from lm_eval.models.huggingface import HFLM
 
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
@@ -139,7 +141,7 @@ def lm_eval_batch(model, tokenizer, data, batch: int, device: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     try:
-        simple_evaluate(model=lm, tasks=tasks, num_fewshot=5, limit=max(1, batch // 4 + 1), bootstrap_iters=0)
+        simple_evaluate(task_manager=bare_task_manager(), model=lm, tasks=tasks, num_fewshot=5, limit=max(1, batch // 4 + 1), bootstrap_iters=0)
     except torch.OutOfMemoryError:
         return {"batch": batch, "oom": True}
     peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None

@@ -62,6 +62,8 @@ def worker_gemm(_: dict) -> dict:
 
 def worker_lm_eval(args: dict) -> dict:
     from lm_eval import simple_evaluate
+
+    from pytest_mmlu.lm_eval_adapter import bare_task_manager
     from lm_eval.models.huggingface import HFLM
 
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
@@ -73,6 +75,7 @@ def worker_lm_eval(args: dict) -> dict:
     tasks = list(mmlu_tasks(MmluData(args["data"]), args["subjects"]).values())
     start = time.perf_counter()
     out = simple_evaluate(
+        task_manager=bare_task_manager(),
         model=model, tasks=tasks, num_fewshot=args["shots"], limit=args["limit"], log_samples=True, bootstrap_iters=0
     )
     seconds = time.perf_counter() - start

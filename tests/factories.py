@@ -504,9 +504,12 @@ def real_mmlu_zip() -> Path:
 def run_lm_eval(model, data):
     from lm_eval import simple_evaluate
 
+    from pytest_mmlu.lm_eval_adapter import bare_task_manager
+
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
 
     out = simple_evaluate(
+        task_manager=bare_task_manager(),
         model=model,
         tasks=list(mmlu_tasks(data, AGREEMENT_SUBJECTS).values()),
         num_fewshot=5,

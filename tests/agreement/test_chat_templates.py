@@ -132,6 +132,8 @@ def test_chat_template_agrees_with_lm_eval_hf(smollm2_dir, fmt, subjects):  # no
     on SmolLM2-135M-Instruct and real MMLU: same predictions, every log-likelihood within 1e-4;
     the rendered few-shot turns are computed once per subject (shared prefix)."""
     from lm_eval import simple_evaluate
+
+    from pytest_mmlu.lm_eval_adapter import bare_task_manager
     from lm_eval.models.huggingface import HFLM
 
     from pytest_mmlu.lm_eval_adapter import mmlu_tasks
@@ -145,6 +147,7 @@ def test_chat_template_agrees_with_lm_eval_hf(smollm2_dir, fmt, subjects):  # no
     limit = 2
     data = MmluData(str(real_mmlu_zip()))
     out = simple_evaluate(
+        task_manager=bare_task_manager(),
         model=HFLM(pretrained=str(smollm2_dir), dtype="float32", batch_size=4, device="cpu"),
         tasks=list(mmlu_tasks(data, subjects).values()),
         num_fewshot=5,
