@@ -141,7 +141,14 @@ def lm_eval_batch(model, tokenizer, data, batch: int, device: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     try:
-        simple_evaluate(task_manager=bare_task_manager(), model=lm, tasks=tasks, num_fewshot=5, limit=max(1, batch // 4 + 1), bootstrap_iters=0)
+        simple_evaluate(
+            task_manager=bare_task_manager(),
+            model=lm,
+            tasks=tasks,
+            num_fewshot=5,
+            limit=max(1, batch // 4 + 1),
+            bootstrap_iters=0,
+        )
     except torch.OutOfMemoryError:
         return {"batch": batch, "oom": True}
     peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None

@@ -76,7 +76,12 @@ def worker_lm_eval(args: dict) -> dict:
     start = time.perf_counter()
     out = simple_evaluate(
         task_manager=bare_task_manager(),
-        model=model, tasks=tasks, num_fewshot=args["shots"], limit=args["limit"], log_samples=True, bootstrap_iters=0
+        model=model,
+        tasks=tasks,
+        num_fewshot=args["shots"],
+        limit=args["limit"],
+        log_samples=True,
+        bootstrap_iters=0,
     )
     seconds = time.perf_counter() - start
     lls = {

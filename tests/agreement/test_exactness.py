@@ -39,7 +39,15 @@ def lm_eval_scores(loaded, data, tasks) -> dict:
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=4, device="cpu")
-    out = simple_evaluate(task_manager=bare_task_manager(), model=lm, tasks=tasks, num_fewshot=5, limit=LIMIT, log_samples=True, bootstrap_iters=0)
+    out = simple_evaluate(
+        task_manager=bare_task_manager(),
+        model=lm,
+        tasks=tasks,
+        num_fewshot=5,
+        limit=LIMIT,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
     return {
         (task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
         for task, samples in out["samples"].items()
