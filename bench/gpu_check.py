@@ -128,11 +128,9 @@ def lm_eval_batch(model, tokenizer, data, batch: int, device: str) -> dict:
     first batch is its largest: the device's peak for this batch size, or the OOM."""
     import torch
     from lm_eval import simple_evaluate
-
-    from pytest_mmlu.lm_eval_adapter import bare_task_manager
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+    from pytest_mmlu.lm_eval_adapter import bare_task_manager, mmlu_tasks
 
     tasks = list(mmlu_tasks(data, SUBJECTS[:1]).values())
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch, device=device)

@@ -62,11 +62,9 @@ def worker_gemm(_: dict) -> dict:
 
 def worker_lm_eval(args: dict) -> dict:
     from lm_eval import simple_evaluate
-
-    from pytest_mmlu.lm_eval_adapter import bare_task_manager
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+    from pytest_mmlu.lm_eval_adapter import bare_task_manager, mmlu_tasks
     from pytest_mmlu.mmlu.data import MmluData
 
     model = HFLM(

@@ -132,11 +132,9 @@ def test_chat_template_agrees_with_lm_eval_hf(smollm2_dir, fmt, subjects):  # no
     on SmolLM2-135M-Instruct and real MMLU: same predictions, every log-likelihood within 1e-4;
     the rendered few-shot turns are computed once per subject (shared prefix)."""
     from lm_eval import simple_evaluate
-
-    from pytest_mmlu.lm_eval_adapter import bare_task_manager
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+    from pytest_mmlu.lm_eval_adapter import bare_task_manager, mmlu_tasks
     from pytest_mmlu.marks import make_eval_spec
     from pytest_mmlu.mmlu.data import MmluData
     from pytest_mmlu.mmlu.evaluation import Evaluator

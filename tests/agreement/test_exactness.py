@@ -34,9 +34,9 @@ LM_EVAL_FP32_TOLERANCE = 1e-4
 def lm_eval_scores(loaded, data, tasks) -> dict:
     """lm-eval's hf backend (its own task YAML and prompts) on the model the plugin loaded."""
     from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
 
     from pytest_mmlu.lm_eval_adapter import bare_task_manager
-    from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=4, device="cpu")
     out = simple_evaluate(

@@ -23,9 +23,7 @@ SUBJECTS, LIMIT = ["abstract_algebra", "college_medicine"], 3
 def run_lm_eval(model, data):
     from lm_eval import simple_evaluate
 
-    from pytest_mmlu.lm_eval_adapter import bare_task_manager
-
-    from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+    from pytest_mmlu.lm_eval_adapter import bare_task_manager, mmlu_tasks
 
     out = simple_evaluate(
         task_manager=bare_task_manager(),
