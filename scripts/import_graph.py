@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "=memory",
             "=outputs",
             "=reports",
+            "=tasks",
         ],
     ),  # "=": the package's docstring only
     (
@@ -53,6 +54,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "memory.errors",
             "reports.report",
             "reports.lm_eval_format",
+            "tasks.registry",
         ],
     ),
     (
@@ -79,7 +81,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     (
         "loading, evaluating, gates",
-        ["models.plan", "models.load", "mmlu.evaluation", "reports.cache", "gates", "regression"],
+        ["models.plan", "models.load", "mmlu.evaluation", "tasks.evaluation", "reports.cache", "gates", "regression"],
     ),
     ("the judge, baselines", ["judge", "reports.baseline", "reports.lm_eval_read", "reports.lm_eval_write"]),
     ("joining and emitting", ["reports.merge", "compare", "settings", "contradictions", "outputs"]),

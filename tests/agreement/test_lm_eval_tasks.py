@@ -1,0 +1,149 @@
+"""Any lm-eval multiple-choice task through our engine (issue 19): lm-eval's own requests and
+metrics, our scores; the same per-document metrics and log-likelihoods as lm-eval's hf
+backend on SmolLM2, and the float64 truth on the shared-prefix path.
+
+The task folder (tests/task_folders.py) holds one task of each shape, each including
+lm-eval's registry YAML (ARC-Easy, HellaSwag, Winogrande, TruthfulQA-mc2) over local data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from factories import real_mmlu_zip
+from task_folders import SHAPES, write_task_folder
+from truth import truth_loglikelihoods
+
+pytestmark = pytest.mark.slow
+
+DOCS = 6
+# Few-shot counts as a release would run them; TruthfulQA-mc2's YAML fixes 0 (lm-eval keeps it).
+SHOTS = {"arc_style": 5, "hellaswag_style": 3, "winogrande_style": 3, "truthfulqa_mc2_style": 5}
+LL_TOLERANCE = 1e-4  # fp32, as for MMLU
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_task_folder(tmp_path_factory.mktemp("lm-eval-tasks") / "tasks", docs=DOCS)
+
+
+@pytest.fixture(scope="module")
+def loaded(smollm2_dir):
+    from pytest_mmlu.models.load import load_model
+    from pytest_mmlu.settings import Settings
+
+    return load_model(Settings(model=str(smollm2_dir)))
+
+
+@pytest.fixture(scope="module")
+def hf(smollm2_dir):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=str(smollm2_dir), dtype="float32", batch_size=4, device="cpu")
+
+
+def ours(loaded, folder, name, shots, limit=DOCS):
+    from pytest_mmlu.tasks.evaluation import TaskEvaluator
+    from pytest_mmlu.tasks.registry import load_task_set, task_manager
+
+    tasks = load_task_set(task_manager(str(folder), defaults=False), name, shots)
+    return TaskEvaluator(loaded).evaluate(tasks, limit=limit)
+
+
+def theirs(hf, folder, name, shots, limit=DOCS):
+    from lm_eval import simple_evaluate
+
+    from pytest_mmlu.tasks.registry import task_manager
+
+    return simple_evaluate(
+        model=hf,
+        tasks=[name],
+        task_manager=task_manager(str(folder), defaults=False),
+        num_fewshot=shots,
+        limit=limit,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_each_task_shape_equals_lm_eval_hf_on_smollm2(name, loaded, hf, folder):
+    got = ours(loaded, folder, name, SHOTS[name])
+    want = theirs(hf, folder, name, SHOTS[name])
+    samples = want["samples"][name]
+    assert [d.doc_id for d in got.docs] == [s["doc_id"] for s in samples]
+    for doc, sample in zip(got.docs, samples):
+        lm_eval_lls = [float(r[0][0]) for r in sample["resps"]]
+        assert len(doc.loglikelihoods) == len(lm_eval_lls), doc.doc_id
+        assert max(abs(a - b) for a, b in zip(doc.loglikelihoods, lm_eval_lls)) <= LL_TOLERANCE, doc.doc_id
+        assert doc.is_greedy == tuple(bool(r[0][1]) for r in sample["resps"]), doc.doc_id
+        assert set(doc.metrics) == set(sample["metrics"]), doc.doc_id
+        for metric in doc.metrics:
+            # 0/1 metrics (acc, acc_norm) exactly; TruthfulQA's probability mass as its inputs allow
+            assert math.isclose(doc.metrics[metric], float(sample[metric]), abs_tol=1e-4), (doc.doc_id, metric)
+    for metric, value in got.metrics[name].items():
+        assert math.isclose(value, float(want["results"][name][f"{metric},none"]), abs_tol=1e-4), metric
+    assert got.shots[name] == want["n-shot"][name]
+    if name == "truthfulqa_mc2_style":
+        assert got.shots[name] == 0  # its YAML's num_fewshot: 0 wins over the 5 asked, as in lm-eval
+
+
+@pytest.mark.parametrize("name", ["arc_style", "hellaswag_style", "winogrande_style"])
+def test_task_scores_equal_the_float64_truth_with_shared_prefixes(name, loaded, folder):
+    """Few-shot examples drawn per document still share each question across its choices:
+    the prefix tree finds it, and every log-likelihood stays at the truth."""
+    from pytest_mmlu.tasks.evaluation import TaskEvaluator
+    from pytest_mmlu.tasks.registry import load_task_set, task_manager
+
+    evaluator = TaskEvaluator(loaded)
+    tasks = load_task_set(task_manager(str(folder), defaults=False), name, SHOTS[name])
+    result = evaluator.evaluate(tasks, limit=4)
+    assert result.engine_mode == "prefix"
+    assert result.prefix_tokens_saved > 0
+    built = evaluator.instances(tasks, 4)
+    requests = evaluator.token_requests([inst for insts in built.values() for inst in insts])
+    truth = truth_loglikelihoods(loaded.model, requests, evaluator.max_length)
+    got = [ll for doc in result.docs for ll in doc.loglikelihoods]
+    assert len(got) == len(truth)
+    errors = [abs(a - b) for a, b in zip(got, truth)]
+    # A continuation's log-likelihood sums one fp32 log-probability per token: MMLU's 1e-4 up
+    # to 4 tokens, 2.5e-5 a token beyond (HellaSwag's endings are 10-20 tokens; measured
+    # errors: up to 1.2e-5 a token).
+    assert all(e <= LL_TOLERANCE * max(1, len(r.continuation) / 4) for e, r in zip(errors, requests))
+
+
+def test_registry_mmlu_tasks_predict_as_our_mmlu_path(loaded):
+    """lm-eval's own mmlu_<subject> tasks over the local data, through the task path, give
+    the MMLU path's log-likelihoods and predictions."""
+    from pytest_mmlu.lm_eval_adapter import mmlu_tasks
+    from pytest_mmlu.marks import make_eval_spec
+    from pytest_mmlu.mmlu.data import MmluData
+    from pytest_mmlu.mmlu.evaluation import Evaluator
+    from pytest_mmlu.tasks.evaluation import TaskEvaluator
+    from pytest_mmlu.tasks.registry import task_set
+
+    subjects = ["anatomy", "college_physics"]
+    data = MmluData(str(real_mmlu_zip()))
+    mmlu = Evaluator(loaded, data).evaluate(make_eval_spec(subjects, 5, 5))
+    tasks = task_set("mmlu", mmlu_tasks(data, subjects), shots=5)
+    result = TaskEvaluator(loaded).evaluate(tasks, limit=5)
+    by_key = {(d.task.removeprefix("mmlu_"), d.doc_id): d for d in result.docs}
+    assert len(by_key) == len(mmlu.questions) == 10
+    for q in mmlu.questions:
+        doc = by_key[(q.subject, q.index)]
+        assert max(abs(a - b) for a, b in zip(doc.loglikelihoods, q.loglikelihoods)) <= LL_TOLERANCE
+        assert doc.metrics["acc"] == float(q.correct)
+
+
+def test_generative_tasks_are_refused_naming_their_output_type():
+    from pytest_mmlu.tasks.registry import TaskError, load_task_set, task_manager
+
+    registry = task_manager()  # lm-eval's whole registry, indexed once (seconds)
+    for name in ("gsm8k", "mmlu_pro"):  # a task, and a group of them
+        with pytest.raises(TaskError) as refused:
+            load_task_set(registry, name)
+        message = str(refused.value)
+        assert "\n" not in message
+        assert "'generate_until'" in message and "log-likelihood tasks only" in message
+        assert message.startswith(f"lm-eval task {name!r}" if name == "gsm8k" else "lm-eval task 'mmlu_pro_")
