@@ -1,11 +1,11 @@
 """lm-eval tasks beyond MMLU (issue 19): lm-eval hf and this engine side by side, one run.
 
-    python bench/tasks_bench.py [--docs 100]
+    python bench/tasks_bench.py [--docs 100] [--rounds 2] [--task arc_style|hellaswag_style]
 
 Two tasks of tests/task_folders.py (each lm-eval's own registry YAML over made-up local
 data): ARC-style 25-shot and HellaSwag-style 10-shot, ``--docs`` documents each, on
 SmolLM2-135M-Instruct, fp32, CPU.  Each measurement runs in a fresh subprocess (its own peak
-RSS); per task: lm-eval hf (batch 8), then the engine, then lm-eval and the engine again.
+RSS); per task: lm-eval hf (batch 8), then the engine, ``--rounds`` times.
 Prints the wall of each, the ratio of the medians, the peaks, the share of tokens the prefix
 tree saved, and whether every document's metrics and log-likelihoods agree.
 """
@@ -102,6 +102,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2, help="lm-eval then engine, this many times")
+    parser.add_argument("--task", choices=[name for name, _ in CASES], help="one of the two only")
     options = parser.parse_args()
     from task_folders import write_task_folder
 
@@ -109,9 +111,11 @@ def main() -> None:
     folder = write_task_folder(Path(tempfile.mkdtemp()) / "tasks", docs=options.docs, train_docs=60)
     print(machine())
     for task, shots in CASES:
+        if options.task not in (None, task):
+            continue
         args = {"model": model, "folder": str(folder), "task": task, "shots": shots, "docs": options.docs}
         theirs, ours = [], []
-        for _ in range(2):
+        for _ in range(options.rounds):
             theirs.append(run("lm_eval", **args))
             ours.append(run("engine", **args))
         t, o = theirs[0], ours[0]
