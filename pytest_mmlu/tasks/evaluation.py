@@ -9,6 +9,7 @@ make every metric (``acc``, ``acc_norm``, a task's own such as TruthfulQA's ``mc
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from ..memory.meters import make_meter
 from ..mmlu.evaluation import build_engine
 from ..mmlu.prompts import LmEvalTokenizer, TokenRequest
 from ..models.load import LoadedModel
-from .registry import FEWSHOT_SEED, TaskSet
+from .registry import FEWSHOT_SEED, TaskSet, check_requests
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class DocResult:
     doc_id: int
     loglikelihoods: tuple[float, ...]
     is_greedy: tuple[bool, ...]
-    metrics: dict[str, float]
+    metrics: dict[str, Any]  # a number, or what lm-eval's aggregation takes (f1, mcc: (gold, pred))
 
 
 @dataclass
@@ -72,6 +73,7 @@ class TaskEvaluator:
             # here, a second evaluation of the same task draws the same examples.
             task.set_fewshot_seed(seed=FEWSHOT_SEED)
             task.build_all_requests(limit=get_sample_size(task, limit), rank=0, world_size=1)
+            check_requests(task)
             built[name] = list(task.instances)
         return built
 
@@ -110,29 +112,30 @@ class TaskEvaluator:
             docs, values = metrics_of(task, built[name])
             result.docs.extend(docs)
             result.metrics[name] = aggregate(task, values)
-            sizes[name] = len(docs)
+            sizes[name] = max((len(items) for items in values.values()), default=0)  # lm-eval's sample_len
         for group, members in tasks.groups.items():
             result.metrics[group] = group_metrics(tasks, group, members, result.metrics, sizes)
         stats = engine.stats
         result.tokens = stats.prefix_tokens + stats.suffix_tokens
-        result.prefix_tokens_saved = sum(len(r.context) + len(r.continuation) - 1 for r in requests) - result.tokens
+        # against the unique input rows (lm-eval's truncation applied): what the prefix tree saved
+        result.prefix_tokens_saved = sum(len(row.tokens) for row in engine.rows(requests)) - result.tokens
         result.peak_memory_bytes = stats.peak_bytes
         result.engine_mode = stats.mode
         result.seconds = time.perf_counter() - start
         return result
 
 
-def metrics_of(task: Any, instances: list[Any]) -> tuple[list[DocResult], dict[str, list[float]]]:
+def metrics_of(task: Any, instances: list[Any]) -> tuple[list[DocResult], dict[str, list[Any]]]:
     """lm-eval's evaluate() loop for one task: filters, then process_results per document."""
     task.apply_filters()
     by_doc: dict[int, list[Any]] = defaultdict(list)
     for inst in instances:
         by_doc[inst.doc_id].append(inst)
-    values: dict[str, list[float]] = defaultdict(list)
+    values: dict[str, list[Any]] = defaultdict(list)
     docs = []
     for doc_id in sorted(by_doc):
         own = sorted(by_doc[doc_id], key=lambda inst: inst.idx)
-        responses = [inst.filtered_resps["none"] if "none" in inst.filtered_resps else inst.resps[0] for inst in own]
+        responses = [inst.filtered_resps["none"] for inst in own]  # the one filter (registry.task_set)
         found = task.process_results(own[0].doc, responses)
         for metric, value in found.items():
             values[metric].append(value)
@@ -142,13 +145,18 @@ def metrics_of(task: Any, instances: list[Any]) -> tuple[list[DocResult], dict[s
                 doc_id,
                 tuple(float(inst.resps[0][0]) for inst in own),
                 tuple(bool(inst.resps[0][1]) for inst in own),
-                {metric: float(value) for metric, value in found.items()},
+                {metric: as_number(value) for metric, value in found.items()},
             )
         )
     return docs, dict(values)
 
 
-def aggregate(task: Any, values: dict[str, list[float]]) -> dict[str, float]:
+def as_number(value: Any) -> Any:
+    """A numpy scalar as a Python number (JSON-ready); anything else as lm-eval made it."""
+    return float(value) if isinstance(value, numbers.Real) else value
+
+
+def aggregate(task: Any, values: dict[str, list[Any]]) -> dict[str, float]:
     """Each metric's value over the documents, by the task's own aggregation (mean by default)."""
     from lm_eval.api.metrics import mean
 

@@ -17,7 +17,7 @@ from truth import truth_loglikelihoods
 
 pytestmark = pytest.mark.slow
 
-DOCS = 6
+DOCS = 4
 # Few-shot counts as a release would run them; TruthfulQA-mc2's YAML fixes 0 (lm-eval keeps it).
 SHOTS = {"arc_style": 5, "hellaswag_style": 3, "winogrande_style": 3, "truthfulqa_mc2_style": 5}
 LL_TOLERANCE = 1e-4  # fp32, as for MMLU
@@ -82,6 +82,8 @@ def test_each_task_shape_equals_lm_eval_hf_on_smollm2(name, loaded, hf, folder):
         for metric in doc.metrics:
             # 0/1 metrics (acc, acc_norm) exactly; TruthfulQA's probability mass as its inputs allow
             assert math.isclose(doc.metrics[metric], float(sample[metric]), abs_tol=1e-4), (doc.doc_id, metric)
+    reported = {key.split(",")[0] for key in want["results"][name] if key.endswith(",none") and "_stderr" not in key}
+    assert set(got.metrics[name]) == reported
     for metric, value in got.metrics[name].items():
         assert math.isclose(value, float(want["results"][name][f"{metric},none"]), abs_tol=1e-4), metric
     assert got.shots[name] == want["n-shot"][name]
@@ -98,10 +100,10 @@ def test_task_scores_equal_the_float64_truth_with_shared_prefixes(name, loaded, 
 
     evaluator = TaskEvaluator(loaded)
     tasks = load_task_set(task_manager(str(folder), defaults=False), name, SHOTS[name])
-    result = evaluator.evaluate(tasks, limit=4)
+    result = evaluator.evaluate(tasks, limit=2)  # the float64 forward takes ~1 s a row
     assert result.engine_mode == "prefix"
     assert result.prefix_tokens_saved > 0
-    built = evaluator.instances(tasks, 4)
+    built = evaluator.instances(tasks, 2)
     requests = evaluator.token_requests([inst for insts in built.values() for inst in insts])
     truth = truth_loglikelihoods(loaded.model, requests, evaluator.max_length)
     got = [ll for doc in result.docs for ll in doc.loglikelihoods]
@@ -147,3 +149,30 @@ def test_generative_tasks_are_refused_naming_their_output_type():
         assert "\n" not in message
         assert "'generate_until'" in message and "log-likelihood tasks only" in message
         assert message.startswith(f"lm-eval task {name!r}" if name == "gsm8k" else "lm-eval task 'mmlu_pro_")
+
+
+def test_pair_metrics_and_a_fractional_limit_equal_lm_eval(tiny_model_dir, folder, tmp_path):
+    """Metrics whose per-document value is a pair (mcc: gold, prediction; brier_score), aggregated by
+    lm-eval's own functions, and ``limit`` as a share of the documents; on a tiny model."""
+    import json
+
+    from lm_eval.models.huggingface import HFLM
+
+    from pytest_mmlu.models.load import load_model
+    from pytest_mmlu.settings import Settings
+
+    metrics = ["acc", "acc_norm", "mcc", "brier_score"]  # f1: lm-eval takes it binary only
+    config = {
+        "include": str(folder / "arc_style.yaml"),
+        "task": "arc_pairs",
+        "metric_list": [{"metric": m, "higher_is_better": True} for m in metrics],
+    }
+    (tmp_path / "arc_pairs.yaml").write_text(json.dumps(config), encoding="utf-8")
+    got = ours(load_model(Settings(model=str(tiny_model_dir))), tmp_path, "arc_pairs", 2, limit=0.5)
+    hf = HFLM(pretrained=str(tiny_model_dir), dtype="float32", batch_size=4, device="cpu")
+    want = theirs(hf, tmp_path, "arc_pairs", 2, limit=0.5)
+    assert len(got.docs) == len(want["samples"]["arc_pairs"]) == math.ceil(DOCS * 0.5)
+    assert set(got.metrics["arc_pairs"]) == set(metrics)
+    for metric in metrics:  # brier_score is continuous: as its log-likelihoods allow
+        want_value = want["results"]["arc_pairs"][f"{metric},none"]
+        assert math.isclose(got.metrics["arc_pairs"][metric], want_value, abs_tol=1e-6), metric
