@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
-from w5_bench import machine, model_path, peak_rss  # noqa: E402
+from w5_bench import machine, model_path, peak_rss, run_worker  # noqa: E402
 
 CASES = [("arc_style", 25), ("hellaswag_style", 10)]
 LM_EVAL_BATCH = 8
@@ -82,17 +81,7 @@ def worker_engine(args: dict) -> dict:
 
 
 def run(kind: str, **args) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "_worker", kind, json.dumps(args)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"{kind} worker failed")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, kind, args)
 
 
 def main() -> None:

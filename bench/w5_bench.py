@@ -172,8 +172,13 @@ def flops_of(evaluator, spec) -> float:
 
 
 def run(kind: str, **args) -> dict:
+    return run_worker(__file__, kind, args)
+
+
+def run_worker(script: str, kind: str, args: dict) -> dict:
+    """``script _worker KIND ARGS`` in a fresh process (its own peak RSS); its last line's JSON."""
     proc = subprocess.run(
-        [sys.executable, __file__, "_worker", kind, json.dumps(args)],
+        [sys.executable, script, "_worker", kind, json.dumps(args)],
         check=False,
         capture_output=True,
         text=True,

@@ -501,7 +501,9 @@ def real_mmlu_zip() -> Path:
     return path
 
 
-def run_lm_eval(model, data):
+def run_lm_eval(model, data, subjects=AGREEMENT_SUBJECTS, limit=AGREEMENT_LIMIT, tasks=None):
+    """lm-eval's own 5-shot ``mmlu_<subject>`` tasks (``tasks``, else built for ``subjects``)
+    through ``model``: each question's four log-likelihoods by (subject, index)."""
     from lm_eval import simple_evaluate
 
     from pytest_mmlu.lm_eval_adapter import bare_task_manager, mmlu_tasks
@@ -509,18 +511,17 @@ def run_lm_eval(model, data):
     out = simple_evaluate(
         task_manager=bare_task_manager(),
         model=model,
-        tasks=list(mmlu_tasks(data, AGREEMENT_SUBJECTS).values()),
+        tasks=tasks if tasks is not None else list(mmlu_tasks(data, subjects).values()),
         num_fewshot=5,
-        limit=AGREEMENT_LIMIT,
+        limit=limit,
         log_samples=True,
         bootstrap_iters=0,
     )
-    per_question = {}
-    for task, samples in out["samples"].items():
-        subject = task.removeprefix("mmlu_")
-        for s in samples:
-            per_question[(subject, s["doc_id"])] = [r[0][0] for r in s["resps"]]
-    return per_question
+    return {
+        (task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
+        for task, samples in out["samples"].items()
+        for s in samples
+    }
 
 
 def import_graph():

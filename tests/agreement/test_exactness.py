@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from factories import LONG_ARCH_CONFIGS, real_mmlu_zip, save_long_arch_model, save_mmlu_bpe_tokenizer
+from factories import LONG_ARCH_CONFIGS, real_mmlu_zip, run_lm_eval, save_long_arch_model, save_mmlu_bpe_tokenizer
 from truth import truth_loglikelihoods
 
 pytestmark = pytest.mark.slow
@@ -33,26 +33,10 @@ LM_EVAL_FP32_TOLERANCE = 1e-4
 
 def lm_eval_scores(loaded, data, tasks) -> dict:
     """lm-eval's hf backend (its own task YAML and prompts) on the model the plugin loaded."""
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from pytest_mmlu.lm_eval_adapter import bare_task_manager
-
     lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=4, device="cpu")
-    out = simple_evaluate(
-        task_manager=bare_task_manager(),
-        model=lm,
-        tasks=tasks,
-        num_fewshot=5,
-        limit=LIMIT,
-        log_samples=True,
-        bootstrap_iters=0,
-    )
-    return {
-        (task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
-        for task, samples in out["samples"].items()
-        for s in samples
-    }
+    return run_lm_eval(lm, data, limit=LIMIT, tasks=tasks)
 
 
 def compare(folder: Path, dtype: str, data, tasks) -> dict:

@@ -11,34 +11,13 @@ rows are batched (our shared prefixes and packed rows against lm-eval's padded b
 from __future__ import annotations
 
 import pytest
-from factories import real_mmlu_zip
+from factories import real_mmlu_zip, run_lm_eval
 
 pytest.importorskip("torchao", reason="needs the quant extra: pip install 'pytest-mmlu[quant]'")
 pytestmark = pytest.mark.slow
 # Short prompts (CI time): int8 layers do not care how long the context is, and the engine's
 # long shared prefixes are held to lm-eval in float32 by test_lm_eval_agreement.py.
 SUBJECTS, LIMIT = ["abstract_algebra", "college_medicine"], 3
-
-
-def run_lm_eval(model, data):
-    from lm_eval import simple_evaluate
-
-    from pytest_mmlu.lm_eval_adapter import bare_task_manager, mmlu_tasks
-
-    out = simple_evaluate(
-        task_manager=bare_task_manager(),
-        model=model,
-        tasks=list(mmlu_tasks(data, SUBJECTS).values()),
-        num_fewshot=5,
-        limit=LIMIT,
-        log_samples=True,
-        bootstrap_iters=0,
-    )
-    return {
-        (task.removeprefix("mmlu_"), s["doc_id"]): [r[0][0] for r in s["resps"]]
-        for task, samples in out["samples"].items()
-        for s in samples
-    }
 
 
 @pytest.mark.filterwarnings("ignore:You passed .quantization_config.:UserWarning")  # lm-eval's hf passes its own
@@ -64,7 +43,9 @@ def test_int8_smollm2_agrees_with_lm_eval_hf_on_the_same_quantized_model(smollm2
     saved = tmp_path / "smollm2-int8"
     loaded.model.save_pretrained(saved)
     loaded.tokenizer.save_pretrained(saved)
-    theirs = run_lm_eval(HFLM(pretrained=str(saved), dtype="float32", batch_size=4, device="cpu"), data)
+    theirs = run_lm_eval(
+        HFLM(pretrained=str(saved), dtype="float32", batch_size=4, device="cpu"), data, SUBJECTS, LIMIT
+    )
     reloaded = load_model(Settings(model=str(saved), device="cpu"))  # as lm-eval loaded it
     assert reloaded.quantization["pre_quantized"] and reloaded.weight_bytes == loaded.weight_bytes
     for (name, mine), (_, saved_param) in zip(loaded.model.named_parameters(), reloaded.model.named_parameters()):
