@@ -25,6 +25,7 @@ from .models.errors import ModelLoadError
 from .outputs.junit import junit_properties
 from .outputs.progress import progress
 from .session import MmluSession
+from .tasks.registry import TaskError
 
 SESSION = pytest.StashKey[MmluSession]()
 MARKS = pytest.StashKey[markers.ItemMarks]()
@@ -32,7 +33,7 @@ RECORD = pytest.StashKey[dict]()  # the test's record while it runs
 DEFERRED = pytest.StashKey[list]()  # failing verdicts found during setup, raised in the call phase
 MMLU_FIXTURES = {"mmlu", "mmlu_result", "mmlu_model"}
 # What stops a test's evaluation, rather than answering it: each becomes a gate's verdict.
-STOPPED = (BudgetTooSmall, OutOfMemory, MeterUnavailable, DataError, ModelLoadError)
+STOPPED = (BudgetTooSmall, OutOfMemory, MeterUnavailable, DataError, ModelLoadError, TaskError)
 
 
 def runs_tests(config: pytest.Config) -> bool:
@@ -53,7 +54,7 @@ def fail(verdicts: list[gates.Verdict]) -> None:
 
 def run_evaluation(
     item: pytest.Item,
-    spec: markers.EvalSpec,
+    spec: markers.EvalSpec | markers.TaskSpec,
     variant: Any = None,
 ) -> tuple[EvaluationResult | None, list[gates.Verdict]]:
     """Evaluate (or read from the cache), record, judge; return the result and its failing
@@ -97,18 +98,20 @@ def run_evaluation(
     return result, failing
 
 
-def _identity_if_known(sess: MmluSession, spec: markers.EvalSpec, variant: Any) -> dict[str, Any] | None:
+def _identity_if_known(
+    sess: MmluSession, spec: markers.EvalSpec | markers.TaskSpec, variant: Any
+) -> dict[str, Any] | None:
     """What an evaluation that could not run would have been, where that can be known."""
     try:
         return sess.identity(spec, variant)
-    except (DataError, ModelLoadError):
+    except (DataError, ModelLoadError, TaskError):
         return None
 
 
 def entry(
     sess: MmluSession,
     result: EvaluationResult,
-    spec: markers.EvalSpec,
+    spec: markers.EvalSpec | markers.TaskSpec,
     role: str | None = None,
 ) -> dict[str, Any]:
     """A result as the record holds it: in a CI shard, marked so (merge judges the whole, and

@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .markers import Floor, ItemMarks
+from .markers import Floor, ItemMarks, TaskSpec
 from .memory.errors import BudgetTooSmall, OutOfMemory
 from .mmlu.data import DataError
-from .mmlu.results import Accuracy, EvaluationResult
+from .mmlu.results import Accuracy, EvaluationResult, measure_text, shots_text
 from .sizes import format_gib
 
 FAILING = frozenset({"budget", "floor", "regression", "missing-baseline", "non-finite", "error", "never-evaluated"})
@@ -60,10 +60,10 @@ def declared_words(marks: ItemMarks) -> str:
     """The gates a test declares, in words: ``MMLU evaluation anatomy 5-shot, accuracy floor 0.500``."""
     parts = []
     if marks.spec is not None:
-        limit = "" if marks.spec.limit is None else f" limit {marks.spec.limit}"
-        parts.append(
-            f"MMLU evaluation {marks.spec.label or ','.join(marks.spec.subjects)} {marks.spec.shots}-shot{limit}"
-        )
+        spec = marks.spec
+        limit = "" if spec.limit is None else f" limit {spec.limit}"
+        kind = "lm-eval task" if isinstance(spec, TaskSpec) else "MMLU"
+        parts.append(f"{kind} evaluation {spec.label or ','.join(spec.subjects)} {shots_text(spec.shots)}{limit}")
     if marks.budget_bytes is not None:
         parts.append(f"memory budget {format_gib(marks.budget_bytes)}")
     if marks.floor is not None:
@@ -119,7 +119,7 @@ def budget(result: EvaluationResult) -> Verdict | None:
         (
             f"MMLU memory budget exceeded: peak {format_gib(result.peak_memory_bytes)} > budget "
             f"{format_gib(result.budget_bytes)} on {_peak_device(result)} (weights "
-            f"{format_gib(result.weight_bytes)}, batch {result.batch_size}, {result.shots}-shot)"
+            f"{format_gib(result.weight_bytes)}, batch {result.batch_size}, {shots_text(result.shots)})"
         ),
         {"peak_bytes": result.peak_memory_bytes, "budget_bytes": result.budget_bytes},
     )
@@ -131,13 +131,13 @@ def _peak_device(result: EvaluationResult) -> str:
     return f"{spread} (model on {result.device})" if spread else result.device
 
 
-def _floor(acc: Accuracy, minimum: float, shots: int, what: str) -> Verdict:
+def _floor(acc: Accuracy, minimum: float, result: EvaluationResult, what: str) -> Verdict:
     lo, hi = acc.ci95
     return Verdict(
         "floor",
         (
-            f"MMLU accuracy {acc.accuracy:.3f} < floor {minimum:.3f} (n={acc.n}, 95% CI "
-            f"{lo:.3f}-{hi:.3f}; {shots}-shot, {what})"
+            f"{measure_text(result.task)} {acc.accuracy:.3f} < floor {minimum:.3f} (n={acc.n}, 95% CI "
+            f"{lo:.3f}-{hi:.3f}; {shots_text(result.shots)}, {what})"
         ),
         {"what": what, "accuracy": acc.accuracy, "floor": minimum, "n": acc.n},
     )
@@ -147,14 +147,14 @@ def floors(result: EvaluationResult, floor: Floor | None) -> list[Verdict]:
     if floor is None:
         return []
     verdicts = []
-    overall = Accuracy(result.correct, result.n)
+    overall = result.overall
     if floor.overall is not None and overall.accuracy < floor.overall:
-        verdicts.append(_floor(overall, floor.overall, result.shots, result.label))
+        verdicts.append(_floor(overall, floor.overall, result, result.label))
     per_subject = result.per_subject
     for subject, minimum in floor.per_subject.items():
         acc = per_subject.get(subject)
         if acc is not None and acc.accuracy < minimum:  # None: this evaluation did not cover it
-            verdicts.append(_floor(acc, minimum, result.shots, subject))
+            verdicts.append(_floor(acc, minimum, result, subject))
     return verdicts
 
 
@@ -197,7 +197,11 @@ def no_evaluation() -> Verdict:
 
 
 def no_mmlu_marker() -> Verdict:
-    return Verdict("error", "pytest-mmlu: the mmlu_result fixture needs @pytest.mark.mmlu(subjects=...) on the test")
+    return Verdict(
+        "error",
+        "pytest-mmlu: the mmlu_result fixture needs @pytest.mark.mmlu(subjects=...) or "
+        "@pytest.mark.lm_eval_task(name) on the test",
+    )
 
 
 def against_full_without_variant() -> Verdict:
@@ -222,8 +226,8 @@ def late_marks(names: list[str]) -> Verdict:
     )
 
 
-def bad_evaluate_call(why: str) -> Verdict:
-    return Verdict("error", f"pytest-mmlu: mmlu.evaluate(): {why}")
+def bad_evaluate_call(why: str, method: str = "evaluate") -> Verdict:
+    return Verdict("error", f"pytest-mmlu: mmlu.{method}(): {why}")
 
 
 # -- run-level lines ----------------------------------------------------------------------------

@@ -16,10 +16,14 @@ every report entry, cache entry, xdist record and lm-eval file we write):
 ``device``      ``cpu``, or ``cuda:<GPU model>`` (the kind, never the index)
 ``prompt``      None (lm-eval's plain prompts), else the chat template's sha256 (None:
                 none), few-shot turns (None without a template) and system instruction
-``data``        fingerprint of the evaluated subjects' questions (dev and test, by content)
-``questions``   sha256 of the evaluated question ids (``subject/index``, as a set)
+``data``        fingerprint of the evaluated subjects' questions (dev and test, by content);
+                of a task evaluation, of every request's prompt and continuation and target
+``questions``   sha256 of the evaluated question ids (``subject/index``, as a set; a task's
+                documents are ``task/doc_id``)
 ``n``           how many questions
-``shots``       few-shot examples per question
+``shots``       few-shot examples per question (a task evaluation: per task)
+``task``        None (MMLU), else the lm-eval task evaluation: its name, the metric judged,
+                each task's version and configuration hash, the include folder's content
 ``scoring``     pytest-mmlu's scoring version
 ``software``    the version of every library that can change a score
 ==============  =========================================================================
@@ -37,13 +41,13 @@ Light on purpose: no torch, no transformers (the environment's part is ``softwar
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .identity_words import PLAIN_NAMES, UNKNOWN, canonical, software_words, task_words, words
 from .models.variants import QUANTIZATIONS
-from .prompt_identity import prompt_difference, prompt_identity, prompt_words
+from .prompt_identity import prompt_difference, prompt_identity
 
 Identity = dict[str, Any]
 
@@ -60,6 +64,7 @@ FIELDS = (
     "data",
     "questions",
     "shots",
+    "task",
     "scoring",
     "software",
 )
@@ -93,7 +98,16 @@ MERGE = Lookup("shard", _fields(but=("questions",)))  # the shards' questions pa
 BASELINE = Lookup(
     "baseline",
     _fields(
-        "quantization", "adapter", "adapter_name", "merge_adapter", "dtype", "prompt", "data", "questions", "shots"
+        "quantization",
+        "adapter",
+        "adapter_name",
+        "merge_adapter",
+        "dtype",
+        "prompt",
+        "data",
+        "questions",
+        "shots",
+        "task",
     ),
     presence=frozenset({"adapter"}),
 )
@@ -152,20 +166,6 @@ class Difference:
         return self.text
 
 
-PLAIN_NAMES = {
-    "model": "model content",
-    "adapter_name": "adapter",
-    "merge_adapter": "adapter merge",
-    "shots": "number of shots",
-    "scoring": "scoring version",
-    "software": "library version",
-    "device": "device kind",
-}
-
-
-UNKNOWN = object()
-
-
 def difference(
     theirs: Mapping[str, Any] | None,
     ours: Mapping[str, Any] | None,
@@ -180,7 +180,7 @@ def difference(
             continue
         a, b = theirs.get(name, UNKNOWN), ours.get(name, UNKNOWN)
         if a is UNKNOWN or b is UNKNOWN:
-            return Difference(name, _words(name, a), _words(name, b), *names)
+            return Difference(name, words(name, a), words(name, b), *names)
         if name in lookup.presence:
             a, b = a is not None, b is not None
             if a != b:
@@ -188,18 +188,20 @@ def difference(
                     name, "an adapter" if a else "no adapter", "an adapter" if b else "no adapter", *names
                 )
             continue
-        if _canonical(a) != _canonical(b):
+        if canonical(a) != canonical(b):
             if name == "software":
-                return _software_difference(a, b, names)
+                return Difference(name, *software_words(a, b), *names)
             if name == "prompt":
-                words = prompt_difference(a, b)
-                if words is None:
+                prompt_words = prompt_difference(a, b)
+                if prompt_words is None:
                     continue  # recorded differently, rendered alike
-                return Difference(name, *words, *names)
+                return Difference(name, *prompt_words, *names)
+            if name == "task":
+                return Difference(name, *task_words(a, b), *names)
             if name == "questions":
                 n_a, n_b = theirs.get("n"), ours.get("n")
                 return Difference(name, f"{n_a} questions ({str(a)[:12]})", f"{n_b} questions ({str(b)[:12]})", *names)
-            return Difference(name, _words(name, a), _words(name, b), *names)
+            return Difference(name, words(name, a), words(name, b), *names)
     return None
 
 
@@ -207,40 +209,7 @@ def run_key(identity: Mapping[str, Any], lookup: Lookup) -> str:
     """The part of an identity a lookup compares, as text: identities with one key are not told
     apart by it (what groups evaluations, as into one lm-eval run; a field unknown on both
     sides groups alike here, though ``difference`` never calls it the same)."""
-    return _canonical({name: identity.get(name, "<unknown>") for name in sorted(lookup.fields)})
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-def _software_difference(a: Any, b: Any, names: tuple[str, str]) -> Difference:
-    a, b = a or {}, b or {}
-    for package in sorted(set(a) | set(b)):
-        if a.get(package) != b.get(package):
-            return Difference(
-                "software",
-                f"{package} {a.get(package) or 'not installed'}",
-                f"{package} {b.get(package) or 'not installed'}",
-                *names,
-            )
-    return Difference("software", str(a), str(b), *names)  # pragma: no cover - equal dicts differ
-
-
-def _words(name: str, value: Any) -> str:
-    if value is UNKNOWN:
-        return f"no recorded {name}"
-    if name == "prompt":
-        return prompt_words(value)
-    if name == "adapter":
-        return "no adapter" if value is None else f"adapter {str(value)[:19]}"
-    if name == "adapter_name":
-        return "no adapter" if value is None else str(value)
-    if name in ("model", "data") and isinstance(value, str) and len(value) > 24:
-        return value[:19] if value.startswith(("sha256:", "hub:")) else value[:12]
-    if name == "merge_adapter":
-        return "merged" if value else "not merged"
-    return str(value)
+    return canonical({name: identity.get(name, "<unknown>") for name in sorted(lookup.fields)})
 
 
 # -- building identities ------------------------------------------------------------------------
@@ -268,9 +237,10 @@ def evaluation_identity(
     adapter_name: str | None = None,
     data: str,
     questions: Iterable[tuple[str, int]],
-    shots: int,
+    shots: int | Mapping[str, int],
     scoring: int,
     software: Mapping[str, Any],
+    task: Mapping[str, Any] | None = None,
 ) -> Identity:
     """The identity of one evaluation (a ``model`` of None is unknown: left out)."""
     identity: Identity = {
@@ -282,7 +252,8 @@ def evaluation_identity(
         "device": device,
         "prompt": prompt_identity(prompt_format),
         "data": data,
-        "shots": shots,
+        "shots": shots if isinstance(shots, int) else dict(shots),
+        "task": None if task is None else dict(task),
         "scoring": scoring,
         "software": dict(software),
     }
@@ -297,8 +268,9 @@ def of_entry(entry: Mapping[str, Any]) -> Identity:
     recorded = entry.get("identity")
     label = str(entry.get("variant") or "full")
     if recorded is not None:
-        # recorded before adapters were named in identities: the name its variant label gives
-        return {"adapter_name": _adapter_name_in(label), **recorded}
+        # recorded before adapters were named in identities: the name its variant label gives;
+        # before lm-eval tasks were gated: MMLU
+        return {"adapter_name": _adapter_name_in(label), "task": None, **recorded}
 
     first = label.split(" + ")[0]
     legacy: Identity = {
@@ -308,6 +280,7 @@ def of_entry(entry: Mapping[str, Any]) -> Identity:
         "prompt": prompt_identity(entry.get("prompt_format")),
         "data": entry.get("data_fingerprint"),
         "shots": entry.get("shots"),
+        "task": None,
         "scoring": None,
     }
     # An old entry names its adapter, not its content: known to be there, of unknown content.

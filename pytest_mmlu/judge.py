@@ -28,7 +28,7 @@ from .gates import (
 )
 from .markers import ItemMarks
 from .mmlu.results import EvaluationResult
-from .records import gates_of, is_reference, reference_for
+from .records import covered, gates_of, is_reference, reference_for
 from .regression import regression, regression_vs_full
 
 
@@ -97,7 +97,7 @@ def _judge_test(record: Mapping[str, Any], marks: ItemMarks) -> list[Verdict]:
         if cause is None:
             return [no_evaluation()]
         return [Verdict("never-evaluated", f"pytest-mmlu: {declared_words(marks)} declared, never evaluated: {cause}")]
-    return floor_uncovered([e["subjects"] for e in own], marks.floor)
+    return floor_uncovered([covered(e) for e in own], marks.floor)
 
 
 def apply(record: Mapping[str, Any], judgement: Judgement) -> dict[str, Any]:

@@ -4,8 +4,9 @@ marks at several levels (module, class, function) combine.
 
 How marks combine (never by dropping one):
 
-- ``mmlu``: one evaluation per test. A second ``mmlu`` mark at any level is a collection
-  error naming both (evaluate more from the body with ``mmlu.evaluate``).
+- ``mmlu`` / ``lm_eval_task``: one evaluation per test. A second such mark at any level is
+  a collection error naming both (evaluate more from the body with ``mmlu.evaluate`` and
+  ``mmlu.evaluate_task``).
 - ``mmlu_memory_budget``: every budget applies; the smallest is the one that binds.
 - ``mmlu_accuracy_floor``: every floor applies, overall and per subject; the strictest wins.
 - ``mmlu_no_regression``: every mark is a gate of its own, judged on its own (against the
@@ -29,6 +30,15 @@ def mmlu(subjects: Any, shots: int = 5, limit: int | None = None) -> None:
     subject. The result is the mmlu_result fixture. One per test."""
 
 
+def lm_eval_task(
+    name: str, shots: int | None = None, limit: int | float | None = None, metric: str | None = None
+) -> None:
+    """evaluate the model on an lm-eval log-likelihood task or group (its registry, or
+    --mmlu-include-path), with lm-eval's own prompts, few-shot draws and metrics; shots=None:
+    the task's own; limit = first N documents of each task (a float below 1: that share);
+    metric: the task's first by default. The gate markers judge that metric. One per test."""
+
+
 def mmlu_memory_budget(size: Any) -> None:
     """fail when the peak device memory of an evaluation (weights included) exceeds size
     ('6 GiB', '6GB', '6144 MiB' or bytes); batches are sized to fit it. Several: the smallest
@@ -36,8 +46,9 @@ def mmlu_memory_budget(size: Any) -> None:
 
 
 def mmlu_accuracy_floor(min: float | None = None, per_subject: Mapping[str, float] | None = None) -> None:
-    """fail when accuracy is below min overall, or below per_subject[subject] for a subject.
-    Several (module, class, function): every floor applies, the strictest wins."""
+    """fail when accuracy (a task's metric) is below min overall, or below per_subject[key] for a
+    subject (a task of a group). Several (module, class, function): every floor applies, the
+    strictest wins."""
 
 
 def mmlu_no_regression(max_drop: float = 0.02, alpha: float = 0.05, against: str = "baseline") -> None:
@@ -53,8 +64,10 @@ def mmlu_variant(quantization: str | None = None, adapter: Any = None, merge_ada
 
 
 MARKERS: dict[str, Callable[..., None]] = {
-    f.__name__: f for f in (mmlu, mmlu_memory_budget, mmlu_accuracy_floor, mmlu_no_regression, mmlu_variant)
+    f.__name__: f
+    for f in (mmlu, lm_eval_task, mmlu_memory_budget, mmlu_accuracy_floor, mmlu_no_regression, mmlu_variant)
 }
+EVALUATION_MARKS = ("mmlu", "lm_eval_task")  # a test declares one of these, once
 
 
 def marker_docs() -> list[str]:
@@ -110,6 +123,55 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class TaskSpec:
+    """What to evaluate of lm-eval's tasks: a task or group name, its few-shot count (None: the
+    task's own), a document limit per task and the metric judged (None: the task's first)."""
+
+    task: str
+    shots: int | None = defaults_of(lm_eval_task)["shots"]
+    limit: int | float | None = defaults_of(lm_eval_task)["limit"]
+    metric: str | None = defaults_of(lm_eval_task)["metric"]
+
+    def key(self) -> tuple:
+        return ("task", self.task, self.shots, self.limit, self.metric)
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """Before its tasks are loaded, what it evaluates is known by its name only."""
+        return (self.task,)
+
+    @property
+    def label(self) -> str:
+        return self.task
+
+    @property
+    def shown_label(self) -> str:
+        return self.task
+
+    @property
+    def asked(self) -> dict[str, Any]:
+        """What was asked, as a task evaluation's result records it (``records.spec_key``)."""
+        return {"shots": self.shots, "limit": self.limit, "metric": self.metric}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "subjects": [self.task],
+            "shots": self.shots,
+            "limit": self.limit,
+            "metric": self.metric,
+            "label": self.task,
+        }
+
+
+def spec_from_dict(d: Mapping[str, Any]) -> EvalSpec | TaskSpec:
+    """A declared evaluation as a record holds it: an lm-eval task's, or MMLU's."""
+    if d.get("task") is not None:
+        return TaskSpec(d["task"], d.get("shots"), d.get("limit"), d.get("metric"))
+    return EvalSpec.from_dict(d)
+
+
+@dataclass(frozen=True)
 class Floor:
     overall: float | None = None
     per_subject: Mapping[str, float] = field(default_factory=dict)
@@ -149,7 +211,7 @@ class VariantMark:
 class ItemMarks:
     """Every MMLU gate a test declares, its marks at every level combined."""
 
-    spec: EvalSpec | None = None
+    spec: EvalSpec | TaskSpec | None = None
     budget_bytes: int | None = None
     floor: Floor | None = None
     no_regressions: tuple[NoRegression, ...] = ()
@@ -189,7 +251,7 @@ class ItemMarks:
     def from_dict(cls, d: Mapping[str, Any]) -> ItemMarks:
         variant = d.get("variant")
         return cls(
-            spec=None if d.get("evaluation") is None else EvalSpec.from_dict(d["evaluation"]),
+            spec=None if d.get("evaluation") is None else spec_from_dict(d["evaluation"]),
             budget_bytes=d.get("budget_bytes"),
             floor=None if d.get("floor") is None else Floor.from_dict(d["floor"]),
             no_regressions=tuple(NoRegression.from_dict(r) for r in d.get("no_regression") or ()),

@@ -13,20 +13,23 @@ from typing import Any
 import pytest
 
 from .markers import (
+    EVALUATION_MARKS,
     MARKERS,
     EvalSpec,
     Floor,
     ItemMarks,
     MarkerError,
     NoRegression,
+    TaskSpec,
     VariantMark,
+    lm_eval_task,
     mmlu,
     mmlu_accuracy_floor,
     mmlu_memory_budget,
     mmlu_no_regression,
     mmlu_variant,
 )
-from .mmlu.subjects import CATEGORY_OF, UnknownSubject, describe_subjects, resolve_subjects
+from .mmlu.subjects import CATEGORY_OF, CATEGORY_SUBJECTS, UnknownSubject, describe_subjects, resolve_subjects
 from .models.variants import parse_adapter, parse_merge_adapter, parse_quantization
 from .sizes import parse_size
 
@@ -51,6 +54,27 @@ def make_eval_spec(subjects: Any, shots: Any = EvalSpec.shots, limit: Any = Eval
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise MarkerError(f"limit must be a positive int or None, got {limit!r}")
     return EvalSpec(resolved, shots, limit, describe_subjects(subjects))
+
+
+def make_task_spec(
+    name: Any, shots: Any = TaskSpec.shots, limit: Any = TaskSpec.limit, metric: Any = TaskSpec.metric
+) -> TaskSpec:
+    """An lm-eval task evaluation, its arguments checked (the task itself is found when it runs:
+    lm-eval's registry is not read at collection)."""
+    if not isinstance(name, str) or not name.strip():
+        raise MarkerError(f"name must be an lm-eval task or group name, got {name!r}")
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
+        raise MarkerError(f"shots must be a non-negative int or None (the task's own), got {shots!r}")
+    if limit is not None and (
+        isinstance(limit, bool)
+        or not isinstance(limit, (int, float))
+        or (isinstance(limit, int) and limit < 1)
+        or (isinstance(limit, float) and not 0 < limit < 1)
+    ):
+        raise MarkerError(f"limit must be a positive int, a float in (0, 1) (a share) or None, got {limit!r}")
+    if metric is not None and (not isinstance(metric, str) or not metric):
+        raise MarkerError(f"metric must be a metric name such as 'acc' or 'acc_norm', got {metric!r}")
+    return TaskSpec(name.strip(), shots, limit, metric)
 
 
 def _check_fraction(name: str, value: Any) -> float:
@@ -89,15 +113,26 @@ def read_item_marks(item: pytest.Item) -> ItemMarks:
         values = []
         for node, mark in found:
             try:
-                values.append((node, mark, parse(mark)))
+                values.append((node, mark, _parse_floor(mark, _mmlu_only(item)) if name == FLOOR else parse(mark)))
             except MarkerError as exc:
                 raise pytest.UsageError(f"pytest-mmlu: {item.nodeid}: {_text(mark)}: {exc}") from None
         try:
             parsed[name] = combine(values)
         except MarkerError as exc:
             raise pytest.UsageError(f"pytest-mmlu: {item.nodeid}: {exc}") from None
+    if "mmlu" in parsed and "lm_eval_task" in parsed:
+        both = "; ".join(
+            f"{_text(mark)} {_level(node)}"
+            for name in EVALUATION_MARKS
+            for node, mark in item.iter_markers_with_node(name)
+        )
+        raise pytest.UsageError(
+            f"pytest-mmlu: {item.nodeid}: an MMLU and an lm-eval task evaluation are both declared ({both}): "
+            "a test declares one evaluation; evaluate more with mmlu.evaluate(...) or mmlu.evaluate_task(...) "
+            "in its body, or split it"
+        )
     return ItemMarks(
-        spec=parsed.get("mmlu"),
+        spec=parsed.get("mmlu") or parsed.get("lm_eval_task"),
         budget_bytes=parsed.get("mmlu_memory_budget"),
         floor=parsed.get("mmlu_accuracy_floor"),
         no_regressions=parsed.get("mmlu_no_regression", ()),
@@ -109,12 +144,16 @@ def _parse_mmlu(mark: pytest.Mark) -> EvalSpec:
     return make_eval_spec(**_bind(mmlu, mark))
 
 
-def _one_evaluation(values: list[tuple[Any, pytest.Mark, EvalSpec]]) -> EvalSpec:
+def _parse_task(mark: pytest.Mark) -> TaskSpec:
+    return make_task_spec(**_bind(lm_eval_task, mark))
+
+
+def _one_evaluation(values: list[tuple[Any, pytest.Mark, Any]]) -> Any:
     if len(values) > 1:
         marks = "; ".join(f"{_text(mark)} {_level(node)}" for node, mark, _ in values)
         raise MarkerError(
-            f"{len(values)} @pytest.mark.mmlu marks apply ({marks}): a test declares one "
-            f"evaluation; evaluate more with mmlu.evaluate(...) in its body, or split it"
+            f"{len(values)} @pytest.mark.{values[0][1].name} marks apply ({marks}): a test declares one "
+            f"evaluation; evaluate more with mmlu.evaluate(...) or mmlu.evaluate_task(...) in its body, or split it"
         )
     return values[0][2]
 
@@ -130,7 +169,10 @@ def _smallest_budget(values: list[tuple[Any, pytest.Mark, int]]) -> int:
     return min(v for _, _, v in values)
 
 
-def _parse_floor(mark: pytest.Mark) -> Floor:
+def _parse_floor(mark: pytest.Mark, mmlu_only: bool = True) -> Floor:
+    """``mmlu_only``: the test evaluates MMLU alone (its ``mmlu`` mark, no lm-eval task), so a
+    key that is no MMLU subject is a typo; otherwise it may name an lm-eval task, and a floor
+    no evaluation covers fails the test when it ends (``gates.floor_uncovered``)."""
     args = _bind(mmlu_accuracy_floor, mark)
     overall = None if args["min"] is None else _check_fraction("min", args["min"])
     per_subject = args["per_subject"] or {}
@@ -138,7 +180,9 @@ def _parse_floor(mark: pytest.Mark) -> Floor:
         raise MarkerError(f"per_subject must be a dict of subject -> floor, got {per_subject!r}")
     checked = {}
     for subject, value in per_subject.items():
-        if subject not in CATEGORY_OF:
+        if not isinstance(subject, str):
+            raise MarkerError(f"per_subject keys must be subject or task names, got {subject!r}")
+        if subject not in CATEGORY_OF and (mmlu_only or subject in CATEGORY_SUBJECTS or subject == "all"):
             try:
                 resolve_subjects(subject)
             except UnknownSubject as exc:
@@ -148,6 +192,15 @@ def _parse_floor(mark: pytest.Mark) -> Floor:
     if overall is None and not checked:
         raise MarkerError("give a floor: min=0.55 and/or per_subject={...}")
     return Floor(overall, checked)
+
+
+def _mmlu_only(item: pytest.Item) -> bool:
+    """The test evaluates MMLU alone: no lm-eval task mark, and no ``mmlu`` fixture whose body
+    could call ``evaluate_task``."""
+    return item.get_closest_marker("lm_eval_task") is None and "mmlu" not in getattr(item, "fixturenames", ())
+
+
+FLOOR = "mmlu_accuracy_floor"
 
 
 def _strictest_floor(values: list[tuple[Any, pytest.Mark, Floor]]) -> Floor:
@@ -214,6 +267,7 @@ def _joined_variant(values: list[tuple[Any, pytest.Mark, VariantMark]]) -> Varia
 
 PARSERS: tuple[tuple[str, Callable[[pytest.Mark], Any], Callable[[list], Any]], ...] = (
     ("mmlu", _parse_mmlu, _one_evaluation),
+    ("lm_eval_task", _parse_task, _one_evaluation),
     ("mmlu_memory_budget", _parse_budget, _smallest_budget),
     ("mmlu_accuracy_floor", _parse_floor, _strictest_floor),
     ("mmlu_no_regression", _parse_no_regression, _every_rule),

@@ -76,6 +76,13 @@ def _data(raw: str) -> str:
     return raw
 
 
+def _folder(raw: str) -> str:
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"folder {str(path)!r} does not exist")
+    return str(path.resolve())
+
+
 def _path(raw: str) -> str:
     return str(Path(raw).expanduser())
 
@@ -245,6 +252,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     # Chat templates, as lm-eval's --apply_chat_template, --fewshot_as_multiturn and
     # --system_instruction (issue 11).
+    Option(
+        "include_path",
+        "A folder of lm-eval task YAMLs for @pytest.mark.lm_eval_task, as lm-eval's --include_path "
+        "(its tasks win over the registry's of the same name).",
+        _folder,
+        metavar="DIR",
+    ),
     Option(
         "chat_template",
         "Render prompts with the tokenizer's chat template, as lm-eval's "

@@ -138,7 +138,8 @@ def mmlu_model(request: pytest.FixtureRequest) -> Any:
 
 
 class MmluFixture:
-    """``mmlu.evaluate(subjects, shots, limit)`` from a test body; the test's budget and floor apply."""
+    """``mmlu.evaluate(subjects, shots, limit)`` and ``mmlu.evaluate_task(name, shots, limit,
+    metric)`` from a test body; the test's budget, floor and no-regression gates apply."""
 
     def __init__(self, item: pytest.Item) -> None:
         self._item = item
@@ -165,6 +166,35 @@ class MmluFixture:
             variant = self._item.config.stash[SESSION].variant_of(self._item.stash[MARKS].variant, **overrides)
         except ValueError as exc:  # MarkerError too
             fail([gates.bad_evaluate_call(str(exc))])
+        return self._run(spec, variant)
+
+    def evaluate_task(
+        self,
+        name: str,
+        shots: int | None = markers.TaskSpec.shots,
+        limit: int | float | None = markers.TaskSpec.limit,
+        metric: str | None = markers.TaskSpec.metric,
+        *,
+        quantization: str | None = None,
+        adapter: Any = None,
+        merge_adapter: bool | None = None,
+    ) -> EvaluationResult:
+        """An lm-eval log-likelihood task or group, as ``@pytest.mark.lm_eval_task`` declares
+        one; the test's gates judge its metric (``result.accuracy``; per task in
+        ``result.per_subject``)."""
+        overrides = {
+            k: v
+            for k, v in (("quantization", quantization), ("adapter", adapter), ("merge_adapter", merge_adapter))
+            if v is not None
+        }
+        try:
+            spec = marks.make_task_spec(name, shots, limit, metric)
+            variant = self._item.config.stash[SESSION].variant_of(self._item.stash[MARKS].variant, **overrides)
+        except ValueError as exc:  # MarkerError too
+            fail([gates.bad_evaluate_call(str(exc), "evaluate_task")])
+        return self._run(spec, variant)
+
+    def _run(self, spec: Any, variant: Any) -> EvaluationResult:
         result, failures = run_evaluation(self._item, spec, variant)
         if failures:
             fail(failures)
@@ -174,13 +204,15 @@ class MmluFixture:
 
 @pytest.fixture
 def mmlu(request: pytest.FixtureRequest) -> MmluFixture:
-    """Evaluate MMLU from the test body: ``mmlu.evaluate(subjects=..., shots=..., limit=...)``."""
+    """Evaluate from the test body: ``mmlu.evaluate(subjects=..., shots=..., limit=...)``, or an
+    lm-eval task: ``mmlu.evaluate_task(name, shots=..., limit=..., metric=...)``."""
     return MmluFixture(request.node)
 
 
 @pytest.fixture
 def mmlu_result(request: pytest.FixtureRequest) -> EvaluationResult | None:
-    """The result of the evaluation declared by the test's ``@pytest.mark.mmlu``."""
+    """The result of the evaluation declared by the test's ``@pytest.mark.mmlu`` or
+    ``@pytest.mark.lm_eval_task``."""
     item = request.node
     spec = item.stash[MARKS].spec
     if spec is None:

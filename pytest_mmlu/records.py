@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .markers import EvalSpec, Floor, ItemMarks, NoRegression
+from .markers import EvalSpec, Floor, ItemMarks, NoRegression, TaskSpec
 
 REFERENCE = "reference"
 
@@ -63,8 +63,26 @@ def is_reference(entry: Mapping[str, Any]) -> bool:
     return entry.get("role") == REFERENCE
 
 
+def spec_key(d: Mapping[str, Any]) -> tuple:
+    """What an entry or a declared evaluation (``spec.to_dict()``) asked for: MMLU's subjects,
+    shots and limit, or an lm-eval task's name, shots, limit and metric as asked."""
+    task = d.get("task")
+    if isinstance(task, Mapping):  # an entry: what it asked is in its task description
+        asked = task.get("asked") or {}
+        return ("task", task.get("name"), asked.get("shots"), asked.get("limit"), asked.get("metric"))
+    if task is not None:  # a declared task evaluation
+        return ("task", task, d["shots"], d["limit"], d.get("metric"))
+    return ("mmlu", tuple(d["subjects"]), d["shots"], d["limit"])
+
+
 def same_spec(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return (list(a["subjects"]), a["shots"], a["limit"]) == (list(b["subjects"]), b["shots"], b["limit"])
+    return spec_key(a) == spec_key(b)
+
+
+def covered(entry: Mapping[str, Any]) -> list[str]:
+    """What per-subject floors an entry can answer: its subjects (an lm-eval evaluation's
+    tasks) and the groups among them."""
+    return [*entry["subjects"], *((entry.get("task") or {}).get("groups") or {})]
 
 
 def reference_for(entries: Sequence[Mapping[str, Any]], entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -73,7 +91,11 @@ def reference_for(entries: Sequence[Mapping[str, Any]], entry: Mapping[str, Any]
 
 
 def failure_entry(
-    spec: EvalSpec | None, budget_bytes: int | None, kind: str, line: str, identity: Mapping[str, Any] | None = None
+    spec: EvalSpec | TaskSpec | None,
+    budget_bytes: int | None,
+    kind: str,
+    line: str,
+    identity: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An evaluation that could not run (budget below batch 1, model or data error): still a
     summary and report row. ``spec`` is None when the test declared none (mmlu_model alone)."""
@@ -93,6 +115,8 @@ def failure_entry(
         "breaches": [line],
         "questions": [],
     }
+    if isinstance(spec, TaskSpec):
+        entry["task"] = {"name": spec.task, "asked": spec.asked}
     if identity is not None:
         entry["identity"] = dict(identity)
     return entry

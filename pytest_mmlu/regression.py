@@ -11,7 +11,7 @@ from typing import Any
 from .gates import NON_FINITE_SHOWN, Verdict, against_full_without_variant, non_finite
 from .identity import BASELINE, FULL, difference, of_entry
 from .markers import NoRegression
-from .mmlu.results import EvaluationResult, all_finite
+from .mmlu.results import EvaluationResult, all_finite, question_value, shots_text
 from .power import POWER, detectable_drop
 from .stats import compare_paired
 
@@ -21,7 +21,9 @@ HOW_TO_CREATE = "create or refresh it with --mmlu-baseline PATH --mmlu-update-ba
 # -- regression against a baseline --------------------------------------------------------------
 def describe(ev: Mapping[str, Any]) -> str:
     limit = "" if ev["limit"] is None else f", limit {ev['limit']}"
-    return f"{ev.get('label') or ','.join(ev['subjects'])}, {ev['shots']}-shot{limit}"
+    task = ev.get("task") or {}
+    metric = f", {task['metric']}" if task.get("metric") else ""
+    return f"{ev.get('label') or ','.join(ev['subjects'])}, {shots_text(ev['shots'])}{limit}{metric}"
 
 
 def _missing(line: str) -> Verdict:
@@ -84,8 +86,8 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression, baseline:
 
 
 def _paired_verdict(
-    base_q: Mapping[tuple[str, int], bool],
-    new_q: Mapping[tuple[str, int], bool],
+    base_q: Mapping[tuple[str, int], float],
+    new_q: Mapping[tuple[str, int], float],
     rule: NoRegression,
     regressed: str,
     improved: str,
@@ -201,5 +203,6 @@ def regression_vs_full(entry: Mapping[str, Any], reference: Mapping[str, Any] | 
     )
 
 
-def _right_or_wrong(ev: Mapping[str, Any]) -> dict[tuple[str, int], bool]:
-    return {(q["subject"], q["index"]): q["prediction"] == q["target"] for q in ev["questions"]}
+def _right_or_wrong(ev: Mapping[str, Any]) -> dict[tuple[str, int], float]:
+    """Each question's value: right (1) or wrong (0), or a task metric's value."""
+    return {(q["subject"], q["index"]): question_value(q) for q in ev["questions"]}

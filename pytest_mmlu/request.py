@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .identity import Identity
-from .markers import EvalSpec
+from .markers import EvalSpec, TaskSpec
 from .models.variants import Variant
 
 
 @dataclass(frozen=True)
 class EvalRequest:
-    spec: EvalSpec
+    spec: EvalSpec | TaskSpec
     budget: int | None  # bytes; None: no budget declared
     variant: Variant
     identity: Identity  # known before anything is loaded

@@ -18,7 +18,7 @@ import pytest
 
 from . import SCORING_VERSION
 from .identity import CACHE, Identity, difference, evaluation_identity, with_questions
-from .markers import EvalSpec
+from .markers import EvalSpec, TaskSpec
 from .memory.allocator import release_memory
 from .mmlu.chat import ChatTemplateError, prompt_format_of
 from .mmlu.data import MmluData
@@ -30,13 +30,15 @@ from .models.load import load_model
 from .models.plan import LoadPlan, plan_load
 from .models.variants import FULL, Variant, make_variant, session_variant
 from .reports.baseline import Baseline, load_baseline
-from .reports.cache import ResultCache, as_asked
+from .reports.cache import ResultCache, as_asked, measured_under
 from .reports.report import joined_model_info
 from .request import EvalRequest
 from .settings import Settings
 from .software import device_kind, software_versions
+from .tasks.runs import TaskRuns
 from .text import first_line
 
+Spec = EvalSpec | TaskSpec
 PAYLOAD_VERSION = 2  # what an xdist worker ships at its end; bump on a change of shape
 
 
@@ -49,7 +51,7 @@ class MmluSession:
         self._plans: dict[Variant, LoadPlan] = {}  # per variant: device and dtype, decided once
         self.full_results: dict[tuple, EvaluationResult] = {}  # for no-regression against="full"
         self._data: Any = None
-        self._evaluator: Any = None
+        self._evaluators: dict[str, Any] = {}  # of the loaded model: "mmlu", "tasks"
         self._tokenizer: Any = None
         self._prompt: Any = False  # the recorded prompt format; False: not known yet
         self._software: dict[str, Any] | None = None
@@ -71,6 +73,13 @@ class MmluSession:
                 self.cache.clear()  # --cache-clear clears our folder too when it lives elsewhere
         self._memo_path = memo
         self._hashes: ContentHashes | None = None
+        fmt = prompt_format_of(settings)
+        self.tasks = TaskRuns(
+            settings.include_path,
+            lambda: self.hashes.folder(Path(str(settings.include_path))),
+            settings.shard,
+            bool(fmt.is_chat or fmt.system_instruction),
+        )
 
     # -- model and data, loaded on first use ----------------------------------------------------
     @property
@@ -127,7 +136,8 @@ class MmluSession:
         """Drop the loaded model (and its evaluator) and give its memory back."""
         if self._loaded is not None:
             device = self._loaded.device
-            self._loaded = self._evaluator = None
+            self._loaded = None
+            self._evaluators.clear()
             release_memory(device)
 
     @property
@@ -147,15 +157,19 @@ class MmluSession:
             self._data = MmluData(self.settings.data)
         return self._data
 
-    def evaluator(self, variant: Variant | None = None) -> Any:
+    def evaluator(self, variant: Variant | None = None, tasks: bool = False) -> Any:
+        """The loaded model's evaluator of MMLU (``mmlu.evaluation``) or of lm-eval tasks."""
         from .mmlu.evaluation import Evaluator
+        from .tasks.evaluation import TaskEvaluator
 
-        loaded = self.loaded_model(variant)
-        if self._evaluator is None or self._evaluator.loaded is not loaded:
-            self._evaluator = Evaluator(
-                loaded, self.evaluated_data(), self.settings.batch_size, prompt_format_of(self.settings)
-            )
-        return self._evaluator
+        loaded, kind = self.loaded_model(variant), "tasks" if tasks else "mmlu"
+        found = self._evaluators.get(kind)
+        if found is None or found.loaded is not loaded:
+            batch = self.settings.batch_size
+            fmt = prompt_format_of(self.settings)
+            found = TaskEvaluator(loaded, batch) if tasks else Evaluator(loaded, self.evaluated_data(), batch, fmt)
+            self._evaluators[kind] = found
+        return found
 
     def evaluated_data(self) -> Any:
         """The questions this job evaluates: all of them, or its shard's (``--mmlu-shard``)."""
@@ -211,43 +225,36 @@ class MmluSession:
             self._software = software_versions()
         return self._software
 
-    def identity(self, spec: EvalSpec, variant: Variant | None = None) -> Identity:
+    def identity(self, spec: Spec, variant: Variant | None = None) -> Identity:
         """The identity of evaluating ``spec`` on ``variant`` in this job, known before anything
         is loaded (device and dtype from the load plan the loader follows)."""
         variant = self.variant if variant is None else variant
         plan = self.load_plan(variant)
+        common: dict[str, Any] = {
+            "model": self.model_content(),
+            "quantization": variant.quantization,
+            "adapter": None if variant.adapter is None else self.hashes.folder(Path(variant.adapter)),
+            "adapter_name": None if variant.adapter is None else Path(variant.adapter).name,
+            "merge_adapter": variant.merge_adapter,
+            "dtype": plan.dtype,
+            "device": device_kind(plan.device),
+            "scoring": SCORING_VERSION,
+            "software": self.software(),
+        }
+        if isinstance(spec, TaskSpec):
+            return self.tasks.identity(spec, common)
         data = self.evaluated_data()
         ids = [(q.subject, q.index) for s in spec.subjects for q in data.test_questions(s, spec.limit)]
         return evaluation_identity(
-            model=self.model_content(),
-            quantization=variant.quantization,
-            adapter=None if variant.adapter is None else self.hashes.folder(Path(variant.adapter)),
-            adapter_name=None if variant.adapter is None else Path(variant.adapter).name,
-            merge_adapter=variant.merge_adapter,
-            dtype=plan.dtype,
-            device=device_kind(plan.device),
+            **common,
             prompt_format=self.prompt_format(),
             data=self.data().fingerprint(spec.subjects),
             questions=ids,
             shots=spec.shots,
-            scoring=SCORING_VERSION,
-            software=self.software(),
         )
 
-    def conditions(self, budget: int | None) -> dict[str, Any]:
-        """What a cached result must also have been measured under: its peak and batches
-        depend on them, its scores do not."""
-        s = self.settings
-        return {
-            "budget": budget,
-            "batch_size": s.batch_size,
-            "device_map": s.device_map,
-            "trust_remote_code": s.trust_remote_code,
-            "allow_pickle": s.allow_pickle,
-        }
-
     # -- evaluations ----------------------------------------------------------------------------
-    def request(self, spec: EvalSpec, budget: int | None, variant: Variant | None = None) -> EvalRequest:
+    def request(self, spec: Spec, budget: int | None, variant: Variant | None = None) -> EvalRequest:
         """``spec`` under ``budget`` on ``variant`` (default: the session's), with its identity."""
         variant = self.variant if variant is None else variant
         return EvalRequest(spec, budget, variant, self.identity(spec, variant))
@@ -256,14 +263,19 @@ class MmluSession:
         """The result of ``request``: from the result cache, else evaluated. Its ``identity``
         says what it is."""
         spec, budget, variant, identity = request.spec, request.budget, request.variant, request.identity
-        conditions = self.conditions(budget)
+        conditions = measured_under(self.settings, budget)
         result = self.cache.get(identity, conditions) if self.cache is not None else None
         if result is not None:  # the same questions, asked by this spec (another limit, order, label)
             result = as_asked(result, spec)
         if result is None and self.settings.shard is not None and not identity["n"]:
-            return empty_result(spec, budget, self.data(), identity)  # nothing of this evaluation is ours
+            if isinstance(spec, TaskSpec):  # nothing of this evaluation is ours
+                return self.tasks.prepared(spec).empty_result(budget, identity)
+            return empty_result(spec, budget, self.data(), identity)
         if result is None:
-            result = self.evaluator(variant).evaluate(spec, budget, progress=progress)
+            if isinstance(spec, TaskSpec):
+                result = self.tasks.evaluate(self.evaluator(variant, tasks=True), spec, budget, progress)
+            else:
+                result = self.evaluator(variant).evaluate(spec, budget, progress=progress)
             # What was loaded and asked, as the result says it: the same by construction; were it
             # not, the result is recorded as what it is and never cached under the other.
             as_loaded = with_questions(
@@ -277,15 +289,18 @@ class MmluSession:
             self.full_results.setdefault(spec.key(), result)
         return result
 
-    def full_result(self, spec: EvalSpec) -> EvaluationResult:
+    def full_result(self, spec: Spec) -> EvaluationResult:
         """The full-precision model's result on ``spec``: this session's, else evaluated now."""
         found = self.full_results.get(spec.key())
         return found if found is not None else self.evaluate(self.request(spec, None, FULL))
 
-    def unsharded_count(self, spec: EvalSpec) -> int | None:
+    def unsharded_count(self, spec: Spec) -> int | None:
         """In a CI shard, how many questions the whole evaluation has (merge checks them all)."""
-        data = self.evaluated_data()
-        return None if self.settings.shard is None else data.unsharded_count(spec.subjects, spec.limit)
+        if self.settings.shard is None:
+            return None
+        if isinstance(spec, TaskSpec):
+            return self.tasks.unsharded_count(spec)
+        return self.evaluated_data().unsharded_count(spec.subjects, spec.limit)
 
     def baseline(self) -> Baseline:
         """The baseline this run compares with (read once), or why there is none."""

@@ -53,6 +53,7 @@ class Settings:
     # None: few-shot examples as turns with a chat template (lm-eval's default)
     fewshot_as_multiturn: bool | None = DEFAULTS["fewshot_as_multiturn"]
     system_instruction: str | None = DEFAULTS["system_instruction"]
+    include_path: str | None = DEFAULTS["include_path"]  # lm-eval task folder
     # Where each non-default value came from, for messages ("--mmlu-dtype", "PYTEST_MMLU_DTYPE"...).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -5,6 +5,11 @@ Only the discordant questions carry information about a difference: ``lost``
 null hypothesis of no difference each discordant question is lost or gained
 with probability 1/2, so ``lost ~ Binomial(lost + gained, 1/2)``; the one-sided
 p-value for "worse now" is P(X >= lost).
+
+A metric with values between 0 and 1 per question (an lm-eval task's ``mc2``) is compared
+the same way: ``lost`` counts the questions whose value fell, ``gained`` those whose value
+rose, which is the exact sign test (McNemar's test is the sign test of 0/1 values), and the
+drop is the difference of the means.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ def binom_tail(k: int, n: int) -> float:
 @dataclass(frozen=True)
 class PairedComparison:
     n: int
-    base_correct: int
-    new_correct: int
+    base_correct: float  # right answers, or the sum of the values
+    new_correct: float
     lost: int
     gained: int
 
@@ -52,10 +57,10 @@ class PairedComparison:
     def p_better(self) -> float:
         return binom_tail(self.gained, self.lost + self.gained)
 
-    def _beyond(self, change: int, max_drop: float) -> bool:
+    def _beyond(self, change: float, max_drop: float) -> bool:
         """change / n > max_drop, exactly: ``max_drop`` as the decimal written (0.02 is 1/50),
         never a float subtraction that lands a hair above it (0.55 - 0.30 > 0.25)."""
-        return self.n > 0 and Fraction(change, self.n) > Fraction(repr(max_drop))
+        return self.n > 0 and Fraction(change) / self.n > Fraction(repr(max_drop))
 
     def regressed(self, max_drop: float, alpha: float) -> bool:
         return self._beyond(self.base_correct - self.new_correct, max_drop) and self.p_worse < alpha
@@ -64,9 +69,10 @@ class PairedComparison:
         return self._beyond(self.new_correct - self.base_correct, max_drop) and self.p_better < alpha
 
 
-def compare_paired(base: list[bool], new: list[bool]) -> PairedComparison:
+def compare_paired(base: list[float], new: list[float]) -> PairedComparison:
+    """Right (1) or wrong (0) per question, or a metric's value in [0, 1], in both runs."""
     if len(base) != len(new):
         raise ValueError("paired comparison needs the same questions in both runs")
-    lost = sum(b and not w for b, w in zip(base, new))
-    gained = sum(w and not b for b, w in zip(base, new))
+    lost = sum(w < b for b, w in zip(base, new))
+    gained = sum(w > b for b, w in zip(base, new))
     return PairedComparison(len(base), sum(base), sum(new), lost, gained)

@@ -50,6 +50,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "mmlu.prompts",
             "models.variants",
             "prompt_identity",
+            "identity_words",
             "models.errors",
             "memory.errors",
             "reports.report",
@@ -77,6 +78,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "memory.meters",
             "engine",
             "mmlu.requests",
+            "tasks.prepared",
+            "tasks.runs",
         ],
     ),
     (

@@ -2,13 +2,20 @@
 
 Accuracy per category and overall is weighted by the number of questions
 (lm-eval's ``weight_by_size: True``), i.e. correct / n over the pooled questions.
+
+An lm-eval task evaluation (``task`` set) is a result of the same shape: its questions are
+the task's documents (``subject``: the leaf task, ``index``: lm-eval's ``doc_id``), each
+with its value of the judged metric (``score``: 1/0 for ``acc``, a share for ``mc2``), and
+its accuracy is that metric as lm-eval aggregates it (the mean over documents; a group's
+as the group weighs its tasks). For a metric with values in [0, 1] the variance is at most
+p(1 - p), so the Wilson interval stays a conservative 95% interval.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +24,7 @@ from .subjects import CATEGORY_OF
 Z95 = 1.959963984540054
 
 
-def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+def wilson_interval(correct: float, n: int, z: float = Z95) -> tuple[float, float]:
     if n == 0:
         return (0.0, 1.0)
     p = correct / n
@@ -44,6 +51,7 @@ class QuestionResult:
     # Per choice: is it the greedy continuation (lm-eval's second response value)? None in
     # reports written before it was kept.
     is_greedy: tuple[bool, ...] | None = None
+    score: float | None = None  # an lm-eval task document's metric value; None: MMLU (right or wrong)
 
     @classmethod
     def scored(
@@ -53,6 +61,7 @@ class QuestionResult:
         target: int,
         loglikelihoods: tuple[float, ...],
         is_greedy: tuple[bool, ...] | None = None,
+        score: float | None = None,
     ) -> QuestionResult:
         """A question and its answer; NaN/inf scores give NO_ANSWER (gates.non_finite fails
         the evaluation) instead of an exception that would lose the other questions."""
@@ -63,6 +72,7 @@ class QuestionResult:
             predict(loglikelihoods) if all_finite(loglikelihoods) else NO_ANSWER,
             tuple(loglikelihoods),
             None if is_greedy is None else tuple(bool(g) for g in is_greedy),
+            score,
         )
 
     @property
@@ -70,13 +80,37 @@ class QuestionResult:
         return self.prediction == self.target
 
     @property
+    def value(self) -> float:
+        """What the question counts for: right (1) or wrong (0), or a task metric's value."""
+        return question_value({"prediction": self.prediction, "target": self.target, "score": self.score})
+
+    @property
     def finite(self) -> bool:
         return all_finite(self.loglikelihoods)
 
 
+def question_value(q: Mapping[str, Any]) -> float:
+    """A question entry's value (as reports hold it): its ``score`` where it has one (an lm-eval
+    task document), else 1 when its prediction is its target."""
+    score = q.get("score")
+    if score is not None:
+        return float(score)
+    return 1 if q["prediction"] == q["target"] else 0
+
+
+def shots_text(shots: int | None) -> str:
+    """``5-shot``; an lm-eval task run with each task's own count: ``task's shots``."""
+    return "task's shots" if shots is None else f"{shots}-shot"
+
+
+def measure_text(task: Mapping[str, Any] | None) -> str:
+    """What an evaluation's accuracy is: ``MMLU accuracy``, or ``lm-eval acc_norm``."""
+    return "MMLU accuracy" if not task else f"lm-eval {task.get('metric')}"
+
+
 @dataclass(frozen=True)
 class Accuracy:
-    correct: int
+    correct: float  # right answers, or the sum of a task metric's values
     n: int
 
     @property
@@ -103,8 +137,8 @@ def predict(loglikelihoods: Sequence[float]) -> int:
 
 @dataclass
 class EvaluationResult:
-    subjects: tuple[str, ...]
-    shots: int
+    subjects: tuple[str, ...]  # an lm-eval task evaluation: its leaf tasks
+    shots: int | None  # None: an lm-eval task's own few-shot counts (``task["shots"]``)
     limit: int | None
     label: str
     questions: list[QuestionResult]
@@ -125,6 +159,9 @@ class EvaluationResult:
     variant: str = "full"  # what was loaded: "full", "int8", "adapter NAME"... (variants.py)
     prompt_format: dict[str, Any] | None = None  # chat template (name, sha256), multiturn, system instruction
     identity: dict[str, Any] | None = None  # what exactly was evaluated (identity.py)
+    # An lm-eval task evaluation: {"name", "metric", "shots": {leaf: n}, "groups": {group:
+    # [leaves]}, "weight_by_size": {group: bool}}; None: MMLU.
+    task: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # -- derived figures -----------------------------------------------------------------------
@@ -133,12 +170,19 @@ class EvaluationResult:
         return len(self.questions)
 
     @property
-    def correct(self) -> int:
-        return sum(q.correct for q in self.questions)
+    def correct(self) -> float:
+        return sum(q.value for q in self.questions)
+
+    @property
+    def overall(self) -> Accuracy:
+        """Accuracy over every question; a task group's as the group weighs its tasks."""
+        if self.task is not None and self.task["name"] in self.task.get("groups", {}):
+            return self._group(self.task["name"])
+        return Accuracy(self.correct, self.n)
 
     @property
     def accuracy(self) -> float:
-        return Accuracy(self.correct, self.n).accuracy
+        return self.overall.accuracy
 
     @property
     def non_finite_questions(self) -> list[QuestionResult]:
@@ -147,22 +191,40 @@ class EvaluationResult:
 
     @property
     def ci95(self) -> tuple[float, float]:
-        return wilson_interval(self.correct, self.n)
+        overall = self.overall
+        return wilson_interval(overall.correct, overall.n)
 
     def _grouped(self, key) -> dict[str, Accuracy]:
-        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        counts: dict[str, list[float]] = defaultdict(lambda: [0, 0])
         for q in self.questions:
             c = counts[key(q)]
-            c[0] += q.correct
+            c[0] += q.value
             c[1] += 1
-        return {k: Accuracy(c, n) for k, (c, n) in sorted(counts.items())}
+        return {k: Accuracy(c, int(n)) for k, (c, n) in sorted(counts.items())}
+
+    def _group(self, group: str) -> Accuracy:
+        """A task group's accuracy as lm-eval aggregates it: pooled over its documents
+        (``weight_by_size``), else the mean of its tasks' accuracies."""
+        assert self.task is not None
+        leaves = self._grouped(lambda q: q.subject)
+        members = [leaves[t] for t in self.task["groups"][group] if t in leaves]
+        n = sum(a.n for a in members)
+        if not members or self.task.get("weight_by_size", {}).get(group, True):
+            return Accuracy(sum(a.correct for a in members), n)
+        return Accuracy(sum(a.accuracy for a in members) / len(members) * n, n)
 
     @property
     def per_subject(self) -> dict[str, Accuracy]:
-        return self._grouped(lambda q: q.subject)
+        """Per MMLU subject; of a task evaluation, per task and per group in it."""
+        found = self._grouped(lambda q: q.subject)
+        if self.task is not None:
+            found.update((g, self._group(g)) for g in self.task.get("groups", {}) if g != self.task["name"])
+        return found
 
     @property
     def per_category(self) -> dict[str, Accuracy]:
+        if self.task is not None:
+            return {}  # lm-eval's groups are in per_subject
         return self._grouped(lambda q: CATEGORY_OF[q.subject])
 
     # -- serialization (the JSON report's "evaluations" entries) -------------------------------
@@ -195,6 +257,7 @@ class EvaluationResult:
             "variant": self.variant,
             "prompt_format": self.prompt_format,
             **({} if self.identity is None else {"identity": self.identity}),
+            **({} if self.task is None else {"task": self.task}),
             "questions": [
                 {
                     "subject": q.subject,
@@ -203,6 +266,7 @@ class EvaluationResult:
                     "prediction": q.prediction,
                     "loglikelihoods": list(q.loglikelihoods),
                     **({} if q.is_greedy is None else {"is_greedy": list(q.is_greedy)}),
+                    **({} if q.score is None else {"score": q.score}),
                 }
                 for q in self.questions
             ],
@@ -218,12 +282,13 @@ class EvaluationResult:
                 int(q["prediction"]),
                 tuple(float(x) for x in q["loglikelihoods"]),
                 None if q.get("is_greedy") is None else tuple(bool(g) for g in q["is_greedy"]),
+                None if q.get("score") is None else float(q["score"]),
             )
             for q in d["questions"]
         ]
         return cls(
             subjects=tuple(d["subjects"]),
-            shots=int(d["shots"]),
+            shots=None if d["shots"] is None else int(d["shots"]),
             limit=d["limit"],
             label=d.get("label", ",".join(d["subjects"])),
             questions=questions,
@@ -244,4 +309,5 @@ class EvaluationResult:
             variant=d.get("variant", "full"),
             prompt_format=d.get("prompt_format"),
             identity=d.get("identity"),
+            task=d.get("task"),
         )

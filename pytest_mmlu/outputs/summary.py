@@ -19,6 +19,9 @@ def _gib(n: int | None) -> str:
 def _figures(ev: dict[str, Any]) -> tuple[str, str, str]:
     """Label, accuracy and 95% CI of an evaluation entry as text ('-' where it did not run)."""
     label = ev.get("label") or ",".join(ev["subjects"])
+    metric = (ev.get("task") or {}).get("metric")
+    if metric:  # an lm-eval task evaluation: the metric its figures are
+        label = f"{label} {metric}"
     ran = ev["accuracy"] is not None and ev.get("n")  # n 0: could not run, or a shard without its questions
     acc = f"{ev['accuracy']:.3f}" if ran else "-"
     ci = "{:.3f}-{:.3f}".format(*ev["ci95"]) if ran else "-"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..identity import CACHE, FIELDS, difference
-from ..markers import EvalSpec
+from ..markers import EvalSpec, TaskSpec
 from ..mmlu.results import EvaluationResult
 from .report import write_json_atomic
 
@@ -82,10 +82,26 @@ class ResultCache:
             os.unlink(path)
 
 
-def as_asked(result: EvaluationResult, spec: EvalSpec) -> EvaluationResult:
+def measured_under(settings: Any, budget: int | None) -> dict[str, Any]:
+    """What a cached result must also have been measured under: its peak and batches depend
+    on them, its scores do not."""
+    return {
+        "budget": budget,
+        "batch_size": settings.batch_size,
+        "device_map": settings.device_map,
+        "trust_remote_code": settings.trust_remote_code,
+        "allow_pickle": settings.allow_pickle,
+    }
+
+
+def as_asked(result: EvaluationResult, spec: EvalSpec | TaskSpec) -> EvaluationResult:
     """A result of the same evaluation (the same questions: one identity) as ``spec`` asks for it:
     its subjects in the spec's order, its limit and label (``limit=None`` and ``limit=50`` of a
-    20-question subject, say, are one evaluation)."""
+    20-question subject, say, are one evaluation); an lm-eval task's as asked (its metric by
+    name or by default, its limit)."""
+    if isinstance(spec, TaskSpec):
+        task = {**(result.task or {}), "asked": spec.asked}
+        return dataclasses.replace(result, limit=spec.limit, label=spec.task, task=task)  # type: ignore[arg-type]
 
     order = {subject: i for i, subject in enumerate(spec.subjects)}
     questions = sorted(result.questions, key=lambda q: (order.get(q.subject, len(order)), q.index))

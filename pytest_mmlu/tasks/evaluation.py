@@ -21,8 +21,10 @@ from ..engine.planner import RowCost
 from ..memory.meters import make_meter
 from ..mmlu.evaluation import build_engine
 from ..mmlu.prompts import LmEvalTokenizer, TokenRequest
+from ..mmlu.results import EvaluationResult, QuestionResult
 from ..models.load import LoadedModel
-from .registry import FEWSHOT_SEED, TaskSet, check_requests
+from .prepared import PreparedTask, build_instances
+from .registry import TaskSet
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,9 @@ class TaskResult:
     prefix_tokens_saved: int = 0
     peak_memory_bytes: int = 0
     seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
     engine_mode: str = ""
+    engine_mode_reason: str | None = None
 
 
 class TaskEvaluator:
@@ -62,20 +66,6 @@ class TaskEvaluator:
         self.tokenizer = LmEvalTokenizer(loaded.tokenizer)
         self.max_length = resolve_max_length(loaded.model.config, loaded.tokenizer)
         self.row_cost = RowCost.from_config(loaded.model.config, loaded.model.dtype.itemsize)
-
-    def instances(self, tasks: TaskSet, limit: int | float | None) -> dict[str, list[Any]]:
-        """Each leaf task's Instances, built by lm-eval with simple_evaluate's sample size."""
-        from lm_eval.evaluator_utils import get_sample_size
-
-        built = {}
-        for name, task in tasks.tasks.items():
-            # lm-eval seeds the few-shot sampler once, then draws doc by doc: seeded again
-            # here, a second evaluation of the same task draws the same examples.
-            task.set_fewshot_seed(seed=FEWSHOT_SEED)
-            task.build_all_requests(limit=get_sample_size(task, limit), rank=0, world_size=1)
-            check_requests(task)
-            built[name] = list(task.instances)
-        return built
 
     def token_requests(self, instances: list[Any]) -> list[TokenRequest]:
         """lm-eval's (context, continuation) strings as token requests; requests of one context
@@ -93,8 +83,22 @@ class TaskEvaluator:
         budget_bytes: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> TaskResult:
+        """Every document of ``tasks`` (up to ``limit`` per task) scored and measured."""
         start = time.perf_counter()
-        built = self.instances(tasks, limit)
+        result = self.score(tasks, build_instances(tasks, limit), budget_bytes, progress)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def score(
+        self,
+        tasks: TaskSet,
+        built: dict[str, list[Any]],
+        budget_bytes: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> TaskResult:
+        """The Instances ``built`` (each leaf task's, all of a document's together) scored, and
+        lm-eval's metrics made of them."""
+        start = time.perf_counter()
         flat = [inst for name in built for inst in built[name]]
         requests = self.token_requests(flat)
         engine = build_engine(self.loaded, self.meter, self.batch_size, budget_bytes, self.row_cost, self.max_length)
@@ -109,9 +113,10 @@ class TaskEvaluator:
         )
         sizes: dict[str, int] = {}
         for name, task in tasks.tasks.items():
-            docs, values = metrics_of(task, built[name])
+            docs, values = metrics_of(task, built.get(name, []))
             result.docs.extend(docs)
-            result.metrics[name] = aggregate(task, values)
+            if values:
+                result.metrics[name] = aggregate(task, values)
             sizes[name] = max((len(items) for items in values.values()), default=0)  # lm-eval's sample_len
         for group, members in tasks.groups.items():
             result.metrics[group] = group_metrics(tasks, group, members, result.metrics, sizes)
@@ -120,14 +125,71 @@ class TaskEvaluator:
         # against the unique input rows (lm-eval's truncation applied): what the prefix tree saved
         result.prefix_tokens_saved = sum(len(row.tokens) for row in engine.rows(requests)) - result.tokens
         result.peak_memory_bytes = stats.peak_bytes
+        result.batch_sizes = list(stats.batch_sizes)
         result.engine_mode = stats.mode
+        result.engine_mode_reason = stats.mode_reason
         result.seconds = time.perf_counter() - start
         return result
 
+    def evaluate_prepared(
+        self,
+        prepared: PreparedTask,
+        budget_bytes: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        holds: Callable[[str, int], bool] | None = None,
+    ) -> EvaluationResult:
+        """A prepared task evaluation as a gated result (``mmlu.results``): each document with
+        its value of the judged metric. ``holds(task, doc_id)``: the documents of this CI shard."""
+        start = time.perf_counter()
+        built = {
+            name: [inst for inst in insts if holds is None or holds(name, inst.doc_id)]
+            for name, insts in prepared.instances.items()
+        }
+        total = sum(len(insts) for insts in built.values())
+        on_progress = None if progress is None else (lambda done: progress(done, total))
+        scored = self.score(prepared.tasks, built, budget_bytes, on_progress)
+        docs = {name: {inst.doc_id: inst.doc for inst in insts} for name, insts in built.items()}
+        questions = [
+            QuestionResult.scored(
+                d.task,
+                d.doc_id,
+                prepared.target(d.task, docs[d.task][d.doc_id]),
+                d.loglikelihoods,
+                d.is_greedy,
+                score=float(d.metrics[prepared.metric]),
+            )
+            for d in scored.docs
+        ]
+        batch_sizes = scored.batch_sizes
+        return EvaluationResult(
+            subjects=tuple(prepared.tasks.tasks),
+            shots=prepared.shown_shots,
+            limit=prepared.spec.limit,  # type: ignore[arg-type]  # lm-eval's limit may be a share
+            label=prepared.spec.task,
+            questions=questions,
+            peak_memory_bytes=scored.peak_memory_bytes,
+            budget_bytes=budget_bytes,
+            batch_size=max(batch_sizes, default=0),
+            batch_sizes=batch_sizes,
+            seconds=time.perf_counter() - start,
+            tokens=scored.tokens,
+            device=self.loaded.device,
+            dtype=self.loaded.dtype,
+            data_fingerprint=prepared.fingerprint,
+            weight_bytes=self.loaded.weight_bytes,
+            engine_mode=scored.engine_mode,
+            engine_mode_reason=scored.engine_mode_reason,
+            peak_device=getattr(self.meter, "peak_device", None),
+            variant=self.loaded.variant.label,
+            task=prepared.description(),
+        )
+
 
 def metrics_of(task: Any, instances: list[Any]) -> tuple[list[DocResult], dict[str, list[Any]]]:
-    """lm-eval's evaluate() loop for one task: filters, then process_results per document."""
-    task.apply_filters()
+    """lm-eval's evaluate() loop for one task: filters, then process_results per document.
+    ``instances``: those scored (all the task's, or a CI shard's documents)."""
+    for ensemble in task._filters:  # Task.apply_filters, over the instances scored
+        ensemble.apply(instances)
     by_doc: dict[int, list[Any]] = defaultdict(list)
     for inst in instances:
         by_doc[inst.doc_id].append(inst)

@@ -96,6 +96,7 @@ def test_task_scores_equal_the_float64_truth_with_shared_prefixes(name, loaded, 
     """Few-shot examples drawn per document still share each question across its choices:
     the prefix tree finds it, and every log-likelihood stays at the truth."""
     from pytest_mmlu.tasks.evaluation import TaskEvaluator
+    from pytest_mmlu.tasks.prepared import build_instances
     from pytest_mmlu.tasks.registry import load_task_set, task_manager
 
     evaluator = TaskEvaluator(loaded)
@@ -103,7 +104,7 @@ def test_task_scores_equal_the_float64_truth_with_shared_prefixes(name, loaded, 
     result = evaluator.evaluate(tasks, limit=2)  # the float64 forward takes ~1 s a row
     assert result.engine_mode == "prefix"
     assert result.prefix_tokens_saved > 0
-    built = evaluator.instances(tasks, 2)
+    built = build_instances(tasks, 2)
     requests = evaluator.token_requests([inst for insts in built.values() for inst in insts])
     truth = truth_loglikelihoods(loaded.model, requests, evaluator.max_length)
     got = [ll for doc in result.docs for ll in doc.loglikelihoods]

@@ -22,7 +22,7 @@ from pytest_mmlu import software
 from pytest_mmlu.markers import EvalSpec
 from pytest_mmlu.models import content
 from pytest_mmlu.models.variants import Variant
-from pytest_mmlu.reports.cache import ResultCache, entry_name
+from pytest_mmlu.reports.cache import ResultCache, entry_name, measured_under
 from pytest_mmlu.session import MmluSession
 from pytest_mmlu.settings import Settings
 
@@ -43,7 +43,7 @@ def session(tmp_path: Path, model: str | Path, data: Path, **settings) -> MmluSe
 
 def key(tmp_path, model, data, spec=SPEC, budget=None, variant=None, **settings) -> str:
     sess = session(tmp_path, model, data, **settings)
-    return entry_name(sess.identity(spec, variant), sess.conditions(budget))
+    return entry_name(sess.identity(spec, variant), measured_under(sess.settings, budget))
 
 
 def test_remote_code_files_are_part_of_the_model_content(tmp_path, model_dir, mmlu_csv_dir):

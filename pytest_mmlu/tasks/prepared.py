@@ -1,0 +1,186 @@
+"""An lm-eval task evaluation made ready before the model is loaded: its tasks loaded, every
+document's requests built by lm-eval (``build_all_requests``: documents, seeded few-shot
+draws, prompts), the metric it is judged on chosen and checked, and what identifies it.
+
+Everything here needs lm-eval but no model: the identity of a task evaluation (the cache
+key, what a baseline must match) is known before anything is loaded, as MMLU's is.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..markers import TaskSpec
+from ..mmlu.results import EvaluationResult
+from .registry import FEWSHOT_SEED, TaskError, TaskSet, check_requests, load_task_set
+
+
+@dataclass
+class PreparedTask:
+    spec: TaskSpec
+    tasks: TaskSet
+    instances: dict[str, list[Any]]  # leaf task -> its Instances, every document of the limit
+    metric: str
+
+    @property
+    def shots(self) -> dict[str, int]:
+        """Each leaf task's few-shot count as it runs."""
+        return {name: int(task.get_config("num_fewshot") or 0) for name, task in self.tasks.tasks.items()}
+
+    @property
+    def shown_shots(self) -> int | None:
+        """The few-shot count a result shows: the one asked, else the tasks' own when they agree."""
+        if self.spec.shots is not None:
+            return self.spec.shots
+        counts = set(self.shots.values())
+        return counts.pop() if len(counts) == 1 else None
+
+    def doc_ids(self) -> list[tuple[str, int]]:
+        """(leaf task, doc_id) of every document, in lm-eval's order."""
+        return [(name, doc_id) for name, built in self.instances.items() for doc_id in _unique_docs(built)]
+
+    def description(self) -> dict[str, Any]:
+        """What a result records of the evaluation (``EvaluationResult.task``)."""
+        return {
+            "name": self.spec.task,
+            "asked": self.spec.asked,
+            "metric": self.metric,
+            "shots": self.shots,
+            "groups": dict(self.tasks.groups),
+            "weight_by_size": {
+                group: all(
+                    bool(getattr(entry, "weight_by_size", True)) for entry in entries if entry.metric == self.metric
+                )
+                for group, entries in self.tasks.group_aggregates.items()
+            },
+        }
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of what the model reads and is scored against: every request's context and
+        continuation and every document's target, task by task (a change of data, prompt or
+        few-shot draw changes it)."""
+        h = hashlib.sha256()
+        for name in sorted(self.instances):
+            task = self.tasks.tasks[name]
+            for inst in self.instances[name]:
+                h.update(json.dumps([name, inst.doc_id, inst.idx, *inst.arguments], ensure_ascii=False).encode())
+            for doc_id, doc in _unique_docs(self.instances[name]).items():
+                h.update(json.dumps([name, doc_id, task.doc_to_target(doc)], default=str).encode())
+        return "sha256:" + h.hexdigest()
+
+    def target(self, name: str, doc: Any) -> int:
+        """A document's gold choice as lm-eval's ``process_results`` reads it (an index, or a
+        choice's text; the first of several golds), -1 where it names none of the choices."""
+        task = self.tasks.tasks[name]
+        gold = task.doc_to_target(doc)
+        if isinstance(gold, list):
+            gold = gold[0] if gold else -1
+        if isinstance(gold, str):
+            choices = list(task.doc_to_choice(doc))
+            return choices.index(gold) if gold in choices else (int(gold) if gold.isdigit() else -1)
+        return int(gold)
+
+    def task_identity(self, include_path: str | None) -> dict[str, Any]:
+        """The identity's ``task`` field: the name, the metric, each leaf task's version and a
+        hash of its configuration (functions by their source; lm-eval's ``dump_config``), and
+        the include folder's content (``include_path``: ``sha256:`` of its files, or None)."""
+        configs = {}
+        for name, task in sorted(self.tasks.tasks.items()):
+            config = {k: v for k, v in task.dump_config().items() if k != "config_source"}
+            text = json.dumps(config, sort_keys=True, default=str, ensure_ascii=False)
+            configs[name] = hashlib.sha256(text.encode()).hexdigest()
+        return {
+            "name": self.spec.task,
+            "metric": self.metric,
+            "versions": {name: str(task.VERSION) for name, task in sorted(self.tasks.tasks.items())},
+            "configs": configs,
+            "include_path": include_path,
+        }
+
+    def empty_result(self, budget_bytes: int | None, identity: Any = None) -> EvaluationResult:
+        """The result in a CI shard that holds none of its documents: nothing ran, yet the
+        report keeps its row for the merge (``mmlu.shards.empty_result``'s counterpart)."""
+        return EvaluationResult(
+            subjects=tuple(self.tasks.tasks),
+            shots=self.shown_shots,
+            limit=self.spec.limit,  # type: ignore[arg-type]  # lm-eval's limit may be a share
+            label=self.spec.task,
+            questions=[],
+            peak_memory_bytes=0,
+            budget_bytes=budget_bytes,
+            batch_size=0,
+            batch_sizes=[],
+            seconds=0.0,
+            tokens=0,
+            device="-",
+            dtype="-",
+            data_fingerprint=self.fingerprint,
+            identity=identity,
+            task=self.description(),
+        )
+
+
+def _unique_docs(instances: Iterable[Any]) -> dict[int, Any]:
+    docs: dict[int, Any] = {}
+    for inst in instances:
+        docs.setdefault(inst.doc_id, inst.doc)
+    return docs
+
+
+def build_instances(tasks: TaskSet, limit: int | float | None) -> dict[str, list[Any]]:
+    """Each leaf task's Instances, built by lm-eval with simple_evaluate's sample size."""
+    from lm_eval.evaluator_utils import get_sample_size
+
+    built = {}
+    for name, task in tasks.tasks.items():
+        # lm-eval seeds the few-shot sampler once, then draws doc by doc: seeded again here, a
+        # second evaluation of the same task draws the same examples.
+        task.set_fewshot_seed(seed=FEWSHOT_SEED)
+        task.build_all_requests(limit=get_sample_size(task, limit), rank=0, world_size=1)
+        check_requests(task)
+        built[name] = list(task.instances)
+    return built
+
+
+def judged_metric(tasks: TaskSet, asked: str | None) -> str:
+    """The metric a task evaluation is judged on: ``asked``, else the first metric of the first
+    task (``acc``; a task whose list starts with ``acc_norm``: that). Every task must report it,
+    aggregated as the mean of its documents' values with higher better: a floor and a paired
+    test are judged on those values (``mcc``, ``f1``, perplexities are refused, saying so)."""
+    from lm_eval.api.metrics import mean
+
+    first = next(iter(tasks.tasks.values()))
+    metric = asked or next(iter(first.aggregation()), None)
+    if metric is None:
+        raise TaskError(f"lm-eval task {first.config.task!r} reports no metric")
+    for name, task in tasks.tasks.items():
+        aggregations = task.aggregation()
+        if metric not in aggregations:
+            raise TaskError(
+                f"lm-eval task {name!r} reports no metric {metric!r} (it reports {', '.join(aggregations) or 'none'})"
+            )
+        if aggregations[metric] is not mean:
+            how = getattr(aggregations[metric], "__name__", str(aggregations[metric]))
+            raise TaskError(
+                f"lm-eval task {name!r}: metric {metric!r} is aggregated by {how!r} over the whole set, not as "
+                "the mean of its documents' values: pytest-mmlu gates mean metrics (acc, acc_norm, mc2...)"
+            )
+        if not task.higher_is_better().get(metric, True):
+            raise TaskError(
+                f"lm-eval task {name!r}: lower {metric!r} is better: pytest-mmlu's floors and no-regression "
+                "gates judge metrics where higher is better"
+            )
+    return metric
+
+
+def prepare(manager: Any, spec: TaskSpec) -> PreparedTask:
+    """``spec``'s tasks loaded by ``manager`` (lm-eval's TaskManager), requests built."""
+    tasks = load_task_set(manager, spec.task, spec.shots)
+    metric = judged_metric(tasks, spec.metric)
+    return PreparedTask(spec, tasks, build_instances(tasks, spec.limit), metric)
