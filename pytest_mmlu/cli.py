@@ -30,6 +30,7 @@ from .reports.baseline import Baseline, load_baseline
 from .reports.lm_eval_write import report_tokenizer, write_lm_eval
 from .reports.merge import MergeError, judge_merged, load_shards, merge_shards
 from .reports.report import ReportError, load_report, write_json_atomic
+from .tasks.runs import TaskRuns
 from .text import table
 
 
@@ -149,7 +150,9 @@ def merge(
             written = False
     if lm_eval_dir:
         try:
-            written_files = write_lm_eval(lm_eval_dir, merged, data or merged.get("data"))
+            written_files = write_lm_eval(
+                lm_eval_dir, merged, data or merged.get("data"), prepare=_task_preparer(merged)
+            )
             notes.append(f"pytest-mmlu merge: lm-eval results written under {lm_eval_dir} ({len(written_files)} files)")
         except (OSError, ReportError) as exc:
             notes.append(f"pytest-mmlu merge: lm-eval results NOT written to {lm_eval_dir}: {exc}")
@@ -178,7 +181,13 @@ def _merge_baseline(path: str | None, data: str | None, merged: dict[str, Any]) 
     if not Path(path).exists():
         return Baseline(None, path)
 
-    return load_baseline(path, data, lambda: report_tokenizer(merged))
+    return load_baseline(path, data, lambda: report_tokenizer(merged), _task_preparer(merged))
+
+
+def _task_preparer(merged: dict[str, Any]) -> Any:
+    """A task evaluation's lm-eval tasks, loaded as the shards loaded them (their include folder)."""
+    runs = TaskRuns((merged.get("settings") or {}).get("include_path"), lambda: None, None, False)
+    return runs.for_entry
 
 
 def _fraction(name: str, low_open: bool = False) -> Any:

@@ -119,6 +119,8 @@ FULL = Lookup(
 
 
 LM_EVAL_RUN = Lookup("lm-eval run", _fields(but=("data", "questions")))  # one run holds many subjects
+# lm-eval tasks: one run holds many tasks, each with its own few-shot count
+LM_EVAL_TASK_RUN = Lookup("lm-eval task run", _fields(but=("data", "questions", "shots", "task")))
 
 
 # A baseline update replaces the entry of the same variant, and keeps the other variants'.
@@ -127,7 +129,7 @@ VARIANT = Lookup(
 )
 
 
-LOOKUPS = {lookup.name: lookup for lookup in (CACHE, MERGE, BASELINE, FULL, LM_EVAL_RUN, VARIANT)}
+LOOKUPS = {lookup.name: lookup for lookup in (CACHE, MERGE, BASELINE, FULL, LM_EVAL_RUN, LM_EVAL_TASK_RUN, VARIANT)}
 
 
 @dataclass(frozen=True)

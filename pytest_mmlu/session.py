@@ -307,7 +307,7 @@ class MmluSession:
         if self._baseline is None:
             path = self.settings.baseline
             if path and Path(path).exists():
-                self._baseline = load_baseline(path, self.data(), self.tokenizer)
+                self._baseline = load_baseline(path, self.data(), self.tokenizer, self.tasks.for_entry)
             else:
                 self._baseline = Baseline(None, path or None)
             # This run writes it: what it would replace still judges (a regression is not recorded).

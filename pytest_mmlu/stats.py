@@ -9,7 +9,8 @@ p-value for "worse now" is P(X >= lost).
 A metric with values between 0 and 1 per question (an lm-eval task's ``mc2``) is compared
 the same way: ``lost`` counts the questions whose value fell, ``gained`` those whose value
 rose, which is the exact sign test (McNemar's test is the sign test of 0/1 values), and the
-drop is the difference of the means.
+drop is the difference of the means. Values within ``TIE`` of each other are the same value
+(two fp32 runs of one model differ in the last digits, which is no change).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from math import comb
+
+TIE = 1e-6  # a metric's values this close are one value (0/1 values are never this close)
 
 
 def binom_tail(k: int, n: int) -> float:
@@ -73,6 +76,6 @@ def compare_paired(base: list[float], new: list[float]) -> PairedComparison:
     """Right (1) or wrong (0) per question, or a metric's value in [0, 1], in both runs."""
     if len(base) != len(new):
         raise ValueError("paired comparison needs the same questions in both runs")
-    lost = sum(w < b for b, w in zip(base, new))
-    gained = sum(w > b for b, w in zip(base, new))
+    lost = sum(w < b - TIE for b, w in zip(base, new))
+    gained = sum(w > b + TIE for b, w in zip(base, new))
     return PairedComparison(len(base), sum(base), sum(new), lost, gained)

@@ -86,7 +86,10 @@ LAYERS: list[tuple[str, list[str]]] = [
         "loading, evaluating, gates",
         ["models.plan", "models.load", "mmlu.evaluation", "tasks.evaluation", "reports.cache", "gates", "regression"],
     ),
-    ("the judge, baselines", ["judge", "reports.baseline", "reports.lm_eval_read", "reports.lm_eval_write"]),
+    (
+        "the judge, baselines",
+        ["judge", "reports.baseline", "reports.lm_eval_read", "reports.lm_eval_tasks", "reports.lm_eval_write"],
+    ),
     ("joining and emitting", ["reports.merge", "compare", "settings", "contradictions", "outputs"]),
     ("the run", ["session"]),
     ("the run's tests", ["evaluate", "xdist", "lm_eval_adapter"]),

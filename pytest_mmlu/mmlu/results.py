@@ -176,7 +176,7 @@ class EvaluationResult:
     @property
     def overall(self) -> Accuracy:
         """Accuracy over every question; a task group's as the group weighs its tasks."""
-        if self.task is not None and self.task["name"] in self.task.get("groups", {}):
+        if self.task is not None and self.task.get("name") in self.task.get("groups", {}):
             return self._group(self.task["name"])
         return Accuracy(self.correct, self.n)
 

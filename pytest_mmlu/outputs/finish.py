@@ -57,7 +57,7 @@ def finish(sess: MmluSession, exitstatus: int) -> bool:
             written = False
     if settings.report_lm_eval and records:
         try:
-            files = write_lm_eval(settings.report_lm_eval, report(sess), sess.data())
+            files = write_lm_eval(settings.report_lm_eval, report(sess), sess.data(), prepare=sess.tasks.for_entry)
             notes.append(f"pytest-mmlu: lm-eval results written under {settings.report_lm_eval} ({len(files)} files)")
         except (OSError, ReportError) as exc:
             notes.append(output_not_written("lm-eval results", settings.report_lm_eval, _why(exc)))

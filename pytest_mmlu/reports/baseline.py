@@ -55,13 +55,14 @@ class Baseline:
         return candidates[0] if candidates else None
 
 
-def load_baseline(path: str, data: Any = None, tokenizer: Any = None) -> Any:
+def load_baseline(path: str, data: Any = None, tokenizer: Any = None, prepare: Any = None) -> Any:
     """The baseline at ``path``: a pytest-mmlu report, or an lm-eval run's results and samples
     (``data``, the MMLU data or its source, checks the lm-eval run's questions and prompts;
-    ``tokenizer``, a callable giving the run's tokenizer, renders them with a chat template)."""
+    ``tokenizer``, a callable giving the run's tokenizer, renders them with a chat template;
+    ``prepare`` gives a task evaluation's prepared lm-eval tasks, to check its documents)."""
 
     if is_lm_eval_output(path):
-        return LmEvalBaseline.load(path, data, tokenizer)
+        return LmEvalBaseline.load(path, data, tokenizer, prepare)
     return Baseline.load(path)
 
 

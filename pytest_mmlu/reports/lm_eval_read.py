@@ -21,6 +21,7 @@ from ..options import says_true
 from ..prompt_identity import prompt_difference, prompt_identity
 from ..text import first_line
 from .lm_eval_format import DEFAULT_TEMPLATE
+from .lm_eval_tasks import Prepare, is_task_entry, task_baseline_entry
 from .report import ReportError
 
 
@@ -125,17 +126,21 @@ class LmEvalBaseline:
         data: Any = None,
         data_error: str | None = None,
         tokenizer: Callable[[], Any] | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self.run = run
         self.path = path
         self._data = data
         self._data_error = data_error
         self._tokenizer = tokenizer
+        self._prepare = prepare
         self._renderer: Any = None
         self._by_doc = {task: {int(s["doc_id"]): s for s in rows} for task, rows in run.samples.items()}
 
     @classmethod
-    def load(cls, path: str, data: Any = None, tokenizer: Callable[[], Any] | None = None) -> LmEvalBaseline:
+    def load(
+        cls, path: str, data: Any = None, tokenizer: Callable[[], Any] | None = None, prepare: Prepare | None = None
+    ) -> LmEvalBaseline:
         """``data``: an ``MmluData``, an MMLU source to open, or None."""
         run = LmEvalRun.load(path)
         why = None
@@ -146,11 +151,13 @@ class LmEvalBaseline:
                 data, why = None, f"the MMLU data cannot be read to check its questions ({first_line(exc)})"
         if data is None and why is None:
             why = "no MMLU data to check its questions against"
-        return cls(run, path, data, why, tokenizer)
+        return cls(run, path, data, why, tokenizer, prepare)
 
     def entry(self, nodeid: str, ev: dict[str, Any]) -> dict[str, Any]:
         """The lm-eval run's answers to ``ev``'s questions as a baseline entry, or
         ``{"refused": why}`` when the run cannot answer for this evaluation."""
+        if is_task_entry(ev):
+            return task_baseline_entry(self.run, ev, self._prepare)
         results = self.run.results
         questions: list[dict[str, Any]] = []
         per_subject: dict[str, list[int]] = {}

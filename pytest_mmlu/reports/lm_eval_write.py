@@ -22,11 +22,14 @@ from ..mmlu.prompts import description
 from ..records import own_evaluations
 from ..text import first_line
 from .lm_eval_format import DEFAULT_TEMPLATE, sanitize_model_name
+from .lm_eval_tasks import Prepare, TaskRun, is_task_entry, task_runs_of, write_task_run
 from .report import ReportError
 
 
 # -- writing: our results as lm-eval output -----------------------------------------------------
-def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokenizer: Any = None) -> list[Path]:
+def write_lm_eval(
+    folder: str | Path, report: dict[str, Any], data: Any, tokenizer: Any = None, prepare: Prepare | None = None
+) -> list[Path]:
     """Write ``report``'s evaluations as lm-eval output under ``folder``: for each number of
     shots one run (``[<k>-shot/]<model>/results_<date>.json`` and one ``samples_mmlu_<subject>_
     <date>.jsonl`` per subject; a question several evaluations share is written once).
@@ -37,14 +40,21 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
     ``--system_instruction``): the rendered prompts, and the run's template, its sha256 and
     the instruction in the results file. The prompts are rendered again with ``tokenizer``
     (default: the report's model's, loaded now), which must hold the template the
-    evaluation recorded (same sha256)."""
+    evaluation recorded (same sha256).
 
-    if isinstance(data, str) or data is None:
+    lm-eval task evaluations (``lm_eval_task``) are written as lm-eval runs of their tasks
+    (``lm_eval_tasks.write_task_run``; ``prepare`` gives an entry's prepared tasks), in a folder
+    ``tasks[_...]`` beside MMLU's ``mmlu[_...]`` when both are written."""
+
+    runs = _runs_of(report)
+    task_runs = task_runs_of(report)
+    if task_runs and prepare is None:
+        raise ReportError("lm-eval task evaluations need their tasks loaded to write their samples")
+    if runs and (isinstance(data, str) or data is None):
         try:
             data = MmluData(str(data))
         except DataError as exc:
             raise ReportError(f"cannot read the MMLU data for the samples: {first_line(exc)}") from None
-    runs = _runs_of(report)
     for run in runs:  # the docs and prompts written are the data's: it must be the evaluations' data
         for subjects, recorded in run.fingerprints:
             if recorded != data.fingerprint(subjects):
@@ -61,6 +71,28 @@ def write_lm_eval(folder: str | Path, report: dict[str, Any], data: Any, tokeniz
         lm_eval_version = None
     written = []
     date = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()) + f".{int(time.time() * 1e6) % 10**6:06d}"
+    _name_folders(runs, task_runs)
+    header = {
+        "config": {
+            "model": "pytest-mmlu",
+            "model_args": {"pretrained": model_name},
+            "model_dtype": model.get("dtype"),
+            "model_revision": model.get("revision"),
+            "model_sha": model.get("commit") or "",
+            "device": model.get("device"),
+            "bootstrap_iters": 0,
+        },
+        "date": time.time(),
+        "lm_eval_version": lm_eval_version,
+        "pytest_mmlu_version": __version__,
+        "model_source": "pytest-mmlu",
+        "model_name": model_name,
+        "model_name_sanitized": sanitize_model_name(model_name),
+    }
+    for task_run in task_runs:
+        assert prepare is not None
+        out = Path(folder) / task_run.folder / sanitize_model_name(model_name)
+        written.extend(write_task_run(out, task_run, prepare, date, header))
     for run in runs:
         shots, tasks, identity = run.shots, run.tasks, run.identity
         renderer = _renderer(run.prompt_format, report, tokenizer)
@@ -179,7 +211,7 @@ def _runs_of(report: dict[str, Any]) -> list[_Run]:
     runs: dict[str, _Run] = {}
     for test in report["tests"]:
         for ev in own_evaluations(test):
-            if ev.get("accuracy") is None or not ev.get("n"):
+            if ev.get("accuracy") is None or not ev.get("n") or is_task_entry(ev):
                 continue
             identity = of_entry(ev)
             key = run_key(identity, LM_EVAL_RUN)
@@ -203,6 +235,20 @@ def _runs_of(report: dict[str, Any]) -> list[_Run]:
                 parts.append(f"run-{i + 1}")
             run.folder = "_".join(parts)
     return found
+
+
+def _name_folders(runs: list[_Run], task_runs: list[TaskRun]) -> None:
+    """MMLU's runs and the task runs side by side: ``mmlu[_...]`` and ``tasks[_...]`` (one run
+    alone: no folder)."""
+    if not (runs and task_runs):
+        if len(task_runs) > 1:
+            for i, task_run in enumerate(task_runs):
+                task_run.folder = f"tasks_run-{i + 1}"
+        return
+    for mmlu_run in runs:
+        mmlu_run.folder = "mmlu" + (f"_{mmlu_run.folder}" if mmlu_run.folder else "")
+    for i, task_run in enumerate(task_runs):
+        task_run.folder = "tasks" + (f"_run-{i + 1}" if len(task_runs) > 1 else "")
 
 
 def _renderer(recorded: dict[str, Any] | None, report: dict[str, Any], tokenizer: Any) -> Any:

@@ -188,6 +188,8 @@ class TaskEvaluator:
 def metrics_of(task: Any, instances: list[Any]) -> tuple[list[DocResult], dict[str, list[Any]]]:
     """lm-eval's evaluate() loop for one task: filters, then process_results per document.
     ``instances``: those scored (all the task's, or a CI shard's documents)."""
+    if not instances:  # a CI shard may hold none of a task's documents
+        return [], {}
     for ensemble in task._filters:  # Task.apply_filters, over the instances scored
         ensemble.apply(instances)
     by_doc: dict[int, list[Any]] = defaultdict(list)

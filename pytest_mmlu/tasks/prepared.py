@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +95,7 @@ class PreparedTask:
         configs = {}
         for name, task in sorted(self.tasks.tasks.items()):
             config = {k: v for k, v in task.dump_config().items() if k != "config_source"}
-            text = json.dumps(config, sort_keys=True, default=str, ensure_ascii=False)
+            text = json.dumps(config, sort_keys=True, default=_by_source, ensure_ascii=False)
             configs[name] = hashlib.sha256(text.encode()).hexdigest()
         return {
             "name": self.spec.task,
@@ -124,6 +126,17 @@ class PreparedTask:
             identity=identity,
             task=self.description(),
         )
+
+
+def _by_source(value: Any) -> str:
+    """A configuration value JSON cannot hold: a function by its source (lm-eval's own rule in
+    ``TaskConfig.serialize_function``), never by its address, which changes with each process."""
+    if callable(value):
+        try:
+            return inspect.getsource(value)
+        except (OSError, TypeError):
+            return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__name__)}"
+    return re.sub(r" at 0x[0-9a-f]+", "", str(value))
 
 
 def _unique_docs(instances: Iterable[Any]) -> dict[int, Any]:

@@ -13,7 +13,7 @@ from ..markers import TaskSpec
 from ..mmlu.results import EvaluationResult
 from ..text import first_line
 from .prepared import PreparedTask, prepare
-from .registry import TaskError, task_manager
+from .registry import TaskError, output_types, task_manager
 
 
 class TaskRuns:
@@ -28,13 +28,25 @@ class TaskRuns:
         self._include_content = include_content
         self.shard = shard
         self.chat = chat
-        self._manager: Any = None
+        self._managers: dict[bool, Any] = {}  # with lm-eval's registry indexed, or the folder alone
         self._prepared: dict[tuple, PreparedTask] = {}
 
-    def manager(self) -> Any:
-        if self._manager is None:
-            self._manager = task_manager(self.include_path)
-        return self._manager
+    def manager(self, name: str) -> Any:
+        """lm-eval's TaskManager that knows ``name``: the include folder's alone when it defines
+        ``name`` and everything under it (indexing lm-eval's 14,000 registry files takes seconds;
+        the folder's tasks win over the registry's anyway), else one with the registry too."""
+        if self.include_path is not None:
+            if False not in self._managers:
+                self._managers[False] = task_manager(self.include_path, defaults=False)
+            try:
+                for _ in output_types(self._managers[False], name):
+                    pass
+                return self._managers[False]
+            except TaskError:
+                pass  # a registry task, or a group naming some
+        if True not in self._managers:
+            self._managers[True] = task_manager(self.include_path)
+        return self._managers[True]
 
     def prepared(self, spec: TaskSpec) -> PreparedTask:
         """``spec`` ready to evaluate; TaskError, one line, when it cannot be (an unknown or
@@ -48,12 +60,17 @@ class TaskRuns:
         key = spec.key()
         if key not in self._prepared:
             try:
-                self._prepared[key] = prepare(self.manager(), spec)
+                self._prepared[key] = prepare(self.manager(spec.task), spec)
             except TaskError:
                 raise
             except Exception as exc:  # noqa: BLE001 - lm-eval and datasets raise anything
                 raise TaskError(f"lm-eval task {spec.task!r} cannot be loaded: {first_line(exc)}") from None
         return self._prepared[key]
+
+    def for_entry(self, entry: Mapping[str, Any]) -> PreparedTask:
+        """The prepared tasks of a task evaluation's report entry (its name, as asked)."""
+        task = entry["task"]
+        return self.prepared(TaskSpec(task["name"], **(task.get("asked") or {})))
 
     def holds(self, task: str, doc_id: int) -> bool:
         return self.shard is None or self.shard.holds(task, doc_id)

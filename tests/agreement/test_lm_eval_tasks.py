@@ -8,6 +8,7 @@ lm-eval's registry YAML (ARC-Easy, HellaSwag, Winogrande, TruthfulQA-mc2) over l
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -177,3 +178,49 @@ def test_pair_metrics_and_a_fractional_limit_equal_lm_eval(tiny_model_dir, folde
     for metric in metrics:  # brier_score is continuous: as its log-likelihoods allow
         want_value = want["results"]["arc_pairs"][f"{metric},none"]
         assert math.isclose(got.metrics["arc_pairs"][metric], want_value, abs_tol=1e-6), metric
+
+
+@pytest.mark.parametrize("name", ["arc_style", "truthfulqa_mc2_style"])
+def test_task_samples_written_as_lm_eval_writes_them_and_read_back_as_a_baseline(name, loaded, hf, folder, tmp_path):
+    """Our lm-eval files of a task evaluation hold lm-eval's own documents, prompts, targets and
+    hashes; lm-eval's ``--log_samples`` files of the same task answer as its baseline, every
+    document and prompt checked, its metric recomputed from its log-likelihoods."""
+    from lm_eval.loggers import EvaluationTracker
+
+    from pytest_mmlu.markers import TaskSpec
+    from pytest_mmlu.reports.lm_eval_read import LmEvalRun
+    from pytest_mmlu.reports.lm_eval_tasks import task_baseline_entry
+    from pytest_mmlu.reports.lm_eval_write import write_lm_eval
+    from pytest_mmlu.tasks.evaluation import TaskEvaluator
+    from pytest_mmlu.tasks.prepared import prepare
+    from pytest_mmlu.tasks.registry import task_manager
+
+    prepared = prepare(task_manager(str(folder), defaults=False), TaskSpec(name, SHOTS[name], DOCS))
+    result = TaskEvaluator(loaded).evaluate_prepared(prepared)
+    entry = {**result.to_dict(), "identity": {"dtype": "float32", "data": prepared.fingerprint}}
+    report = {"model": {"model": "smollm2"}, "tests": [{"nodeid": "t", "evaluations": [entry]}]}
+    write_lm_eval(tmp_path / "ours", report, None, prepare=lambda ev: prepared)
+    want = theirs(hf, folder, name, SHOTS[name])
+    tracker = EvaluationTracker(output_path=str(tmp_path / "theirs"))
+    tracker.save_results_aggregated(results={k: v for k, v in want.items() if k != "samples"}, samples=want["samples"])
+    tracker.save_results_samples(task_name=name, samples=want["samples"][name])
+    (mine,) = (tmp_path / "ours").rglob(f"samples_{name}_*.jsonl")
+    (real,) = (tmp_path / "theirs").rglob(f"samples_{name}_*.jsonl")
+    mine_rows = [json.loads(line) for line in mine.read_text().splitlines()]
+    real_rows = [json.loads(line) for line in real.read_text().splitlines()]
+    assert len(mine_rows) == len(real_rows) == DOCS
+    for a, b in zip(mine_rows, real_rows):
+        same = ("doc_id", "doc", "target", "arguments", "filter", "metrics", "doc_hash", "prompt_hash", "target_hash")
+        assert {k: a[k] for k in same} == {k: b[k] for k in same}
+        for metric in a["metrics"]:
+            assert math.isclose(a[metric], b[metric], abs_tol=1e-4), metric
+    baseline = task_baseline_entry(LmEvalRun.load(tmp_path / "theirs"), entry, lambda ev: prepared)
+    assert "refused" not in baseline, baseline
+    got = {(q["subject"], q["index"]): q["score"] for q in baseline["questions"]}
+    assert got.keys() == {(q.subject, q.index) for q in result.questions}
+    assert all(math.isclose(got[q.subject, q.index], q.score, abs_tol=1e-4) for q in result.questions)
+    # another few-shot count is refused, naming it
+    other = prepare(task_manager(str(folder), defaults=False), TaskSpec(name, SHOTS[name] + 1, DOCS))
+    if other.shots[name] != prepared.shots[name]:
+        refused = task_baseline_entry(LmEvalRun.load(tmp_path / "theirs"), entry, lambda ev: other)["refused"]
+        assert refused == f"{name} was run {SHOTS[name]}-shot, this evaluation is {SHOTS[name] + 1}-shot"

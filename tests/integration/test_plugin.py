@@ -201,6 +201,9 @@ def test_hub_model_without_network_is_one_line_error(pytester, mmlu_csv_dir, mon
         ('mmlu_memory_budget("6 GiBs")', "invalid size '6 GiBs'*"),
         ("mmlu_accuracy_floor(1.5)", "min must be a number in [[]0, 1[]], got 1.5"),
         ('mmlu_accuracy_floor(per_subject={"stem": 0.3})', "per_subject keys must be single subjects, got 'stem'"),
+        ('lm_eval_task("arc_easy", shots=-1)', "shots must be a non-negative int or None*"),
+        ('lm_eval_task("arc_easy", limit=1.5)', "limit must be a positive int, a float in (0, 1)*"),
+        ("lm_eval_task(3)", "name must be an lm-eval task or group name, got 3"),
     ],
 )
 def test_bad_marker_arguments_fail_at_collection(pytester, mark, message):
@@ -209,6 +212,23 @@ def test_bad_marker_arguments_fail_at_collection(pytester, mark, message):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [f"*pytest-mmlu: test_bad_marker_arguments_fail_at_collection.py::test_x: @pytest.mark.*: {message}"]
+    )
+
+
+def test_an_mmlu_and_a_task_evaluation_on_one_test_fail_at_collection(pytester):
+    pytester.makepyfile(
+        "import pytest\n"
+        "pytestmark = pytest.mark.lm_eval_task('arc_easy')\n"
+        "@pytest.mark.mmlu(subjects='anatomy')\n"
+        "def test_x(mmlu_result):\n    pass\n"
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "*test_x: an MMLU and an lm-eval task evaluation are both declared (@pytest.mark.mmlu(*) on the "
+            "function; @pytest.mark.lm_eval_task('arc_easy') in module *): a test declares one evaluation*"
+        ]
     )
 
 

@@ -1,0 +1,218 @@
+"""lm-eval tasks gated like MMLU (issue 19), end to end through pytest and the CLI: one verdict
+on every path, as ``test_one_verdict.py`` proves for MMLU.
+
+A matrix of task gate scenarios (a floor on a task's metric, per task of a group, a budget,
+no-regression against a baseline and against the full model, a body evaluation) runs on
+every path: one plain run; ``-n 2``; two CI shards and ``pytest-mmlu merge``; a second run
+served from the result cache; a baseline from our report and from the lm-eval samples the
+baseline run wrote (``--mmlu-report-lm-eval``); ``pytest-mmlu compare``. Each path must give
+each test the same verdict. The baseline is the run of the last release, which got every
+document of ``arc_style`` right (its files say so, as lm-eval would have written them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from task_folders import write_task_folder
+
+from pytest_mmlu.judge import record_failing_kinds
+
+pytestmark = pytest.mark.slow
+
+ARC = '@pytest.mark.lm_eval_task("arc_style", shots=2, limit=8)'
+SUITE = f"""
+import pytest
+
+{ARC}
+@pytest.mark.mmlu_accuracy_floor(0.0)
+@pytest.mark.mmlu_memory_budget("64 GiB")
+def test_floor_pass(mmlu_result):
+    assert mmlu_result.task["metric"] == "acc"
+
+@pytest.mark.lm_eval_task("arc_style", shots=2, limit=8, metric="acc_norm")
+@pytest.mark.mmlu_accuracy_floor(0.99)
+def test_floor_fail(mmlu_result):
+    pass
+
+@pytest.mark.lm_eval_task("style_group", shots=1, limit=4)
+@pytest.mark.mmlu_accuracy_floor(per_subject={{"arc_style": 0.0, "hellaswag_style": 0.0}})
+def test_group_floor_pass(mmlu_result):
+    assert set(mmlu_result.per_subject) <= {{"arc_style", "hellaswag_style"}}
+
+@pytest.mark.lm_eval_task("style_group", shots=1, limit=4)
+@pytest.mark.mmlu_accuracy_floor(per_subject={{"hellaswag_style": 0.99}})
+def test_group_floor_fail(mmlu_result):
+    pass
+
+@pytest.mark.lm_eval_task("truthfulqa_mc2_style", limit=6)
+@pytest.mark.mmlu_memory_budget("1 MiB")
+def test_budget_fail(mmlu_result):
+    pass
+
+@pytest.mark.lm_eval_task("truthfulqa_mc2_style", limit=6)
+@pytest.mark.mmlu_no_regression(max_drop=1.0)
+def test_nr_pass(mmlu_result):
+    pass
+
+{ARC}
+@pytest.mark.mmlu_no_regression(max_drop=0.02, alpha=0.1)
+def test_nr_fail(mmlu_result):
+    pass
+
+@pytest.mark.lm_eval_task("winogrande_style", shots=1, limit=4)
+@pytest.mark.mmlu_no_regression()
+def test_nr_missing(mmlu_result):
+    pass
+
+@pytest.mark.mmlu_variant(quantization="int8")
+{ARC}
+@pytest.mark.mmlu_no_regression(against="full", max_drop=1.0)
+def test_full_pass(mmlu_result):
+    pass
+
+@pytest.mark.mmlu_accuracy_floor(0.0)
+def test_evaluated_in_body(mmlu):
+    mmlu.evaluate_task("hellaswag_style", shots=1, limit=4)
+"""
+
+# What every path must conclude: (status, failing gates).
+EXPECTED = {
+    "test_floor_pass": ("passed", ()),
+    "test_floor_fail": ("failed", ("floor",)),
+    "test_group_floor_pass": ("passed", ()),
+    "test_group_floor_fail": ("failed", ("floor",)),
+    "test_budget_fail": ("failed", ("budget",)),
+    "test_nr_pass": ("passed", ()),
+    "test_nr_fail": ("failed", ("regression",)),
+    "test_nr_missing": ("failed", ("missing-baseline",)),
+    "test_full_pass": ("passed", ()),
+    "test_evaluated_in_body": ("passed", ()),
+}
+
+GROUP = """group: style_group
+task: [arc_style, hellaswag_style]
+aggregate_metric_list:
+  - metric: acc
+    weight_by_size: true
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from pytest_mmlu.tasks.registry import load_task_set, task_manager
+
+    found = write_task_folder(tmp_path_factory.mktemp("tasks"), docs=8)
+    (found / "style_group.yaml").write_text(GROUP, encoding="utf-8")
+    # Loaded once here, lm-eval's and datasets' modules stay imported across pytester's runs
+    # (datasets registers its pyarrow types once per process).
+    load_task_set(task_manager(str(found), defaults=False), "style_group", 1)
+    return found
+
+
+def status(record) -> tuple[str, tuple[str, ...]]:
+    outcome = record["outcome"]
+    word = outcome if outcome in ("passed", "skipped", "xfailed") else "failed"
+    return word, tuple(sorted(record_failing_kinds(record)))
+
+
+def verdicts_of(report_path) -> dict[str, tuple]:
+    report = json.loads(report_path.read_text())
+    return {t["nodeid"].split("::", 1)[1]: status(t) for t in report["tests"]}
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "pytest_mmlu.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def all_right(baseline, lm_eval_dir) -> None:
+    """The last release's files as if it had got every arc_style document right: the gold
+    choice's log-likelihood 0, the others -100, its metrics 1 (what lm-eval computes from them)."""
+    report = json.loads(baseline.read_text())
+    for test in report["tests"]:
+        if test["nodeid"].endswith("test_nr_fail"):
+            for ev in test["evaluations"]:
+                for q in ev["questions"]:
+                    q["loglikelihoods"] = [0.0 if i == q["target"] else -100.0 for i in range(len(q["loglikelihoods"]))]
+                    q["prediction"], q["score"] = q["target"], 1.0
+    baseline.write_text(json.dumps(report))
+    (samples,) = lm_eval_dir.rglob("samples_arc_style_*.jsonl")
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    for row in rows:
+        gold = "ABCD".index(row["doc"]["answerKey"])
+        row["filtered_resps"] = [["0.0" if i == gold else "-100.0", "False"] for i in range(len(row["filtered_resps"]))]
+        row["resps"] = [[pair] for pair in row["filtered_resps"]]
+        row["acc"] = row["acc_norm"] = 1.0
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_every_task_gate_gives_the_same_verdict_on_every_path(pytester, tiny_model_dir, folder):
+    def pytest_run(*extra, subprocess_run=False):
+        args = (f"--mmlu-model={tiny_model_dir}", f"--mmlu-include-path={folder}", "-p", "no:cacheprovider", *extra)
+        return (pytester.runpytest_subprocess if subprocess_run else pytester.runpytest_inprocess)(*args)
+
+    path = pytester.path
+    pytester.makepyfile(test_tasks=SUITE)
+    baseline, lm_eval = path / "baseline.json", path / "lm-eval"
+    made = pytest_run(
+        "-k",
+        "nr_pass or nr_fail",
+        "--mmlu-no-cache",
+        f"--mmlu-baseline={baseline}",
+        "--mmlu-update-baseline",
+        f"--mmlu-report-lm-eval={lm_eval}",
+    )
+    made.assert_outcomes(passed=2)
+    all_right(baseline, lm_eval)
+
+    paths: dict[str, dict[str, tuple]] = {}
+    cache = [f"--mmlu-cache-dir={path / 'cache'}", f"--mmlu-baseline={baseline}"]
+    pytest_run(*cache, f"--mmlu-report={path / 'plain.json'}")
+    paths["plain"] = verdicts_of(path / "plain.json")
+    pytest_run(*cache, f"--mmlu-report={path / 'cached.json'}")
+    cached = json.loads((path / "cached.json").read_text())
+    assert sum(e.get("from_cache", False) for t in cached["tests"] for e in t["evaluations"]) >= 9
+    paths["from the cache"] = verdicts_of(path / "cached.json")
+
+    pytest_run("--mmlu-no-cache", f"--mmlu-baseline={baseline}", f"--mmlu-report={path / 'xdist.json'}", "-n", "2")
+    paths["xdist -n 2"] = verdicts_of(path / "xdist.json")
+
+    for i in (1, 2):
+        pytest_run("--mmlu-no-cache", "--mmlu-shard", f"{i}/2", f"--mmlu-report={path / f'shard-{i}.json'}")
+    merged = cli(
+        "merge",
+        path / "shard-1.json",
+        path / "shard-2.json",
+        "--baseline",
+        baseline,
+        "-o",
+        path / "merged.json",
+        "--lm-eval",
+        path / "merged-lm-eval",
+    )
+    assert merged.returncode == 1, merged.stdout + merged.stderr
+    paths["2 shards + merge"] = verdicts_of(path / "merged.json")
+    # merge writes the whole as lm-eval files: every task evaluated, each document once
+    written = {p.name.split("_2026")[0].split("_20")[0] for p in (path / "merged-lm-eval").rglob("samples_*.jsonl")}
+    assert {"samples_arc_style", "samples_hellaswag_style", "samples_truthfulqa_mc2_style"} <= written
+
+    pytest_run("--mmlu-no-cache", f"--mmlu-baseline={lm_eval}", f"--mmlu-report={path / 'lm-eval.json'}")
+    paths["lm-eval samples baseline"] = verdicts_of(path / "lm-eval.json")
+
+    compared = cli("compare", baseline, path / "plain.json")
+    found = {}
+    for line in compared.stdout.split("\nverdicts:\n")[1].splitlines():
+        nodeid, rest = line.strip().split(": ", 1)
+        word, _, kinds = rest.partition(" (")
+        found[nodeid.split("::", 1)[1]] = (word.lower(), tuple(re.findall(r"[\w-]+", kinds)))
+    paths["compare"] = found
+
+    for name, verdicts in paths.items():
+        assert verdicts == EXPECTED, (
+            name,
+            {k: (v, EXPECTED.get(k)) for k, v in verdicts.items() if EXPECTED.get(k) != v},
+        )
