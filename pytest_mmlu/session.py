@@ -270,7 +270,7 @@ class MmluSession:
         if result is None and self.settings.shard is not None and not identity["n"]:
             if isinstance(spec, TaskSpec):  # nothing of this evaluation is ours
                 return self.tasks.prepared(spec).empty_result(budget, identity)
-            return empty_result(spec, budget, self.data(), identity)
+            return empty_result(spec, budget, self.data().fingerprint(spec.subjects), identity)
         if result is None:
             if isinstance(spec, TaskSpec):
                 result = self.tasks.evaluate(self.evaluator(variant, tasks=True), spec, budget, progress)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -580,3 +583,34 @@ def made_up_identity(questions, shots, **fields):
         software={"torch": "2"},
     )
     return evaluation_identity(questions=list(questions), shots=shots, **{**made_up, **fields})
+
+
+# -- one verdict on every path: what the differential tests compare --------------------------------
+def verdict_status(record) -> tuple[str, tuple[str, ...]]:
+    """A judged record as (passed/failed/skipped/xfailed, the kinds of its failing gates)."""
+    from pytest_mmlu.judge import record_failing_kinds
+
+    outcome = record["outcome"]
+    word = outcome if outcome in ("passed", "skipped", "xfailed") else "failed"
+    return word, tuple(sorted(record_failing_kinds(record)))
+
+
+def verdicts_of(report_path) -> dict[str, tuple]:
+    """Each test of a JSON report (by its name in its file) and its verdict status."""
+    report = json.loads(Path(report_path).read_text())
+    return {t["nodeid"].split("::", 1)[1]: verdict_status(t) for t in report["tests"]}
+
+
+def run_cli(*args):
+    """``pytest-mmlu ARGS`` in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "pytest_mmlu.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def compared_verdicts(stdout: str) -> dict[str, tuple]:
+    """The verdicts ``pytest-mmlu compare`` prints, as ``verdicts_of`` gives a report's."""
+    found = {}
+    for line in stdout.split("\nverdicts:\n")[1].splitlines():
+        nodeid, rest = line.strip().split(": ", 1)
+        word, _, kinds = rest.partition(" (")
+        found[nodeid.split("::", 1)[1]] = (word.lower(), tuple(re.findall(r"[\w-]+", kinds)))
+    return found

@@ -76,13 +76,22 @@ class ShardedData:
         return getattr(self._data, name)
 
 
-def empty_result(spec: Any, budget_bytes: int | None, data: Any, identity: Any = None) -> Any:
+def empty_result(
+    spec: Any,
+    budget_bytes: int | None,
+    fingerprint: str,
+    identity: Any = None,
+    subjects: tuple[str, ...] | None = None,
+    shots: int | None = None,
+    task: dict[str, Any] | None = None,
+) -> EvaluationResult:
     """The result of an evaluation none of whose questions falls in this shard: nothing ran
-    (no model load for it, peak 0), yet the report keeps its row for the merge."""
+    (no model load for it, peak 0), yet the report keeps its row for the merge. ``subjects``,
+    ``shots`` and ``task``: an lm-eval task evaluation's (its tasks, as loaded)."""
 
     return EvaluationResult(
-        subjects=spec.subjects,
-        shots=spec.shots,
+        subjects=spec.subjects if subjects is None else subjects,
+        shots=spec.shots if task is None else shots,
         limit=spec.limit,
         label=spec.shown_label,
         questions=[],
@@ -94,6 +103,7 @@ def empty_result(spec: Any, budget_bytes: int | None, data: Any, identity: Any =
         tokens=0,
         device="-",
         dtype="-",
-        data_fingerprint=data.fingerprint(spec.subjects),
+        data_fingerprint=fingerprint,
         identity=identity,
+        task=task,
     )

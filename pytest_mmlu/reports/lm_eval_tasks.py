@@ -60,6 +60,14 @@ def _doc_hash(doc: Any) -> str:
     return hash_string(json.dumps(doc, indent=2, default=handle_non_serializable, ensure_ascii=False))
 
 
+def task_hashes(samples_of: Mapping[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """lm-eval's ``task_hashes`` of a results file: per task, the hash of its samples' hashes."""
+    return {
+        task: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in samples))
+        for task, samples in samples_of.items()
+    }
+
+
 # -- writing ---------------------------------------------------------------------------------
 @dataclass
 class TaskRun:
@@ -173,10 +181,7 @@ def write_task_run(out: Path, run: TaskRun, prepare: Prepare, date: str, header:
         "higher_is_better": higher,
         "n-samples": n_samples,
         **header,
-        "task_hashes": {
-            t: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in samples_of[t]))
-            for t in results
-        },
+        "task_hashes": task_hashes(samples_of),
         # What the run evaluated (identity.py, less the questions and the task)
         "pytest_mmlu_identity": run.identity,
     }

@@ -22,7 +22,7 @@ from ..mmlu.prompts import description
 from ..records import own_evaluations
 from ..text import first_line
 from .lm_eval_format import DEFAULT_TEMPLATE, sanitize_model_name
-from .lm_eval_tasks import Prepare, TaskRun, is_task_entry, task_runs_of, write_task_run
+from .lm_eval_tasks import Prepare, TaskRun, is_task_entry, task_hashes, task_runs_of, write_task_run
 from .report import ReportError
 
 
@@ -72,7 +72,7 @@ def write_lm_eval(
     written = []
     date = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime()) + f".{int(time.time() * 1e6) % 10**6:06d}"
     _name_folders(runs, task_runs)
-    header = {
+    header: dict[str, Any] = {
         "config": {
             "model": "pytest-mmlu",
             "model_args": {"pretrained": model_name},
@@ -148,26 +148,9 @@ def write_lm_eval(
                 t: {"original": configs[t].pop("n_test_questions"), "effective": results[t]["sample_len"]}
                 for t in results
             },
-            "config": {
-                "model": "pytest-mmlu",
-                "model_args": {"pretrained": model_name},
-                "model_dtype": model.get("dtype"),
-                "model_revision": model.get("revision"),
-                "model_sha": model.get("commit") or "",
-                "device": model.get("device"),
-                "limit": _one_limit(run.limits),
-                "bootstrap_iters": 0,
-            },
-            "date": time.time(),
-            "lm_eval_version": lm_eval_version,
-            "pytest_mmlu_version": __version__,
-            "task_hashes": {
-                t: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in samples_of[t]))
-                for t in results
-            },
-            "model_source": "pytest-mmlu",
-            "model_name": model_name,
-            "model_name_sanitized": sanitize_model_name(model_name),
+            **header,
+            "config": {**header["config"], "limit": _one_limit(run.limits)},
+            "task_hashes": task_hashes(samples_of),
             # lm-eval's GeneralConfigTracker.log_experiment_args: the run's prompt format.
             "system_instruction": fmt.system_instruction,
             "system_instruction_sha": hash_string(fmt.system_instruction) if fmt.system_instruction else None,

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..markers import TaskSpec
 from ..mmlu.results import EvaluationResult
+from ..mmlu.shards import empty_result
 from .registry import FEWSHOT_SEED, TaskError, TaskSet, check_requests, load_task_set
 
 
@@ -106,25 +107,10 @@ class PreparedTask:
         }
 
     def empty_result(self, budget_bytes: int | None, identity: Any = None) -> EvaluationResult:
-        """The result in a CI shard that holds none of its documents: nothing ran, yet the
-        report keeps its row for the merge (``mmlu.shards.empty_result``'s counterpart)."""
-        return EvaluationResult(
-            subjects=tuple(self.tasks.tasks),
-            shots=self.shown_shots,
-            limit=self.spec.limit,  # type: ignore[arg-type]  # lm-eval's limit may be a share
-            label=self.spec.task,
-            questions=[],
-            peak_memory_bytes=0,
-            budget_bytes=budget_bytes,
-            batch_size=0,
-            batch_sizes=[],
-            seconds=0.0,
-            tokens=0,
-            device="-",
-            dtype="-",
-            data_fingerprint=self.fingerprint,
-            identity=identity,
-            task=self.description(),
+        """The result in a CI shard that holds none of its documents (``mmlu.shards``)."""
+        tasks = tuple(self.tasks.tasks)
+        return empty_result(
+            self.spec, budget_bytes, self.fingerprint, identity, tasks, self.shown_shots, self.description()
         )
 
 

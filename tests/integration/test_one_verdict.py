@@ -14,15 +14,10 @@ which the swapped adapter folder held a harmless fine-tune, which now holds a de
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
-import sys
 
 import pytest
-from factories import save_answer_a_model, save_head_adapter, write_mmlu_csvs
-
-from pytest_mmlu.judge import record_failing_kinds
+from factories import compared_verdicts, run_cli, save_answer_a_model, save_head_adapter, verdicts_of, write_mmlu_csvs
 
 pytest.importorskip("peft", reason="needs the peft extra: pip install 'pytest-mmlu[peft]'")
 pytestmark = pytest.mark.slow
@@ -167,21 +162,6 @@ def world(tmp_path_factory):
     return world
 
 
-def status(record) -> tuple[str, tuple[str, ...]]:
-    outcome = record["outcome"]
-    word = outcome if outcome in ("passed", "skipped", "xfailed") else "failed"
-    return word, tuple(sorted(record_failing_kinds(record)))
-
-
-def verdicts_of(report_path) -> dict[str, tuple]:
-    report = json.loads(report_path.read_text())
-    return {t["nodeid"].split("::", 1)[1]: status(t) for t in report["tests"]}
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "pytest_mmlu.cli", *map(str, args)], capture_output=True, text=True)
-
-
 def test_every_gate_gives_the_same_verdict_on_every_path(pytester, world):
     def pytest_run(*extra, subprocess_run=False):
         args = (f"--mmlu-model={world['good']}", f"--mmlu-data={world['data']}", "-p", "no:cacheprovider", *extra)
@@ -222,7 +202,7 @@ def test_every_gate_gives_the_same_verdict_on_every_path(pytester, world):
 
     for i in (1, 2):
         pytest_run("--mmlu-no-cache", "--mmlu-shard", f"{i}/2", f"--mmlu-report={path / f'shard-{i}.json'}")
-    merged = cli(
+    merged = run_cli(
         "merge", path / "shard-1.json", path / "shard-2.json", "--baseline", baseline, "-o", path / "merged.json"
     )
     paths["2 shards + merge"], exits["2 shards + merge"] = verdicts_of(path / "merged.json"), merged.returncode
@@ -242,14 +222,8 @@ def test_every_gate_gives_the_same_verdict_on_every_path(pytester, world):
     )
 
     pytest_run("--mmlu-no-cache", f"--mmlu-report={path / 'unjudged.json'}")  # no baseline given to the run
-    compared = cli("compare", baseline, path / "unjudged.json")
-    lines = compared.stdout.split("\nverdicts:\n")[1].splitlines()
-    found = {}
-    for line in lines:
-        nodeid, rest = line.strip().split(": ", 1)
-        word, _, kinds = rest.partition(" (")
-        found[nodeid.split("::", 1)[1]] = (word.lower(), tuple(re.findall(r"[\w-]+", kinds)))
-    paths["compare"], exits["compare"] = found, compared.returncode
+    compared = run_cli("compare", baseline, path / "unjudged.json")
+    paths["compare"], exits["compare"] = compared_verdicts(compared.stdout), compared.returncode
 
     for name, verdicts in paths.items():
         assert verdicts == EXPECTED, (
@@ -369,10 +343,10 @@ def test_an_evaluation_that_differs_in_one_field_is_never_served_compared_or_mer
             verdict = ev["regression"]["verdict"]
             assert (verdict != "missing") == same_for_baseline, (field, ev["regression"]["line"])
             assert result.ret == (0 if same_for_baseline else 1), field
-            compared = cli("compare", baseline, report)
+            compared = run_cli("compare", baseline, report)
             assert compared.returncode == (0 if same_for_baseline else 1), (field, compared.stdout)
             run(*args, "--mmlu-shard=2/2", f"--mmlu-report={shard}", **kwargs)
-            merged = cli("merge", tmp_path / "s1.json", shard)
+            merged = run_cli("merge", tmp_path / "s1.json", shard)
             assert merged.returncode == 2 and "pytest-mmlu merge: " in merged.stderr, (field, merged.stdout)
         # Undo the change for the next field.
         shutil.copy(world["good"] / "model.safetensors", model / "model.safetensors")

@@ -13,14 +13,10 @@ document of ``arc_style`` right (its files say so, as lm-eval would have written
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 
 import pytest
+from factories import compared_verdicts, run_cli, verdicts_of
 from task_folders import write_task_folder
-
-from pytest_mmlu.judge import record_failing_kinds
 
 pytestmark = pytest.mark.slow
 
@@ -114,21 +110,6 @@ def folder(tmp_path_factory):
     return found
 
 
-def status(record) -> tuple[str, tuple[str, ...]]:
-    outcome = record["outcome"]
-    word = outcome if outcome in ("passed", "skipped", "xfailed") else "failed"
-    return word, tuple(sorted(record_failing_kinds(record)))
-
-
-def verdicts_of(report_path) -> dict[str, tuple]:
-    report = json.loads(report_path.read_text())
-    return {t["nodeid"].split("::", 1)[1]: status(t) for t in report["tests"]}
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "pytest_mmlu.cli", *map(str, args)], capture_output=True, text=True)
-
-
 def all_right(baseline, lm_eval_dir) -> None:
     """The last release's files as if it had got every arc_style document right: the gold
     choice's log-likelihood 0, the others -100, its metrics 1 (what lm-eval computes from them)."""
@@ -151,9 +132,9 @@ def all_right(baseline, lm_eval_dir) -> None:
 
 
 def test_every_task_gate_gives_the_same_verdict_on_every_path(pytester, tiny_model_dir, folder):
-    def pytest_run(*extra, subprocess_run=False):
+    def pytest_run(*extra):
         args = (f"--mmlu-model={tiny_model_dir}", f"--mmlu-include-path={folder}", "-p", "no:cacheprovider", *extra)
-        return (pytester.runpytest_subprocess if subprocess_run else pytester.runpytest_inprocess)(*args)
+        return pytester.runpytest_inprocess(*args)
 
     path = pytester.path
     pytester.makepyfile(test_tasks=SUITE)
@@ -183,7 +164,7 @@ def test_every_task_gate_gives_the_same_verdict_on_every_path(pytester, tiny_mod
 
     for i in (1, 2):
         pytest_run("--mmlu-no-cache", "--mmlu-shard", f"{i}/2", f"--mmlu-report={path / f'shard-{i}.json'}")
-    merged = cli(
+    merged = run_cli(
         "merge",
         path / "shard-1.json",
         path / "shard-2.json",
@@ -203,13 +184,8 @@ def test_every_task_gate_gives_the_same_verdict_on_every_path(pytester, tiny_mod
     pytest_run("--mmlu-no-cache", f"--mmlu-baseline={lm_eval}", f"--mmlu-report={path / 'lm-eval.json'}")
     paths["lm-eval samples baseline"] = verdicts_of(path / "lm-eval.json")
 
-    compared = cli("compare", baseline, path / "plain.json")
-    found = {}
-    for line in compared.stdout.split("\nverdicts:\n")[1].splitlines():
-        nodeid, rest = line.strip().split(": ", 1)
-        word, _, kinds = rest.partition(" (")
-        found[nodeid.split("::", 1)[1]] = (word.lower(), tuple(re.findall(r"[\w-]+", kinds)))
-    paths["compare"] = found
+    compared = run_cli("compare", baseline, path / "plain.json")
+    paths["compare"] = compared_verdicts(compared.stdout)
 
     for name, verdicts in paths.items():
         assert verdicts == EXPECTED, (
