@@ -30,6 +30,7 @@ from .reports.baseline import Baseline, load_baseline
 from .reports.lm_eval_write import report_tokenizer, write_lm_eval
 from .reports.merge import MergeError, judge_merged, load_shards, merge_shards
 from .reports.report import ReportError, load_report, write_json_atomic
+from .tasks.registry import TaskError
 from .tasks.runs import TaskRuns
 from .text import table
 
@@ -154,7 +155,7 @@ def merge(
                 lm_eval_dir, merged, data or merged.get("data"), prepare=_task_preparer(merged)
             )
             notes.append(f"pytest-mmlu merge: lm-eval results written under {lm_eval_dir} ({len(written_files)} files)")
-        except (OSError, ReportError) as exc:
+        except (OSError, ReportError, TaskError) as exc:
             notes.append(f"pytest-mmlu merge: lm-eval results NOT written to {lm_eval_dir}: {exc}")
             written = False
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")

@@ -96,7 +96,7 @@ def non_finite(result: EvaluationResult, what: str = "") -> Verdict | None:
     bad = result.non_finite_questions
     if not bad:
         return None
-    values = [ll for q in bad for ll in q.loglikelihoods]
+    values = [ll for q in bad for ll in (*q.loglikelihoods, *([] if q.score is None else [q.score]))]
     nan, inf = any(math.isnan(v) for v in values), any(math.isinf(v) for v in values)
     kind = "NaN/inf" if nan and inf else ("NaN" if nan else "inf")
     names = [f"{q.subject}#{q.index}" for q in bad]

@@ -11,7 +11,7 @@ from typing import Any
 from .gates import NON_FINITE_SHOWN, Verdict, against_full_without_variant, non_finite
 from .identity import BASELINE, FULL, difference, of_entry
 from .markers import NoRegression
-from .mmlu.results import EvaluationResult, all_finite, question_value, shots_text
+from .mmlu.results import EvaluationResult, all_finite, document_weights, question_value, shots_text
 from .power import POWER, detectable_drop
 from .stats import compare_paired
 
@@ -68,7 +68,11 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression, baseline:
             else ("was made on" if differs.field == "data" else "was made with")
         )
         return _missing(f"MMLU baseline entry for {where} {made} {differs.phrase}; {HOW_TO_CREATE}")
-    unanswered = [f"{q['subject']}#{q['index']}" for q in base["questions"] if not all_finite(q["loglikelihoods"])]
+    unanswered = [
+        f"{q['subject']}#{q['index']}"
+        for q in base["questions"]
+        if not all_finite([*q["loglikelihoods"], q.get("score") or 0.0])
+    ]
     if unanswered:  # NaN is no answer: an argmax over it would answer A
         return _missing(
             f"MMLU baseline entry for {where} has scores that are not finite for "
@@ -78,6 +82,7 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression, baseline:
     return _paired_verdict(
         _right_or_wrong(base),
         _right_or_wrong(ev),
+        document_weights(ev),
         rule,
         "MMLU regression vs baseline",
         "MMLU improved significantly vs baseline (baseline is stale)",
@@ -88,6 +93,7 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression, baseline:
 def _paired_verdict(
     base_q: Mapping[tuple[str, int], float],
     new_q: Mapping[tuple[str, int], float],
+    weights: Mapping[tuple[str, int], float] | None,
     rule: NoRegression,
     regressed: str,
     improved: str,
@@ -99,9 +105,11 @@ def _paired_verdict(
     significant at ``rule.alpha``; ``regressed``/``improved`` begin the failure lines, ``noted``
     goes into their summary before the p-value, ``extra`` into the detail."""
     keys = sorted(new_q)
-    c = compare_paired([base_q[k] for k in keys], [new_q[k] for k in keys])
+    c = compare_paired(
+        [base_q[k] for k in keys], [new_q[k] for k in keys], None if weights is None else [weights[k] for k in keys]
+    )
     summary = (
-        f"{c.base_accuracy:.3f} -> {c.new_accuracy:.3f} (n={c.n}; {c.lost} lost, {c.gained} gained; {noted}McNemar p="
+        f"{c.base_accuracy:.3f} -> {c.new_accuracy:.3f} (n={c.n}; {c.lost} lost, {c.gained} gained; {noted}{c.test} p="
     )
     if c.regressed(rule.max_drop, rule.alpha):
         kind, word, line = "regression", "regressed", (f"{regressed}: {summary}{c.p_worse:.3f} < {rule.alpha:g})")
@@ -123,18 +131,30 @@ def _paired_verdict(
             "p_worse": c.p_worse,
             "p_better": c.p_better,
             "against": "baseline",
-            **sensitivity(c.n, c.lost + c.gained, rule),
+            **sensitivity(c.n, c.lost + c.gained, rule, c.test),
             **(extra or {}),
         },
     )
 
 
-def sensitivity(n: int, discordant: int, rule: NoRegression) -> dict[str, Any]:
+def sensitivity(n: int, discordant: int, rule: NoRegression, test: str = "McNemar") -> dict[str, Any]:
     """What the gate can see: the smallest drop detectable at 80% power on these n questions
     at the rule's alpha, under the discordance rate of this comparison (``power.py``), and
-    whether the gate is too small to detect its own ``max_drop``."""
+    whether the gate is too small to detect its own ``max_drop``. The power of the permutation
+    test (a metric's values, weighted questions) depends on how the values spread: not
+    estimated (``detectable_drop`` None, ``test`` says which)."""
 
     discordance = discordant / n if n else 0.0
+    if test != "McNemar":
+        return {
+            "test": test,
+            "detectable_drop": None,
+            "power": None,
+            "alpha": rule.alpha,
+            "max_drop": rule.max_drop,
+            "discordance": discordance,
+            "too_small": False,
+        }
     drop = detectable_drop(n, rule.alpha, discordance)
     return {
         "detectable_drop": drop,
@@ -149,6 +169,8 @@ def sensitivity(n: int, discordant: int, rule: NoRegression) -> dict[str, Any]:
 def sensitivity_text(detail: Mapping[str, Any]) -> str:
     """``detects drops >= 0.110 at 80% power (n=60, alpha 0.05); TOO SMALL for max_drop 0.020``."""
     drop = detail.get("detectable_drop")
+    if detail.get("test", "McNemar") != "McNemar":
+        return f"{detail['test']} test of the mean, power not estimated (n={detail['n']}, alpha {detail['alpha']:g})"
     seen = (
         "detects no drop at 80% power"
         if drop is None
@@ -189,12 +211,13 @@ def regression_vs_full(entry: Mapping[str, Any], reference: Mapping[str, Any] | 
     bad = non_finite(full, "full-precision reference ")
     if bad is not None:
         return bad
-    base_q, new_q = _right_or_wrong(reference), _right_or_wrong(entry)
+    base_q, new_q, weights = _right_or_wrong(reference), _right_or_wrong(entry), document_weights(entry)
     full_prediction = {(q["subject"], q["index"]): q["prediction"] for q in reference["questions"]}
     same = sum(full_prediction[q["subject"], q["index"]] == q["prediction"] for q in entry["questions"])
     return _paired_verdict(
         base_q,
         new_q,
+        weights,
         rule,
         f"MMLU regression of {variant} vs full precision",
         f"MMLU {variant} is significantly better than full precision",

@@ -69,7 +69,7 @@ class QuestionResult:
             subject,
             index,
             target,
-            predict(loglikelihoods) if all_finite(loglikelihoods) else NO_ANSWER,
+            predict(loglikelihoods) if all_finite(loglikelihoods) and all_finite([score or 0.0]) else NO_ANSWER,
             tuple(loglikelihoods),
             None if is_greedy is None else tuple(bool(g) for g in is_greedy),
             score,
@@ -86,7 +86,9 @@ class QuestionResult:
 
     @property
     def finite(self) -> bool:
-        return all_finite(self.loglikelihoods)
+        """Its log-likelihoods, and a task metric's value (mc2 of log-likelihoods below -745 is
+        0/0), are numbers: else it has no answer."""
+        return all_finite(self.loglikelihoods) and (self.score is None or all_finite([self.score]))
 
 
 def question_value(q: Mapping[str, Any]) -> float:
@@ -106,6 +108,21 @@ def shots_text(shots: int | None) -> str:
 def measure_text(task: Mapping[str, Any] | None) -> str:
     """What an evaluation's accuracy is: ``MMLU accuracy``, or ``lm-eval acc_norm``."""
     return "MMLU accuracy" if not task else f"lm-eval {task.get('metric')}"
+
+
+def document_weights(entry: Mapping[str, Any]) -> dict[tuple[str, int], float] | None:
+    """Each question's weight in an entry's accuracy, mean 1: None where all weigh alike; for a
+    group of lm-eval tasks that averages its tasks (``weight_by_size`` false), each task's
+    documents share one task's weight."""
+    task = entry.get("task") or {}
+    name = task.get("name")
+    if name not in (task.get("groups") or {}) or (task.get("weight_by_size") or {}).get(name, True):
+        return None
+    counts: dict[str, int] = defaultdict(int)
+    for q in entry["questions"]:
+        counts[q["subject"]] += 1
+    total = sum(counts.values())
+    return {(q["subject"], q["index"]): total / (len(counts) * counts[q["subject"]]) for q in entry["questions"]}
 
 
 @dataclass(frozen=True)
@@ -217,8 +234,8 @@ class EvaluationResult:
     def per_subject(self) -> dict[str, Accuracy]:
         """Per MMLU subject; of a task evaluation, per task and per group in it."""
         found = self._grouped(lambda q: q.subject)
-        if self.task is not None:
-            found.update((g, self._group(g)) for g in self.task.get("groups", {}) if g != self.task["name"])
+        if self.task is not None:  # the evaluated group too: a floor may name it
+            found.update((g, self._group(g)) for g in self.task.get("groups", {}))
         return found
 
     @property

@@ -32,7 +32,9 @@ from ..sources import looks_like_path
 from ..text import first_line
 
 # Files in a model folder that are never loaded; anything else counts as model content.
-IGNORED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", ".lock", ".tmp")
+# .pyc/.pyo: Python's compiled copies of code in the folder (written when it is imported,
+# stamped with the source's time), never content of their own.
+IGNORED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", ".lock", ".tmp", ".pyc", ".pyo")
 IGNORED_NAMES = ("LICENSE", "LICENSE.txt", "NOTICE", "USE_POLICY")
 MEMO_NAME = "content-hashes.json"
 RACY_SECONDS = 2.0  # a file changed this recently may change again within the same clock tick
@@ -94,7 +96,8 @@ class ContentHashes:
         h = hashlib.sha256()
         for path in sorted(folder.rglob("*")):
             relative = path.relative_to(folder)
-            if may_be_loaded(path) and not any(part.startswith(".") for part in relative.parts):
+            hidden = any(part.startswith(".") or part == "__pycache__" for part in relative.parts)
+            if may_be_loaded(path) and not hidden:
                 h.update(f"{relative.as_posix()}:{self.file(path)}\n".encode())
         found = "sha256:" + h.hexdigest()
         self._folders[str(folder.resolve())] = found

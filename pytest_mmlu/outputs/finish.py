@@ -13,6 +13,7 @@ from ..records import own_evaluations
 from ..reports.baseline import BaselineWriteError, write_baseline
 from ..reports.lm_eval_write import write_lm_eval
 from ..reports.report import ReportError, report_header, result_settings, write_json_atomic
+from ..tasks.registry import TaskError
 from ..text import first_line
 from .chart import write_chart
 from .github import github_summary
@@ -59,7 +60,7 @@ def finish(sess: MmluSession, exitstatus: int) -> bool:
         try:
             files = write_lm_eval(settings.report_lm_eval, report(sess), sess.data(), prepare=sess.tasks.for_entry)
             notes.append(f"pytest-mmlu: lm-eval results written under {settings.report_lm_eval} ({len(files)} files)")
-        except (OSError, ReportError) as exc:
+        except (OSError, ReportError, TaskError) as exc:  # TaskError: a task that cannot be loaded here
             notes.append(output_not_written("lm-eval results", settings.report_lm_eval, _why(exc)))
             written = False
     if settings.update_baseline:

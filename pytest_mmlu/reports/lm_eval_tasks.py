@@ -22,7 +22,9 @@ from typing import Any
 
 from ..identity import LM_EVAL_TASK_RUN, of_entry, run_key, with_questions
 from ..mmlu.chat import sha256 as hash_string  # lm-eval's hash_string: the sha256 of a text
+from ..mmlu.results import QuestionResult
 from ..records import own_evaluations
+from ..tasks.prepared import doc_hash
 from ..tasks.registry import TaskError
 from .report import ReportError
 
@@ -51,13 +53,6 @@ def rescored(prepared: Any, leaf: str, resps: Mapping[int, list[tuple[float, boo
     for inst in instances:
         by_doc.setdefault(inst.doc_id, []).append(inst)
     return {d.doc_id: (by_doc[d.doc_id], d.metrics) for d in docs}
-
-
-def _doc_hash(doc: Any) -> str:
-    """lm-eval's ``doc_hash`` of a sample."""
-    from lm_eval.utils import handle_non_serializable
-
-    return hash_string(json.dumps(doc, indent=2, default=handle_non_serializable, ensure_ascii=False))
 
 
 def task_hashes(samples_of: Mapping[str, list[dict[str, Any]]]) -> dict[str, str]:
@@ -106,15 +101,18 @@ def task_runs_of(report: Mapping[str, Any]) -> list[TaskRun]:
                     kept = {k: v for k, v in identity.items() if k not in ("data", "questions", "n", "task", "shots")}
                     fits = TaskRun(kept, ev.get("variant") or "full")
                     runs.append((key, fits))
-                fits.leaves.setdefault(leaf, ev)
+                held = fits.leaves.get(leaf)
+                if held is None or len(held["questions"]) < len(ev["questions"]):
+                    fits.leaves[leaf] = ev  # the evaluation with the most documents of it
     return [run for _, run in runs]
 
 
 def write_task_run(out: Path, run: TaskRun, prepare: Prepare, date: str, header: Mapping[str, Any]) -> list[Path]:
     """One lm-eval run of ``run``'s tasks under ``out``: ``results_<date>.json`` and a
     ``samples_<task>_<date>.jsonl`` per task. ``header``: the results file's run fields."""
-    from lm_eval.api.metrics import mean
     from lm_eval.utils import handle_non_serializable
+
+    from ..tasks.evaluation import aggregate  # the engine's module: torch
 
     results: dict[str, Any] = {}
     configs: dict[str, Any] = {}
@@ -152,7 +150,7 @@ def write_task_run(out: Path, run: TaskRun, prepare: Prepare, date: str, header:
                 "filtered_resps": pairs,
                 "filter": "none",
                 "metrics": list(metrics),
-                "doc_hash": _doc_hash(doc),
+                "doc_hash": doc_hash(doc),
                 "prompt_hash": hash_string(instances[0].arguments[0]),
                 "target_hash": hash_string(str(target)),
                 **metrics,
@@ -161,15 +159,14 @@ def write_task_run(out: Path, run: TaskRun, prepare: Prepare, date: str, header:
             for metric, value in metrics.items():
                 values.setdefault(metric, []).append(value)
         samples_of[leaf] = samples
-        aggregations = task.aggregation()
         results[leaf] = {"name": leaf, "alias": leaf, "sample_len": len(samples)} | {
-            f"{metric},none": float(aggregations.get(metric, mean)(items)) for metric, items in values.items()
+            f"{metric},none": value for metric, value in aggregate(task, values).items()
         }
         configs[leaf] = json.loads(json.dumps(task.dump_config(), default=handle_non_serializable))
         versions[leaf] = task.VERSION
         n_shot[leaf] = prepared.shots[leaf]
         higher[leaf] = dict(task.higher_is_better())
-        n_samples[leaf] = {"original": len({i.doc_id for i in prepared.instances[leaf]}), "effective": len(samples)}
+        n_samples[leaf] = {"original": len(task.eval_docs), "effective": len(samples)}
     groups = {g: m for ev in run.leaves.values() for g, m in ((ev.get("task") or {}).get("groups") or {}).items()}
     document = {
         "results": results,
@@ -202,6 +199,13 @@ def write_task_run(out: Path, run: TaskRun, prepare: Prepare, date: str, header:
 
 
 # -- reading: an lm-eval run of tasks as a baseline -----------------------------------------------
+def arguments_in_order(given: Mapping[str, Mapping[str, Any]]) -> list[list[Any]]:
+    """A sample's ``arguments`` (``gen_args_<i>``: ``{"arg_<j>": ...}``) as lists, by request
+    number (``gen_args_10`` after ``gen_args_9``)."""
+    ordered = sorted(given.items(), key=lambda item: int(item[0].rsplit("_", 1)[-1]))
+    return [[a.get(f"arg_{j}") for j in range(len(a))] for _, a in ordered]
+
+
 def task_baseline_entry(run: Any, ev: Mapping[str, Any], prepare: Prepare | None) -> dict[str, Any]:
     """The lm-eval run ``run`` (``lm_eval_read.LmEvalRun``) as the baseline entry of the task
     evaluation ``ev``, or ``{"refused": why}``. ``prepare`` gives ``ev``'s tasks, prepared as
@@ -212,9 +216,14 @@ def task_baseline_entry(run: Any, ev: Mapping[str, Any], prepare: Prepare | None
         prepared = prepare(ev)
     except TaskError as exc:
         return {"refused": str(exc)}
+    if prepared.fingerprint != of_entry(ev).get("data"):
+        return {
+            "refused": f"the tasks of {ev['task']['name']} now make other documents or prompts than the "
+            "evaluation was made on: its baseline cannot be checked"
+        }
     results = run.results
     metric = ev["task"]["metric"]
-    questions = []
+    questions: list[dict[str, Any]] = []
     wanted: dict[str, list[int]] = {}
     for q in ev["questions"]:
         wanted.setdefault(q["subject"], []).append(q["index"])
@@ -232,7 +241,7 @@ def task_baseline_entry(run: Any, ev: Mapping[str, Any], prepare: Prepare | None
         task = prepared.tasks.tasks[leaf]
         if str(version) != str(task.VERSION):
             return {"refused": f"{leaf} was run at task version {version}, this evaluation's is {task.VERSION}"}
-        by_doc = {int(s["doc_id"]): s for s in run.samples[leaf]}
+        by_doc = {int(s["doc_id"]): s for s in run.samples[leaf] if s.get("filter", "none") == "none"}
         mine: dict[int, list[Any]] = {}
         for inst in prepared.instances[leaf]:
             mine.setdefault(inst.doc_id, []).append(inst)
@@ -241,12 +250,12 @@ def task_baseline_entry(run: Any, ev: Mapping[str, Any], prepare: Prepare | None
             sample = by_doc.get(doc_id)
             if sample is None:
                 return {"refused": f"the lm-eval run has no sample for {leaf}#{doc_id} (run it with a larger --limit)"}
+            if doc_id not in mine:
+                return {"refused": f"this evaluation's tasks hold no document {leaf}#{doc_id}"}
             instances = sorted(mine[doc_id], key=lambda i: i.idx)
-            arguments = [
-                [a.get(f"arg_{j}") for j in range(len(a))] for _, a in sorted((sample.get("arguments") or {}).items())
-            ]
+            arguments = arguments_in_order(sample.get("arguments") or {})
             target = str(task.doc_to_target(instances[0].doc))
-            if sample.get("doc_hash") != _doc_hash(instances[0].doc) or str(sample.get("target")) != target:
+            if sample.get("doc_hash") != doc_hash(instances[0].doc) or str(sample.get("target")) != target:
                 return {"refused": f"made on other data: lm-eval's {leaf}#{doc_id} is not this evaluation's document"}
             if arguments != [list(inst.arguments) for inst in instances]:
                 return {
@@ -254,24 +263,37 @@ def task_baseline_entry(run: Any, ev: Mapping[str, Any], prepare: Prepare | None
                     "(other few-shot examples or template)"
                 }
             pairs = sample.get("filtered_resps") or []
+            if len(pairs) != len(instances):
+                return {
+                    "refused": f"lm-eval's sample for {leaf}#{doc_id} holds {len(pairs)} responses "
+                    f"for its {len(instances)} requests"
+                }
             resps[doc_id] = [(float(p[0]), str(p[1]) == "True") for p in pairs]
         for doc_id, (_, metrics) in rescored(prepared, leaf, resps).items():
             logged = by_doc[doc_id].get(metric)
             value = float(metrics[metric])
-            if logged is None or not math.isclose(float(logged), value, abs_tol=1e-6):
+            both_nan = logged is not None and math.isnan(float(logged)) and math.isnan(value)
+            if logged is None or not (both_nan or math.isclose(float(logged), value, abs_tol=1e-6)):
                 return {
                     "refused": f"lm-eval's {metric} of {leaf}#{doc_id} is {logged}, and lm-eval computes {value} "
                     "from its log-likelihoods here: another metric definition"
                 }
-            lls = [ll for ll, _ in resps[doc_id]]
+            question = QuestionResult.scored(
+                leaf,
+                doc_id,
+                prepared.target(leaf, mine[doc_id][0].doc),
+                tuple(ll for ll, _ in resps[doc_id]),
+                tuple(g for _, g in resps[doc_id]),
+                score=value,
+            )
             questions.append(
                 {
                     "subject": leaf,
                     "index": doc_id,
-                    "target": prepared.target(leaf, mine[doc_id][0].doc),
-                    "prediction": max(range(len(lls)), key=lambda i: (lls[i], -i)),
-                    "loglikelihoods": lls,
-                    "is_greedy": [g for _, g in resps[doc_id]],
+                    "target": question.target,
+                    "prediction": question.prediction,
+                    "loglikelihoods": list(question.loglikelihoods),
+                    "is_greedy": list(question.is_greedy or ()),
                     "score": value,
                 }
             )

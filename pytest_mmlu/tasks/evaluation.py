@@ -24,7 +24,7 @@ from ..mmlu.prompts import LmEvalTokenizer, TokenRequest
 from ..mmlu.results import EvaluationResult, QuestionResult
 from ..models.load import LoadedModel
 from .prepared import PreparedTask, build_instances
-from .registry import TaskSet
+from .registry import TaskError, TaskSet
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,13 @@ class TaskEvaluator:
             )
             for d in scored.docs
         ]
+        outside = [q for q in questions if q.score is not None and q.finite and not 0 <= q.score <= 1]
+        if outside:
+            q = outside[0]
+            raise TaskError(
+                f"lm-eval task {q.subject!r}: metric {prepared.metric!r} is {q.score} for document {q.index}: "
+                "pytest-mmlu gates metrics whose values lie in [0, 1] (an accuracy, a probability mass)"
+            )
         batch_sizes = scored.batch_sizes
         return EvaluationResult(
             subjects=tuple(prepared.tasks.tasks),

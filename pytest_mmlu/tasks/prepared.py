@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..markers import TaskSpec
+from ..mmlu.chat import sha256 as hash_string  # lm-eval's hash_string: the sha256 of a text
 from ..mmlu.results import EvaluationResult
 from ..mmlu.shards import empty_result
 from .registry import FEWSHOT_SEED, TaskError, TaskSet, check_requests, load_task_set
@@ -29,6 +30,7 @@ class PreparedTask:
     tasks: TaskSet
     instances: dict[str, list[Any]]  # leaf task -> its Instances, every document of the limit
     metric: str
+    include_path: str | None = None  # the --mmlu-include-path folder the tasks were found in
 
     @property
     def shots(self) -> dict[str, int]:
@@ -54,7 +56,9 @@ class PreparedTask:
             "asked": self.spec.asked,
             "metric": self.metric,
             "shots": self.shots,
-            "groups": dict(self.tasks.groups),
+            # groups lm-eval reports the metric of (an aggregate of it); a tag's, or another
+            # metric's group, has no value of its own
+            "groups": {g: m for g, m in self.tasks.groups.items() if g in self._aggregated_groups()},
             "weight_by_size": {
                 group: all(
                     bool(getattr(entry, "weight_by_size", True)) for entry in entries if entry.metric == self.metric
@@ -63,18 +67,25 @@ class PreparedTask:
             },
         }
 
+    def _aggregated_groups(self) -> set[str]:
+        return {
+            group
+            for group, entries in self.tasks.group_aggregates.items()
+            if any(entry.metric == self.metric for entry in entries)
+        }
+
     @functools.cached_property
     def fingerprint(self) -> str:
         """sha256 of what the model reads and is scored against: every request's context and
-        continuation and every document's target, task by task (a change of data, prompt or
-        few-shot draw changes it)."""
+        continuation, and every document whole (lm-eval's ``doc_hash``: what ``process_results``
+        reads, such as mc2's labels) with its target, task by task."""
         h = hashlib.sha256()
         for name in sorted(self.instances):
             task = self.tasks.tasks[name]
             for inst in self.instances[name]:
                 h.update(json.dumps([name, inst.doc_id, inst.idx, *inst.arguments], ensure_ascii=False).encode())
             for doc_id, doc in _unique_docs(self.instances[name]).items():
-                h.update(json.dumps([name, doc_id, task.doc_to_target(doc)], default=str).encode())
+                h.update(json.dumps([name, doc_id, doc_hash(doc), str(task.doc_to_target(doc))]).encode())
         return "sha256:" + h.hexdigest()
 
     def target(self, name: str, doc: Any) -> int:
@@ -93,11 +104,7 @@ class PreparedTask:
         """The identity's ``task`` field: the name, the metric, each leaf task's version and a
         hash of its configuration (functions by their source; lm-eval's ``dump_config``), and
         the include folder's content (``include_path``: ``sha256:`` of its files, or None)."""
-        configs = {}
-        for name, task in sorted(self.tasks.tasks.items()):
-            config = {k: v for k, v in task.dump_config().items() if k != "config_source"}
-            text = json.dumps(config, sort_keys=True, default=_by_source, ensure_ascii=False)
-            configs[name] = hashlib.sha256(text.encode()).hexdigest()
+        configs = {name: config_hash(task.dump_config(), self.include_path) for name, task in self.tasks.tasks.items()}
         return {
             "name": self.spec.task,
             "metric": self.metric,
@@ -114,6 +121,16 @@ class PreparedTask:
         )
 
 
+def config_hash(config: dict[str, Any], include_path: str | None) -> str:
+    """sha256 of a task's configuration as lm-eval dumps it: functions by their source, and
+    neither an object's address (it changes with each process) nor this machine's folder."""
+    kept = {k: v for k, v in config.items() if k != "config_source"}
+    text = re.sub(r" at 0x[0-9a-f]+", "", json.dumps(kept, sort_keys=True, default=_by_source, ensure_ascii=False))
+    if include_path:
+        text = text.replace(include_path, "<include_path>")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _by_source(value: Any) -> str:
     """A configuration value JSON cannot hold: a function by its source (lm-eval's own rule in
     ``TaskConfig.serialize_function``), never by its address, which changes with each process."""
@@ -122,7 +139,14 @@ def _by_source(value: Any) -> str:
             return inspect.getsource(value)
         except (OSError, TypeError):
             return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__name__)}"
-    return re.sub(r" at 0x[0-9a-f]+", "", str(value))
+    return str(value)
+
+
+def doc_hash(doc: Any) -> str:
+    """lm-eval's ``doc_hash`` of a document (its samples files hold it)."""
+    from lm_eval.utils import handle_non_serializable
+
+    return hash_string(json.dumps(doc, indent=2, default=handle_non_serializable, ensure_ascii=False))
 
 
 def _unique_docs(instances: Iterable[Any]) -> dict[int, Any]:
@@ -178,8 +202,9 @@ def judged_metric(tasks: TaskSet, asked: str | None) -> str:
     return metric
 
 
-def prepare(manager: Any, spec: TaskSpec) -> PreparedTask:
-    """``spec``'s tasks loaded by ``manager`` (lm-eval's TaskManager), requests built."""
+def prepare(manager: Any, spec: TaskSpec, include_path: str | None = None) -> PreparedTask:
+    """``spec``'s tasks loaded by ``manager`` (lm-eval's TaskManager, reading ``include_path``),
+    requests built."""
     tasks = load_task_set(manager, spec.task, spec.shots)
     metric = judged_metric(tasks, spec.metric)
-    return PreparedTask(spec, tasks, build_instances(tasks, spec.limit), metric)
+    return PreparedTask(spec, tasks, build_instances(tasks, spec.limit), metric, include_path)

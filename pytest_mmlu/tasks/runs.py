@@ -60,7 +60,7 @@ class TaskRuns:
         key = spec.key()
         if key not in self._prepared:
             try:
-                self._prepared[key] = prepare(self.manager(spec.task), spec)
+                self._prepared[key] = prepare(self.manager(spec.task), spec, self.include_path)
             except TaskError:
                 raise
             except Exception as exc:  # noqa: BLE001 - lm-eval and datasets raise anything

@@ -219,8 +219,13 @@ def test_task_samples_written_as_lm_eval_writes_them_and_read_back_as_a_baseline
     got = {(q["subject"], q["index"]): q["score"] for q in baseline["questions"]}
     assert got.keys() == {(q.subject, q.index) for q in result.questions}
     assert all(math.isclose(got[q.subject, q.index], q.score, abs_tol=1e-4) for q in result.questions)
-    # another few-shot count is refused, naming it
+    # an evaluation with another few-shot count is refused, naming it
     other = prepare(task_manager(str(folder), defaults=False), TaskSpec(name, SHOTS[name] + 1, DOCS))
     if other.shots[name] != prepared.shots[name]:
-        refused = task_baseline_entry(LmEvalRun.load(tmp_path / "theirs"), entry, lambda ev: other)["refused"]
+        other_entry = {
+            **TaskEvaluator(loaded).evaluate_prepared(other).to_dict(),
+            "identity": {"dtype": "float32", "data": other.fingerprint},
+        }
+        run = LmEvalRun.load(tmp_path / "theirs")
+        refused = task_baseline_entry(run, other_entry, lambda ev: other)["refused"]
         assert refused == f"{name} was run {SHOTS[name]}-shot, this evaluation is {SHOTS[name] + 1}-shot"

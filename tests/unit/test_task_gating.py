@@ -33,7 +33,7 @@ def group_result(weight_by_size: bool) -> EvaluationResult:
 def test_a_group_is_weighed_as_lm_eval_weighs_it():
     assert group_result(True).accuracy == pytest.approx(2 / 8)  # pooled over documents
     assert group_result(False).accuracy == pytest.approx(0.5)  # the mean of its tasks' means
-    assert set(group_result(True).per_subject) == {"small", "large"}
+    assert set(group_result(True).per_subject) == {"small", "large", "pair"}  # the group: a floor may name it
     assert group_result(True).per_category == {}
 
 
@@ -107,3 +107,134 @@ def test_a_task_of_the_include_folder_is_found_without_indexing_lm_eval_s_regist
     assert runs.manager("mine") is runs.manager("mine") and made == [False]
     runs.manager("mixed")  # names a registry task: the registry is needed
     assert made == [False, True]
+
+
+def test_a_task_evaluation_s_identity_changes_with_what_changes_its_scores(tmp_path):
+    """The cache's key of a task evaluation: its prompts, its metric, its configuration and the
+    include folder's content each change it; nothing else does (the same folder read twice)."""
+    import json
+
+    from task_folders import write_task_folder
+
+    from pytest_mmlu.identity import CACHE, difference
+    from pytest_mmlu.models.content import ContentHashes
+    from pytest_mmlu.tasks.runs import TaskRuns
+
+    folder = write_task_folder(tmp_path / "tasks", docs=4)
+    common = {
+        "model": "sha256:m",
+        "quantization": "none",
+        "adapter": None,
+        "adapter_name": None,
+        "merge_adapter": False,
+        "dtype": "float32",
+        "device": "cpu",
+        "scoring": 1,
+        "software": {},
+    }
+
+    def identity(spec=None):
+        spec = spec or TaskSpec("arc_style", 1, 3)
+        runs = TaskRuns(str(folder), lambda: ContentHashes().folder(folder), None, chat=False)
+        return runs.identity(spec, common)
+
+    first = identity()
+    assert difference(first, identity(), CACHE) is None
+    assert first["task"]["metric"] == "acc" and first["n"] == 3
+    assert difference(first, identity(TaskSpec("arc_style", 1, 3, "acc_norm")), CACHE).field == "task"
+    assert difference(first, identity(TaskSpec("arc_style", 2, 3)), CACHE).field == "data"  # other prompts
+    mc2 = TaskSpec("truthfulqa_mc2_style", None, 3)
+    before = identity(mc2)
+    data = folder / "truthfulqa_mc2_style_validation.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[0]["mc2_targets"]["labels"] = rows[0]["mc2_targets"]["labels"][::-1]  # relabelled, same prompts
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert difference(before, identity(mc2), CACHE).field == "data"
+    (folder / "notes.py").write_text("# a helper the YAMLs may call\n")
+    assert difference(first, identity(), CACHE).phrase.startswith("another lm-eval task (include_path")
+    config = json.loads((folder / "arc_style.yaml").read_text())
+    (folder / "arc_style.yaml").write_text(json.dumps({**config, "target_delimiter": ": "}))
+    changed = identity()
+    assert changed["data"] != first["data"] and changed["task"]["configs"] != first["task"]["configs"]
+
+
+def test_a_metric_value_that_is_not_a_number_is_no_answer_and_fails():
+    """mc2 of log-likelihoods below -745 is 0/0: finite log-likelihoods, a NaN value."""
+    from pytest_mmlu.gates import non_finite
+
+    result = make_result([doc("t", 0, float("nan")), doc("t", 1, 1.0)], task={"name": "t", "metric": "acc"})
+    assert not result.questions[0].finite and result.questions[0].prediction == -1
+    verdict = non_finite(result)
+    assert verdict is not None and "(NaN) for 1 of 2 questions: t#0" in verdict.line
+
+
+def test_a_floor_on_the_evaluated_group_itself_is_judged():
+    result = group_result(True)  # the group's acc is 0.25
+    (verdict,) = floors(result, Floor(None, {"pair": 0.9}))
+    assert verdict.line.startswith("lm-eval acc 0.250 < floor 0.900") and verdict.line.endswith(", pair)")
+
+
+def test_a_mean_drop_of_a_metric_is_found_where_signs_alone_miss_it():
+    """70 documents rise a hair, 30 fall by 0.2: the mean drops by 0.059."""
+    base = [0.5] * 100
+    new = [0.5011] * 70 + [0.30] * 30
+    c = compare_paired(base, new)
+    assert c.test == "sign-flip permutation" and (c.lost, c.gained) == (30, 70)
+    assert c.regressed(0.02, 0.05) and c.p_worse < 0.001
+    assert not compare_paired(base, base).regressed(0.0, 0.05)
+
+
+def test_a_group_averaging_its_tasks_weighs_each_task_alike_in_the_paired_test():
+    """A 2-document task drops from right to wrong, a 6-document one holds: the group's acc (the
+    mean of the tasks') drops by 0.5, the pooled documents' by 0.25."""
+    from pytest_mmlu.mmlu.results import document_weights
+
+    entry = group_result(False).to_dict()
+    weights = document_weights(entry)
+    assert (
+        weights is not None
+        and weights["small", 0] == pytest.approx(2.0)
+        and weights["large", 0] == pytest.approx(8 / 12)
+    )
+    keys = sorted(weights)
+    base = [1.0 if k[0] == "small" else 0.0 for k in keys]
+    new = [0.0] * len(keys)
+    c = compare_paired(base, new, [weights[k] for k in keys])
+    assert c.drop == pytest.approx(0.5)
+    assert document_weights(group_result(True).to_dict()) is None
+
+
+def test_a_task_config_hash_holds_no_address_nor_this_machine_s_folder():
+    from pytest_mmlu.tasks.prepared import config_hash
+
+    one = {"process_results": "functools.partial(<function pr at 0x7f1d78796160>, k=2)", "data": "/a/b/x.jsonl"}
+    two = {"process_results": "functools.partial(<function pr at 0x7effe828a160>, k=2)", "data": "/c/x.jsonl"}
+    assert config_hash(one, "/a/b") == config_hash(two, "/c")
+    assert config_hash(one, "/a/b") != config_hash({**one, "k": 3}, "/a/b")
+
+
+def test_lm_eval_sample_arguments_are_read_in_request_order():
+    from pytest_mmlu.reports.lm_eval_tasks import arguments_in_order
+
+    given = {f"gen_args_{i}": {"arg_0": "context", "arg_1": f" choice {i}"} for i in range(12)}
+    assert [a[1] for a in arguments_in_order(given)] == [f" choice {i}" for i in range(12)]
+
+
+def test_a_baseline_is_not_checked_against_tasks_that_changed_since_the_evaluation():
+    from types import SimpleNamespace
+
+    from pytest_mmlu.reports.lm_eval_tasks import task_baseline_entry
+
+    ev = {"task": {"name": "arc", "metric": "acc"}, "identity": {"data": "sha256:then"}, "questions": []}
+    refused = task_baseline_entry(None, ev, lambda _: SimpleNamespace(fingerprint="sha256:now"))["refused"]
+    assert "now make other documents or prompts" in refused
+
+
+def test_python_s_compiled_copies_are_not_content(tmp_path):
+    from pytest_mmlu.models.content import ContentHashes
+
+    (tmp_path / "utils.py").write_text("def f(): return 1\n")
+    before = ContentHashes().folder(tmp_path)
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "utils.cpython-311.pyc").write_bytes(b"compiled at some time")
+    assert ContentHashes().folder(tmp_path) == before
