@@ -269,8 +269,9 @@ class MmluSession:
             result = as_asked(result, spec)
         if result is None and self.settings.shard is not None and not identity["n"]:
             if isinstance(spec, TaskSpec):  # nothing of this evaluation is ours
-                return self.tasks.prepared(spec).empty_result(budget, identity)
-            return empty_result(spec, budget, self.data().fingerprint(spec.subjects), identity)
+                return self.tasks.prepared(spec).empty_result(budget, identity, variant.label)
+            fingerprint = self.data().fingerprint(spec.subjects)
+            return empty_result(spec, budget, fingerprint, identity, variant=variant.label)
         if result is None:
             if isinstance(spec, TaskSpec):
                 result = self.tasks.evaluate(self.evaluator(variant, tasks=True), spec, budget, progress)

@@ -84,10 +84,12 @@ def empty_result(
     subjects: tuple[str, ...] | None = None,
     shots: int | None = None,
     task: dict[str, Any] | None = None,
+    variant: str = "full",
 ) -> EvaluationResult:
     """The result of an evaluation none of whose questions falls in this shard: nothing ran
     (no model load for it, peak 0), yet the report keeps its row for the merge. ``subjects``,
-    ``shots`` and ``task``: an lm-eval task evaluation's (its tasks, as loaded)."""
+    ``shots`` and ``task``: an lm-eval task evaluation's (its tasks, as loaded); ``variant``: the
+    model variant it is of (every shard's entry names the same)."""
 
     return EvaluationResult(
         subjects=spec.subjects if subjects is None else subjects,
@@ -106,4 +108,5 @@ def empty_result(
         data_fingerprint=fingerprint,
         identity=identity,
         task=task,
+        variant=variant,
     )

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..markers import TaskSpec
@@ -39,9 +40,8 @@ class PreparedTask:
 
     @property
     def shown_shots(self) -> int | None:
-        """The few-shot count a result shows: the one asked, else the tasks' own when they agree."""
-        if self.spec.shots is not None:
-            return self.spec.shots
+        """The few-shot count a result shows: the tasks' as run, where they agree (a YAML that
+        fixes 0 keeps 0 whatever was asked, as in lm-eval)."""
         counts = set(self.shots.values())
         return counts.pop() if len(counts) == 1 else None
 
@@ -104,7 +104,10 @@ class PreparedTask:
         """The identity's ``task`` field: the name, the metric, each leaf task's version and a
         hash of its configuration (functions by their source; lm-eval's ``dump_config``), and
         the include folder's content (``include_path``: ``sha256:`` of its files, or None)."""
-        configs = {name: config_hash(task.dump_config(), self.include_path) for name, task in self.tasks.tasks.items()}
+        configs = {
+            name: config_hash(task.config.to_dict(keep_callable=True), self.include_path)
+            for name, task in self.tasks.tasks.items()
+        }
         return {
             "name": self.spec.task,
             "metric": self.metric,
@@ -113,17 +116,17 @@ class PreparedTask:
             "include_path": include_path,
         }
 
-    def empty_result(self, budget_bytes: int | None, identity: Any = None) -> EvaluationResult:
+    def empty_result(self, budget_bytes: int | None, identity: Any, variant: str) -> EvaluationResult:
         """The result in a CI shard that holds none of its documents (``mmlu.shards``)."""
-        tasks = tuple(self.tasks.tasks)
-        return empty_result(
-            self.spec, budget_bytes, self.fingerprint, identity, tasks, self.shown_shots, self.description()
-        )
+        tasks, shots, task = tuple(self.tasks.tasks), self.shown_shots, self.description()
+        return empty_result(self.spec, budget_bytes, self.fingerprint, identity, tasks, shots, task, variant)
 
 
 def config_hash(config: dict[str, Any], include_path: str | None) -> str:
-    """sha256 of a task's configuration as lm-eval dumps it: functions by their source, and
-    neither an object's address (it changes with each process) nor this machine's folder."""
+    """sha256 of a task's configuration (lm-eval's ``TaskConfig.to_dict``, functions kept): each
+    function by the whole source file of its module (its constants and helpers count too, where
+    ever the file lies), and neither an object's address (it changes with each process) nor
+    this machine's folder."""
     kept = {k: v for k, v in config.items() if k != "config_source"}
     text = re.sub(r" at 0x[0-9a-f]+", "", json.dumps(kept, sort_keys=True, default=_by_source, ensure_ascii=False))
     if include_path:
@@ -132,13 +135,17 @@ def config_hash(config: dict[str, Any], include_path: str | None) -> str:
 
 
 def _by_source(value: Any) -> str:
-    """A configuration value JSON cannot hold: a function by its source (lm-eval's own rule in
-    ``TaskConfig.serialize_function``), never by its address, which changes with each process."""
+    """A configuration value JSON cannot hold: a function by its name and its module's whole
+    source file (a partial by its function and arguments), never by its address."""
+    if isinstance(value, functools.partial):
+        return f"partial({_by_source(value.func)}, {value.args!r}, {value.keywords!r})"
     if callable(value):
+        name = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__name__)}"
         try:
-            return inspect.getsource(value)
+            source = Path(inspect.getsourcefile(value) or "").read_bytes()
         except (OSError, TypeError):
-            return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__name__)}"
+            return name  # built in, or of a module without a file: its library's version counts
+        return f"{name} in a file of sha256 {hashlib.sha256(source).hexdigest()}"
     return str(value)
 
 

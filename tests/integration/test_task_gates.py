@@ -71,6 +71,12 @@ def test_nr_missing(mmlu_result):
 def test_full_pass(mmlu_result):
     pass
 
+@pytest.mark.mmlu_variant(quantization="int8")
+@pytest.mark.lm_eval_task("hellaswag_style", shots=1, limit=1)
+@pytest.mark.mmlu_no_regression(against="full", max_drop=1.0)
+def test_full_one_document(mmlu_result):  # in two shards, one holds none of it
+    pass
+
 @pytest.mark.mmlu_accuracy_floor(0.0)
 def test_evaluated_in_body(mmlu):
     mmlu.evaluate_task("hellaswag_style", shots=1, limit=4)
@@ -87,6 +93,7 @@ EXPECTED = {
     "test_nr_fail": ("failed", ("regression",)),
     "test_nr_missing": ("failed", ("missing-baseline",)),
     "test_full_pass": ("passed", ()),
+    "test_full_one_document": ("passed", ()),
     "test_evaluated_in_body": ("passed", ()),
 }
 

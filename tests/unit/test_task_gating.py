@@ -145,6 +145,8 @@ def test_a_task_evaluation_s_identity_changes_with_what_changes_its_scores(tmp_p
     assert difference(first, identity(TaskSpec("arc_style", 2, 3)), CACHE).field == "data"  # other prompts
     mc2 = TaskSpec("truthfulqa_mc2_style", None, 3)
     before = identity(mc2)
+    asked_five = TaskRuns(str(folder), lambda: None, None, chat=False).prepared(TaskSpec("truthfulqa_mc2_style", 5, 3))
+    assert asked_five.shown_shots == 0  # its YAML fixes 0: what ran is shown, as lm-eval keeps it
     data = folder / "truthfulqa_mc2_style_validation.jsonl"
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     rows[0]["mc2_targets"]["labels"] = rows[0]["mc2_targets"]["labels"][::-1]  # relabelled, same prompts
@@ -238,3 +240,25 @@ def test_python_s_compiled_copies_are_not_content(tmp_path):
     (tmp_path / "__pycache__").mkdir()
     (tmp_path / "__pycache__" / "utils.cpython-311.pyc").write_bytes(b"compiled at some time")
     assert ContentHashes().folder(tmp_path) == before
+
+
+def test_a_task_function_counts_by_its_whole_module_wherever_it_lies(tmp_path):
+    """A metric's module outside the include folder: a constant it reads changes the hash."""
+    import importlib.util
+
+    from pytest_mmlu.tasks.prepared import config_hash
+
+    def load(text):
+        path = tmp_path / "utils.py"
+        path.write_text(text)
+        spec = importlib.util.spec_from_file_location(f"utils_{abs(hash(text))}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.process_results
+
+    code = "WEIGHT = {}\n\ndef process_results(doc, results):\n    return {{'acc': WEIGHT}}\n"
+    one, other = load(code.format(1.0)), load(code.format(0.0))
+    assert config_hash({"process_results": one}, None) != config_hash({"process_results": other}, None)
+    import functools
+
+    assert config_hash({"f": functools.partial(one, 1)}, None) == config_hash({"f": functools.partial(one, 1)}, None)
