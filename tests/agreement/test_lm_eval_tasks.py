@@ -219,6 +219,18 @@ def test_task_samples_written_as_lm_eval_writes_them_and_read_back_as_a_baseline
     got = {(q["subject"], q["index"]): q["score"] for q in baseline["questions"]}
     assert got.keys() == {(q.subject, q.index) for q in result.questions}
     assert all(math.isclose(got[q.subject, q.index], q.score, abs_tol=1e-4) for q in result.questions)
+    # a row of another filter is not the task's answer; a row short of responses is refused
+    rows = [json.loads(line) for line in real.read_text().splitlines()]
+    other_filter = {**rows[0], "filter": "maj@2", "filtered_resps": [["0.0", "True"]] * len(rows[0]["filtered_resps"])}
+    real.write_text("".join(json.dumps(row) + "\n" for row in [*rows, other_filter]))
+    assert task_baseline_entry(LmEvalRun.load(tmp_path / "theirs"), entry, lambda ev: prepared) == baseline
+    short = {**rows[0], "filtered_resps": rows[0]["filtered_resps"][:-1]}
+    real.write_text("".join(json.dumps(row) + "\n" for row in [short, *rows[1:]]))
+    refused = task_baseline_entry(LmEvalRun.load(tmp_path / "theirs"), entry, lambda ev: prepared)["refused"]
+    assert refused.endswith(
+        f"holds {len(short['filtered_resps'])} responses for its {len(rows[0]['filtered_resps'])} requests"
+    )
+    real.write_text("".join(json.dumps(row) + "\n" for row in rows))
     # an evaluation with another few-shot count is refused, naming it
     other = prepare(task_manager(str(folder), defaults=False), TaskSpec(name, SHOTS[name] + 1, DOCS))
     if other.shots[name] != prepared.shots[name]:

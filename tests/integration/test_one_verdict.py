@@ -287,7 +287,9 @@ def test_an_evaluation_that_differs_in_one_field_is_never_served_compared_or_mer
     from pytest_mmlu import software
     from pytest_mmlu.identity import BASELINE, CACHE, MERGE
 
-    assert set(CHANGES) | {"device"} == set(CACHE.fields) == set(MERGE.fields) | {"questions"}
+    # "task" is None for every MMLU evaluation: an lm-eval task's fields, changed alone, are
+    # test_task_gates.py's own confusion test
+    assert set(CHANGES) | {"device", "task"} == set(CACHE.fields) == set(MERGE.fields) | {"questions"}
     model, adapter = tmp_path / "model", tmp_path / "adapter"
     shutil.copytree(world["good"], model)
     shutil.copytree(world["harmless"], adapter)
@@ -359,4 +361,4 @@ def test_an_evaluation_that_differs_in_one_field_is_never_served_compared_or_mer
         shutil.copy(world["good"] / "model.safetensors", model / "model.safetensors")
         shutil.copy(world["harmless"] / "adapter_model.safetensors", adapter / "adapter_model.safetensors")
     # The table above is the baseline lookup's: its fields refuse, but an adapter's content.
-    assert {f for f, (_, same) in CHANGES.items() if not same} == set(BASELINE.fields - BASELINE.presence)
+    assert {f for f, (_, same) in CHANGES.items() if not same} | {"task"} == set(BASELINE.fields - BASELINE.presence)

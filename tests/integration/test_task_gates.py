@@ -199,3 +199,47 @@ def test_every_task_gate_gives_the_same_verdict_on_every_path(pytester, tiny_mod
             name,
             {k: (v, EXPECTED.get(k)) for k, v in verdicts.items() if EXPECTED.get(k) != v},
         )
+
+
+CONFUSION_SUITE = """
+import pytest
+
+@pytest.mark.lm_eval_task("arc_style", shots=1, limit=4, metric={metric!r})
+@pytest.mark.mmlu_no_regression(max_drop=1.0)
+def test_gate(mmlu_result):
+    pass
+"""
+
+
+def test_a_task_evaluation_that_differs_in_its_task_is_never_served_or_compared_as_the_old(
+    pytester, tiny_model_dir, folder, tmp_path
+):
+    """The identity's ``task`` changed alone, end to end: another metric, another version of the
+    task (its YAML's metadata: the same prompts) is a cache miss and no baseline entry, saying
+    which part differs."""
+    import shutil
+
+    tasks = shutil.copytree(folder, tmp_path / "tasks")
+    cache, baseline = tmp_path / "cache", tmp_path / "baseline.json"
+
+    def run(metric="acc", *extra):
+        pytester.makepyfile(test_gate=CONFUSION_SUITE.format(metric=metric))
+        args = (f"--mmlu-model={tiny_model_dir}", f"--mmlu-include-path={tasks}", f"--mmlu-cache-dir={cache}")
+        result = pytester.runpytest_inprocess(*args, f"--mmlu-baseline={baseline}", "-p", "no:cacheprovider", *extra)
+        report = json.loads((pytester.path / "r.json").read_text()) if (pytester.path / "r.json").exists() else None
+        return result, report
+
+    run("acc", "--mmlu-update-baseline")[0].assert_outcomes(passed=1)
+    result, report = run("acc", f"--mmlu-report={pytester.path / 'r.json'}")
+    result.assert_outcomes(passed=1)
+    assert report["tests"][0]["evaluations"][0]["from_cache"]  # the same evaluation: served
+    result, report = run("acc_norm", f"--mmlu-report={pytester.path / 'r.json'}")
+    result.assert_outcomes(failed=1)
+    assert not report["tests"][0]["evaluations"][0]["from_cache"]
+    result.stdout.fnmatch_lines(["*another lm-eval task (metric acc in baseline, metric acc_norm in this run)*"])
+    config = json.loads((tasks / "arc_style.yaml").read_text())
+    (tasks / "arc_style.yaml").write_text(json.dumps({**config, "metadata": {"version": 99.0}}))
+    result, report = run("acc", f"--mmlu-report={pytester.path / 'r.json'}")
+    result.assert_outcomes(failed=1)
+    assert not report["tests"][0]["evaluations"][0]["from_cache"]
+    result.stdout.fnmatch_lines(["*another lm-eval task (versions {'arc_style': '1.0'}*99.0*"])
