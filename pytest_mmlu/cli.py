@@ -102,7 +102,7 @@ def _print_comparison(ev: dict[str, Any], c: dict[str, Any]) -> None:
     against = "full precision" if c.get("against") == "full" else "baseline"
     print(
         f"  overall vs {against} {c['base_accuracy']:.3f} -> {c['new_accuracy']:.3f} (n={c['n']}; "
-        f"{c['lost']} lost, {c['gained']} gained; McNemar p(worse)={c['p_worse']:.4f}, "
+        f"{c['lost']} lost, {c['gained']} gained; {c.get('test', 'McNemar')} p(worse)={c['p_worse']:.4f}, "
         f"p(better)={c['p_better']:.4f}): {word[c['verdict']]}"
     )
 

@@ -177,16 +177,10 @@ SAME_IN_EVERY_SHARD = ("subjects", "shots", "limit", "budget_bytes", "role", "va
 
 def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     (first_name, first), rest = parts[0], parts[1:]
-    for name, ev in rest:
-        for key in SAME_IN_EVERY_SHARD:
-            if ev.get(key) != first.get(key):
-                raise MergeError(
-                    f"{nodeid}: the shards evaluated different things: {key} is "
-                    f"{first.get(key)!r} in {first_name}, {ev.get(key)!r} in {name}"
-                )
     could_not_run = [(name, ev) for name, ev in parts if ev.get("accuracy") is None]
     if could_not_run:
-        # An evaluation that could not run in some shard has no whole: its errors are the verdict.
+        # An evaluation that could not run in some shard has no whole: its errors are the verdict
+        # (what it would have been, a task's tasks or its variant, is not known where it failed).
         entry = {k: v for k, v in could_not_run[0][1].items() if k not in ("shard", "judged_at_merge")}
         entry["verdicts"] = [
             {"kind": v["kind"], "line": f"{v['line']} (in {name})"}
@@ -195,6 +189,13 @@ def _merge_evaluation(nodeid: str, parts: list[tuple[str, dict[str, Any]]]) -> d
         ]
         entry["breaches"] = [v["line"] for v in entry["verdicts"]]
         return entry
+    for name, ev in rest:
+        for key in SAME_IN_EVERY_SHARD:
+            if ev.get(key) != first.get(key):
+                raise MergeError(
+                    f"{nodeid}: the shards evaluated different things: {key} is "
+                    f"{first.get(key)!r} in {first_name}, {ev.get(key)!r} in {name}"
+                )
     for name, ev in rest:
         differs = difference(of_entry(first), of_entry(ev), MERGE, (first_name, name))
         if differs is not None:

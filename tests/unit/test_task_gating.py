@@ -262,3 +262,47 @@ def test_a_task_function_counts_by_its_whole_module_wherever_it_lies(tmp_path):
     import functools
 
     assert config_hash({"f": functools.partial(one, 1)}, None) == config_hash({"f": functools.partial(one, 1)}, None)
+
+
+def test_a_task_that_could_not_load_in_one_shard_fails_its_gate_at_merge_with_lm_eval_s_reason():
+    """The other shard evaluated it: merge does not call them different evaluations, it fails
+    the gate with what stopped the task."""
+    from pytest_mmlu import SCORING_VERSION, __version__
+    from pytest_mmlu.judge import judge_record
+    from pytest_mmlu.markers import ItemMarks
+    from pytest_mmlu.records import failure_entry
+    from pytest_mmlu.reports.merge import merge_shards
+
+    spec = TaskSpec("arc", limit=2)
+    gates = ItemMarks(spec=spec, floor=Floor(0.5)).to_dict()
+    ran = make_result([doc("arc", 0, 1.0)], shots=None, task={"name": "arc", "metric": "acc"}, label="arc")
+    why = "pytest-mmlu: lm-eval task 'arc' cannot be loaded: Unable to find data/arc.jsonl"
+    entries = [
+        {**ran.to_dict(), "shard": "1/2", "unsharded_n": 2},
+        {**failure_entry(spec, None, "error", why), "shard": "2/2", "unsharded_n": None},
+    ]
+
+    def shard(i, entry):
+        header = {"schema": 1, "scoring_version": SCORING_VERSION, "pytest_mmlu_version": __version__, "data": "d"}
+        test = {"nodeid": "t.py::test_arc", "outcome": "passed", "gates": gates, "evaluations": [entry]}
+        report = {**header, "model": None, "settings": {}, "shard": {"index": i, "count": 2}, "tests": [test]}
+        return f"s{i}.json", report
+
+    merged = merge_shards([shard(1, entries[0]), shard(2, entries[1])])
+    (test,) = merged["tests"]
+    judgement = judge_record(test)
+    assert [v.line for v in judgement.failing] == [f"{why} (in s2.json (shard 2/2))"]
+
+
+def test_compare_names_the_test_it_ran():
+    import io
+    from contextlib import redirect_stdout
+
+    from pytest_mmlu.cli import _print_comparison
+
+    c = {"base_accuracy": 0.5, "new_accuracy": 0.4, "n": 10, "lost": 3, "gained": 1, "p_worse": 0.3, "p_better": 0.9}
+    for detail, name in (({}, "McNemar"), ({"test": "sign-flip permutation"}, "sign-flip permutation")):
+        out = io.StringIO()
+        with redirect_stdout(out):
+            _print_comparison({"per_subject": {}}, {**c, **detail, "verdict": "unchanged"})
+        assert f"; {name} p(worse)=0.3000" in out.getvalue()
