@@ -12,6 +12,7 @@ process or many alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -156,17 +157,8 @@ class MmluFixture:
     ) -> EvaluationResult:
         """``quantization``/``adapter``/``merge_adapter`` evaluate a variant of the model (unset:
         the test's ``mmlu_variant`` mark, else the session's)."""
-        overrides = {
-            k: v
-            for k, v in (("quantization", quantization), ("adapter", adapter), ("merge_adapter", merge_adapter))
-            if v is not None
-        }
-        try:
-            spec = marks.make_eval_spec(subjects, shots, limit)
-            variant = self._item.config.stash[SESSION].variant_of(self._item.stash[MARKS].variant, **overrides)
-        except ValueError as exc:  # MarkerError too
-            fail([gates.bad_evaluate_call(str(exc))])
-        return self._run(spec, variant)
+        variant = {"quantization": quantization, "adapter": adapter, "merge_adapter": merge_adapter}
+        return self._evaluate("evaluate", lambda: marks.make_eval_spec(subjects, shots, limit), variant)
 
     def evaluate_task(
         self,
@@ -182,20 +174,19 @@ class MmluFixture:
         """An lm-eval log-likelihood task or group, as ``@pytest.mark.lm_eval_task`` declares
         one; the test's gates judge its metric (``result.accuracy``; per task in
         ``result.per_subject``)."""
-        overrides = {
-            k: v
-            for k, v in (("quantization", quantization), ("adapter", adapter), ("merge_adapter", merge_adapter))
-            if v is not None
-        }
-        try:
-            spec = marks.make_task_spec(name, shots, limit, metric)
-            variant = self._item.config.stash[SESSION].variant_of(self._item.stash[MARKS].variant, **overrides)
-        except ValueError as exc:  # MarkerError too
-            fail([gates.bad_evaluate_call(str(exc), "evaluate_task")])
-        return self._run(spec, variant)
+        variant = {"quantization": quantization, "adapter": adapter, "merge_adapter": merge_adapter}
+        return self._evaluate("evaluate_task", lambda: marks.make_task_spec(name, shots, limit, metric), variant)
 
-    def _run(self, spec: Any, variant: Any) -> EvaluationResult:
-        result, failures = run_evaluation(self._item, spec, variant)
+    def _evaluate(self, method: str, make_spec: Callable[[], Any], variant: dict[str, Any]) -> EvaluationResult:
+        """The call's spec and variant checked (a bad one fails the test naming ``method``),
+        evaluated and judged; a failing gate fails the test."""
+        overrides = {k: v for k, v in variant.items() if v is not None}
+        try:
+            spec = make_spec()
+            chosen = self._item.config.stash[SESSION].variant_of(self._item.stash[MARKS].variant, **overrides)
+        except ValueError as exc:  # MarkerError too
+            fail([gates.bad_evaluate_call(str(exc), method)])
+        result, failures = run_evaluation(self._item, spec, chosen)
         if failures:
             fail(failures)
         assert result is not None  # an evaluation that could not run has its failing verdict

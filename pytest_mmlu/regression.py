@@ -11,7 +11,7 @@ from typing import Any
 from .gates import NON_FINITE_SHOWN, Verdict, against_full_without_variant, non_finite
 from .identity import BASELINE, FULL, difference, of_entry
 from .markers import NoRegression
-from .mmlu.results import EvaluationResult, all_finite, document_weights, question_value, shots_text
+from .mmlu.results import EvaluationResult, answerable, document_weights, question_value, shots_text
 from .power import POWER, detectable_drop
 from .stats import compare_paired
 
@@ -69,9 +69,7 @@ def regression(nodeid: str, ev: Mapping[str, Any], rule: NoRegression, baseline:
         )
         return _missing(f"MMLU baseline entry for {where} {made} {differs.phrase}; {HOW_TO_CREATE}")
     unanswered = [
-        f"{q['subject']}#{q['index']}"
-        for q in base["questions"]
-        if not all_finite([*q["loglikelihoods"], q.get("score") or 0.0])
+        f"{q['subject']}#{q['index']}" for q in base["questions"] if not answerable(q["loglikelihoods"], q.get("score"))
     ]
     if unanswered:  # NaN is no answer: an argmax over it would answer A
         return _missing(

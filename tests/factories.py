@@ -601,6 +601,22 @@ def verdicts_of(report_path) -> dict[str, tuple]:
     return {t["nodeid"].split("::", 1)[1]: verdict_status(t) for t in report["tests"]}
 
 
+def make_baselines(pytest_run, folder: Path) -> tuple[Path, Path]:
+    """The last release's baseline of a differential test, as our report and as the lm-eval
+    files the same run writes: its ``test_nr_pass`` and ``test_nr_fail``, evaluated afresh."""
+    baseline, lm_eval = folder / "baseline.json", folder / "lm-eval"
+    made = pytest_run(
+        "-k",
+        "nr_pass or nr_fail",
+        "--mmlu-no-cache",
+        f"--mmlu-baseline={baseline}",
+        "--mmlu-update-baseline",
+        f"--mmlu-report-lm-eval={lm_eval}",
+    )
+    made.assert_outcomes(passed=2)
+    return baseline, lm_eval
+
+
 def run_cli(*args):
     """``pytest-mmlu ARGS`` in a fresh process."""
     return subprocess.run([sys.executable, "-m", "pytest_mmlu.cli", *map(str, args)], capture_output=True, text=True)

@@ -3,12 +3,11 @@
 Accuracy per category and overall is weighted by the number of questions
 (lm-eval's ``weight_by_size: True``), i.e. correct / n over the pooled questions.
 
-An lm-eval task evaluation (``task`` set) is a result of the same shape: its questions are
-the task's documents (``subject``: the leaf task, ``index``: lm-eval's ``doc_id``), each
-with its value of the judged metric (``score``: 1/0 for ``acc``, a share for ``mc2``), and
-its accuracy is that metric as lm-eval aggregates it (the mean over documents; a group's
-as the group weighs its tasks). For a metric with values in [0, 1] the variance is at most
-p(1 - p), so the Wilson interval stays a conservative 95% interval.
+An lm-eval task evaluation (``task`` set) has the same shape: its questions are the task's
+documents (``subject``: the leaf task, ``index``: ``doc_id``), each with its value of the
+judged metric (``score``: 1/0 for ``acc``, a share for ``mc2``); its accuracy is that metric
+as lm-eval aggregates it (a group's as the group weighs its tasks). A metric in [0, 1] has a
+variance of at most p(1 - p): the Wilson interval stays a conservative 95% interval.
 """
 
 from __future__ import annotations
@@ -36,6 +35,11 @@ def wilson_interval(correct: float, n: int, z: float = Z95) -> tuple[float, floa
 
 def all_finite(loglikelihoods: Sequence[float]) -> bool:
     return all(math.isfinite(ll) for ll in loglikelihoods)
+
+
+def answerable(loglikelihoods: Sequence[float], score: float | None = None) -> bool:
+    """Its log-likelihoods and a task metric's value (mc2 below -745 is 0/0) are numbers."""
+    return all_finite(loglikelihoods) and (score is None or math.isfinite(score))
 
 
 NO_ANSWER = -1  # the prediction of a question whose scores are not finite: never correct
@@ -69,7 +73,7 @@ class QuestionResult:
             subject,
             index,
             target,
-            predict(loglikelihoods) if all_finite(loglikelihoods) and all_finite([score or 0.0]) else NO_ANSWER,
+            predict(loglikelihoods) if answerable(loglikelihoods, score) else NO_ANSWER,
             tuple(loglikelihoods),
             None if is_greedy is None else tuple(bool(g) for g in is_greedy),
             score,
@@ -80,20 +84,16 @@ class QuestionResult:
         return self.prediction == self.target
 
     @property
-    def value(self) -> float:
-        """What the question counts for: right (1) or wrong (0), or a task metric's value."""
+    def value(self) -> float:  # right (1) or wrong (0), or a task metric's value
         return question_value({"prediction": self.prediction, "target": self.target, "score": self.score})
 
     @property
     def finite(self) -> bool:
-        """Its log-likelihoods, and a task metric's value (mc2 of log-likelihoods below -745 is
-        0/0), are numbers: else it has no answer."""
-        return all_finite(self.loglikelihoods) and (self.score is None or all_finite([self.score]))
+        return answerable(self.loglikelihoods, self.score)
 
 
 def question_value(q: Mapping[str, Any]) -> float:
-    """A question entry's value (as reports hold it): its ``score`` where it has one (an lm-eval
-    task document), else 1 when its prediction is its target."""
+    """A question entry's value: its ``score`` (an lm-eval task's document), else 1 if right."""
     score = q.get("score")
     if score is not None:
         return float(score)

@@ -107,7 +107,7 @@ class TaskEvaluator:
             inst.resps = [(score.loglikelihood, score.is_greedy)]
         result = TaskResult(
             name=tasks.name,
-            shots={name: int(task.get_config("num_fewshot") or 0) for name, task in tasks.tasks.items()},
+            shots=tasks.shots,
             metrics={},
             requests=len(requests),
         )

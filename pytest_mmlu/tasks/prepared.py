@@ -35,8 +35,7 @@ class PreparedTask:
 
     @property
     def shots(self) -> dict[str, int]:
-        """Each leaf task's few-shot count as it runs."""
-        return {name: int(task.get_config("num_fewshot") or 0) for name, task in self.tasks.tasks.items()}
+        return self.tasks.shots
 
     @property
     def shown_shots(self) -> int | None:
@@ -51,27 +50,23 @@ class PreparedTask:
 
     def description(self) -> dict[str, Any]:
         """What a result records of the evaluation (``EvaluationResult.task``)."""
+        # The groups lm-eval reports the metric of (an aggregate of it); a tag, or a group of
+        # another metric, has no value of its own.
+        aggregates = {
+            group: [entry for entry in entries if entry.metric == self.metric]
+            for group, entries in self.tasks.group_aggregates.items()
+        }
+        aggregates = {group: entries for group, entries in aggregates.items() if entries}
         return {
             "name": self.spec.task,
             "asked": self.spec.asked,
             "metric": self.metric,
             "shots": self.shots,
-            # groups lm-eval reports the metric of (an aggregate of it); a tag's, or another
-            # metric's group, has no value of its own
-            "groups": {g: m for g, m in self.tasks.groups.items() if g in self._aggregated_groups()},
+            "groups": {g: m for g, m in self.tasks.groups.items() if g in aggregates},
             "weight_by_size": {
-                group: all(
-                    bool(getattr(entry, "weight_by_size", True)) for entry in entries if entry.metric == self.metric
-                )
-                for group, entries in self.tasks.group_aggregates.items()
+                group: all(bool(getattr(entry, "weight_by_size", True)) for entry in entries)
+                for group, entries in aggregates.items()
             },
-        }
-
-    def _aggregated_groups(self) -> set[str]:
-        return {
-            group
-            for group, entries in self.tasks.group_aggregates.items()
-            if any(entry.metric == self.metric for entry in entries)
         }
 
     @functools.cached_property
@@ -102,8 +97,8 @@ class PreparedTask:
 
     def task_identity(self, include_path: str | None) -> dict[str, Any]:
         """The identity's ``task`` field: the name, the metric, each leaf task's version and a
-        hash of its configuration (functions by their source; lm-eval's ``dump_config``), and
-        the include folder's content (``include_path``: ``sha256:`` of its files, or None)."""
+        hash of its configuration (``config_hash``), and the include folder's content
+        (``include_path``: ``sha256:`` of its files, or None)."""
         configs = {
             name: config_hash(task.config.to_dict(keep_callable=True), self.include_path)
             for name, task in self.tasks.tasks.items()

@@ -34,6 +34,11 @@ class TaskSet:
     # group -> its aggregate_metric_list entries (.metric, .weight_by_size): how lm-eval scores it
     group_aggregates: dict[str, list[Any]] = field(default_factory=dict)
 
+    @property
+    def shots(self) -> dict[str, int]:
+        """Each leaf task's few-shot count as it runs."""
+        return {name: int(task.get_config("num_fewshot") or 0) for name, task in self.tasks.items()}
+
 
 def task_manager(include_path: str | None = None, defaults: bool = True) -> Any:
     """lm-eval's TaskManager: its registry (``defaults``; indexing it takes seconds) and the

@@ -17,7 +17,15 @@ import json
 import shutil
 
 import pytest
-from factories import compared_verdicts, run_cli, save_answer_a_model, save_head_adapter, verdicts_of, write_mmlu_csvs
+from factories import (
+    compared_verdicts,
+    make_baselines,
+    run_cli,
+    save_answer_a_model,
+    save_head_adapter,
+    verdicts_of,
+    write_mmlu_csvs,
+)
 
 pytest.importorskip("peft", reason="needs the peft extra: pip install 'pytest-mmlu[peft]'")
 pytestmark = pytest.mark.slow
@@ -178,16 +186,7 @@ def test_every_gate_gives_the_same_verdict_on_every_path(pytester, world):
     pytester.makepyfile(test_gate=suite(world))
     # The last release: its fine-tune was the harmless one.
     shutil.copytree(world["harmless"], world["swap"])
-    baseline, lm_eval = path / "baseline.json", path / "lm-eval"
-    made = pytest_run(
-        "-k",
-        "nr_pass or nr_fail",
-        "--mmlu-no-cache",
-        f"--mmlu-baseline={baseline}",
-        "--mmlu-update-baseline",
-        f"--mmlu-report-lm-eval={lm_eval}",
-    )
-    made.assert_outcomes(passed=2)
+    baseline, lm_eval = make_baselines(pytest_run, path)
     # The candidate: the same fine-tune folder, a degraded fine-tune in it.
     shutil.rmtree(world["swap"])
     shutil.copytree(world["degraded"], world["swap"])

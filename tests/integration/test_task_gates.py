@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from factories import compared_verdicts, run_cli, verdicts_of
+from factories import compared_verdicts, make_baselines, run_cli, verdicts_of
 from task_folders import write_task_folder
 
 pytestmark = pytest.mark.slow
@@ -145,16 +145,7 @@ def test_every_task_gate_gives_the_same_verdict_on_every_path(pytester, tiny_mod
 
     path = pytester.path
     pytester.makepyfile(test_tasks=SUITE)
-    baseline, lm_eval = path / "baseline.json", path / "lm-eval"
-    made = pytest_run(
-        "-k",
-        "nr_pass or nr_fail",
-        "--mmlu-no-cache",
-        f"--mmlu-baseline={baseline}",
-        "--mmlu-update-baseline",
-        f"--mmlu-report-lm-eval={lm_eval}",
-    )
-    made.assert_outcomes(passed=2)
+    baseline, lm_eval = make_baselines(pytest_run, path)
     all_right(baseline, lm_eval)
 
     paths: dict[str, dict[str, tuple]] = {}
